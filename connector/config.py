@@ -1,0 +1,241 @@
+"""Load `config.yaml`: interpolate `${VAR}` from the environment, then validate.
+
+The file is the user's interface, so every error names the file, the key path
+and what to do. Secrets may only arrive through `${VAR}` references: a literal
+token written into the file is refused, so a config file can be committed or
+pasted into a ticket without leaking anything.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Mapping, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+DEFAULT_CONFIG_PATH = "config.yaml"
+CONFIG_PATH_ENV = "CONNECTOR_CONFIG"
+
+# `$$` is a literal `$`; `${NAME}` is the variable (empty when unset);
+# `${NAME:-default}` falls back when the variable is unset or empty (shell rules).
+_ENV_REFERENCE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_PURE_ENV_REFERENCE = re.compile(r"^\s*\$\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\}\s*$")
+
+# Keys whose values are credentials, wherever they appear in the tree.
+SECRET_KEYS = frozenset(
+    {"secrets", "access_token", "client_secret", "private_key", "password", "admin_password", "api_key"}
+)
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says where and why."""
+
+
+class _Section(BaseModel):
+    # Unknown keys are typos until proven otherwise.
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatabaseConfig(_Section):
+    url: str = "sqlite:///data/ledger.db"
+    # FULL: an acknowledged event survives a power loss (Okendo will not resend
+    # it). NORMAL is faster in WAL mode but may lose the last commits on power
+    # loss (never on a process crash). https://www.sqlite.org/pragma.html#pragma_synchronous
+    sqlite_synchronous: Literal["FULL", "EXTRA", "NORMAL"] = "FULL"
+    # How long a write waits for a lock before the receiver answers 503.
+    busy_timeout_ms: int = Field(5000, ge=0, le=60_000)
+    connect_timeout_s: int = Field(5, ge=1, le=60)
+    pool_size: int = Field(5, ge=1, le=100)
+
+    @field_validator("url")
+    @classmethod
+    def _url_parses(cls, url: str) -> str:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            make_url(url)
+        except ArgumentError:
+            raise ValueError(
+                "not a database URL; use sqlite:///data/ledger.db or postgresql://user@host:5432/dbname"
+            ) from None
+        return url
+
+
+def _split_secrets(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part for part in re.split(r"[\s,]+", value) if part]
+    return value
+
+
+class ReceiverConfig(_Section):
+    # One or more `whsec_` secrets; several during a rotation.
+    secrets: list[str] = Field(default_factory=list)
+    max_body_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
+    # Accept unsigned events when no secret is configured. Development only.
+    insecure_dev_mode: bool = False
+
+    _split = field_validator("secrets", mode="before")(_split_secrets)
+
+    @field_validator("secrets")
+    @classmethod
+    def _secrets_are_usable(cls, secrets: list[str]) -> list[str]:
+        from svix.webhooks import Webhook
+
+        for position, secret in enumerate(secrets, start=1):
+            try:
+                Webhook(secret)
+            except Exception:
+                # Never echo the secret itself.
+                raise ValueError(
+                    f"secret #{position} is not a valid Svix signing secret "
+                    "(expected `whsec_` followed by base64, as Okendo returned it)"
+                ) from None
+        return secrets
+
+
+class HubSpotDestinationConfig(_Section):
+    type: Literal["hubspot"]
+    access_token: str | None = None
+    base_url: str = "https://api.hubapi.com"
+    timeout_s: float = Field(10.0, gt=0, le=120)
+
+
+class SalesforceDestinationConfig(_Section):
+    type: Literal["salesforce"]
+    instance_url: str | None = None
+    access_token: str | None = None
+    timeout_s: float = Field(30.0, gt=0, le=300)
+
+
+DestinationConfig = Annotated[
+    Union[HubSpotDestinationConfig, SalesforceDestinationConfig], Field(discriminator="type")
+]
+
+
+class StatusConfig(_Section):
+    admin_password: str | None = None
+
+
+class Settings(_Section):
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    receiver: ReceiverConfig = Field(default_factory=ReceiverConfig)
+    destinations: dict[str, DestinationConfig] = Field(default_factory=dict)
+    status: StatusConfig = Field(default_factory=StatusConfig)
+
+    # Where the file lives: relative paths in it are relative to this folder.
+    base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
+    source: str = Field("<defaults>", exclude=True)
+
+    def resolve_path(self, path: str | Path) -> Path:
+        path = Path(path)
+        return path if path.is_absolute() else self.base_dir / path
+
+
+def interpolate(value: str, environ: Mapping[str, str]) -> str:
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name, default = match.group(1), match.group(2)
+        current = environ.get(name)
+        if default is not None and not current:
+            return default
+        return current or ""
+
+    return _ENV_REFERENCE.sub(replace, value)
+
+
+def _interpolate_tree(node: Any, environ: Mapping[str, str], path: tuple[str, ...], errors: list[str]) -> Any:
+    if isinstance(node, dict):
+        result = {}
+        for key, value in node.items():
+            interpolated = _interpolate_tree(value, environ, (*path, str(key)), errors)
+            # `key: ${UNSET}` counts as not written, so the key's default applies.
+            if interpolated is None and value is not None:
+                continue
+            result[key] = interpolated
+        return result
+    if isinstance(node, list):
+        return [_interpolate_tree(value, environ, (*path, str(i)), errors) for i, value in enumerate(node)]
+    if path and path[-1] in SECRET_KEYS and node not in (None, "", []):
+        if not (isinstance(node, str) and _PURE_ENV_REFERENCE.match(node)):
+            errors.append(
+                f"{'.'.join(path)}: secrets are only read from the environment; "
+                f"write `{path[-1]}: ${{SOME_VARIABLE}}` and set that variable"
+            )
+            return None
+    if isinstance(node, str):
+        result = interpolate(node, environ)
+        # A value that was only a reference to an unset variable means "not set".
+        if result == "" and _PURE_ENV_REFERENCE.match(node):
+            return None
+        return result
+    return node
+
+
+def _format_validation_error(error: ValidationError, source: str) -> str:
+    lines = [f"{source} is not valid:"]
+    for item in error.errors():
+        location = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        show_input = item["type"] not in ("missing", "extra_forbidden") and not (
+            set(map(str, item["loc"])) & SECRET_KEYS
+        )
+        suffix = f" (got {item['input']!r})" if show_input and not isinstance(item["input"], (dict, list)) else ""
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (check its spelling and indentation)"
+        lines.append(f"  {location}: {message}{suffix}")
+    return "\n".join(lines)
+
+
+def settings_from_mapping(
+    data: Mapping[str, Any] | None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    base_dir: Path | None = None,
+    source: str = "<config>",
+) -> Settings:
+    """Validate an already-parsed config tree (a YAML document or a test's dict)."""
+    environ = os.environ if environ is None else environ
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source} must be a mapping of sections (database, receiver, ...), not {type(data).__name__}")
+    errors: list[str] = []
+    tree = _interpolate_tree(dict(data), environ, (), errors)
+    if errors:
+        raise ConfigError(f"{source} is not valid:\n" + "\n".join(f"  {line}" for line in errors))
+    try:
+        settings = Settings.model_validate(tree)
+    except ValidationError as error:
+        raise ConfigError(_format_validation_error(error, source)) from None
+    settings.base_dir = base_dir or Path.cwd()
+    settings.source = source
+    return settings
+
+
+def config_path(environ: Mapping[str, str] | None = None) -> Path:
+    environ = os.environ if environ is None else environ
+    return Path(environ.get(CONFIG_PATH_ENV) or DEFAULT_CONFIG_PATH)
+
+
+def load_settings(path: str | Path | None = None, *, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read, interpolate and validate a config file (default: $CONNECTOR_CONFIG or ./config.yaml)."""
+    path = Path(path) if path is not None else config_path(environ)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: config file not found; create it (copy config.yaml from the project) "
+            f"or point {CONFIG_PATH_ENV} at it"
+        ) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read config file: {error}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: invalid YAML: {error}") from None
+    return settings_from_mapping(data, environ=environ, base_dir=path.resolve().parent, source=str(path))
