@@ -1,0 +1,99 @@
+"""Engines for the ledger: SQLite by default, PostgreSQL to scale out.
+
+SQLite is set up for several gunicorn workers writing at once: WAL so readers
+never block the writer, a busy timeout so writers queue instead of failing, and
+`synchronous=FULL` so an acknowledged event survives a power loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+
+from connector.config import ConfigError, DatabaseConfig, Settings
+
+
+def normalize_url(raw: str, base_dir: Path | None = None) -> URL:
+    """Pick our drivers and resolve a relative SQLite path against the config's folder."""
+    url = make_url(raw)
+    if url.drivername in ("postgresql", "postgres"):
+        # psycopg 3 is the driver we install; SQLAlchemy's default would be psycopg2.
+        url = url.set(drivername="postgresql+psycopg")
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        path = Path(url.database)
+        if not path.is_absolute() and base_dir is not None:
+            url = url.set(database=str(base_dir / path))
+    return url
+
+
+SUPPORTED_BACKENDS = ("sqlite", "postgresql")
+WRITE_OPTION = "ledger_write"
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A transaction that will write: on SQLite it holds the write lock from the start."""
+    with engine.connect().execution_options(**{WRITE_OPTION: True}) as connection, connection.begin():
+        yield connection
+
+
+def _install_sqlite_pragmas(engine: Engine, config: DatabaseConfig) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the sqlite3 module, decide when transactions start,
+        # so writers can take the lock up front with BEGIN IMMEDIATE.
+        # https://docs.sqlalchemy.org/en/20/dialects/sqlite.html#serializable-isolation-savepoints-transactional-ddl
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {int(config.busy_timeout_ms)}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute(f"PRAGMA synchronous = {config.sqlite_synchronous}")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        # Writers take the write lock at BEGIN: a deferred transaction that
+        # reads first and writes later can fail with SQLITE_BUSY without
+        # waiting for the busy timeout. Readers stay deferred (WAL lets them
+        # run beside the writer).
+        immediate = connection.get_execution_options().get(WRITE_OPTION, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def create_ledger_engine(settings: Settings) -> Engine:
+    config = settings.database
+    url = normalize_url(config.url, settings.base_dir)
+    backend = url.get_backend_name()
+    if backend not in SUPPORTED_BACKENDS:
+        raise ConfigError(
+            f"{settings.source}: database.url: the {backend!r} backend is not supported; "
+            "use sqlite:///path/to/ledger.db or postgresql://user@host/dbname"
+        )
+    kwargs: dict[str, Any] = {}
+    if backend == "sqlite":
+        if url.database and url.database != ":memory:":
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {"timeout": config.busy_timeout_ms / 1000, "check_same_thread": False}
+        kwargs["pool_size"] = config.pool_size
+        kwargs["max_overflow"] = config.pool_size
+        kwargs["pool_timeout"] = max(config.busy_timeout_ms / 1000, 1)
+    elif backend == "postgresql":
+        # Bound every lock wait, so a locked table answers 503 instead of hanging.
+        # Keep any `?options=` the user put in the URL (a search_path, say).
+        options = " ".join(filter(None, [url.query.get("options"), f"-c lock_timeout={int(config.busy_timeout_ms)}"]))
+        url = url.difference_update_query(["options"])
+        kwargs["connect_args"] = {"connect_timeout": config.connect_timeout_s, "options": options}
+        kwargs["pool_size"] = config.pool_size
+        kwargs["max_overflow"] = config.pool_size
+        kwargs["pool_timeout"] = max(config.busy_timeout_ms / 1000, 1)
+        kwargs["pool_pre_ping"] = True
+    engine = create_engine(url, **kwargs)
+    if backend == "sqlite":
+        _install_sqlite_pragmas(engine, config)
+    return engine

@@ -1,0 +1,180 @@
+"""The ledger's tables.
+
+Modelled on dj-stripe's webhook row: each event keeps its raw body, the headers
+that matter, how it was verified, its processing state and why, so anything can
+be inspected and replayed later. Deliveries, attempts and record links are the
+worker's bookkeeping: one delivery per (event, mapping, destination).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT.
+BigIntId = BigInteger().with_variant(Integer(), "sqlite")
+
+# Column lengths the receiver enforces before inserting (PostgreSQL would refuse longer values).
+MESSAGE_ID_MAX = 255
+RESOURCE_TYPE_MAX = 64
+TOPIC_MAX = 32
+RESOURCE_ID_MAX = 255
+SEQUENCE_MAX = 100  # digits; larger than any 64-bit number on purpose (REFERENCE.md §7)
+EMAIL_MAX = 320
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores naive text)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the ledger; use timezone-aware UTC")
+        return value.astimezone(timezone.utc)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+class EventState:
+    """Processing states of an event (the per-destination ones live on deliveries)."""
+
+    RECEIVED = "received"  # verified and stored; waiting for the worker
+    INVALID = "invalid"  # signed, but the body is not a usable Okendo envelope
+    UNSUPPORTED = "unsupported"  # a well-formed envelope of a resource type or topic we do not handle
+
+
+class Event(Base):
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    # Svix's message id: identical on every redelivery, so the unique key deduplicates.
+    message_id: Mapped[str] = mapped_column(String(MESSAGE_ID_MAX), unique=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    # The signed `webhook-timestamp` of the attempt that was stored.
+    webhook_timestamp: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    resource_type: Mapped[str | None] = mapped_column(String(RESOURCE_TYPE_MAX))
+    topic: Mapped[str | None] = mapped_column(String(TOPIC_MAX))
+    resource_id: Mapped[str | None] = mapped_column(String(RESOURCE_ID_MAX), index=True)
+    # Exactly as sent: a digit string that can exceed 64 bits. Compare as int.
+    sequence_number: Mapped[str | None] = mapped_column(String(SEQUENCE_MAX))
+    customer_email: Mapped[str | None] = mapped_column(String(EMAIL_MAX), index=True)
+    state: Mapped[str] = mapped_column(String(16), default=EventState.RECEIVED)
+    state_reason: Mapped[str | None] = mapped_column(Text)
+    # 1-based position of the configured secret that verified the signature;
+    # NULL only when insecure development mode accepted an unsigned event.
+    verified_by_secret: Mapped[int | None] = mapped_column(SmallInteger)
+    headers: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+
+    __table_args__ = (
+        Index("ix_events_state_id", "state", "id"),
+        Index("ix_events_resource_type_topic_id", "resource_type", "topic", "id"),
+    )
+
+
+class DeliveryState:
+    PENDING = "pending"
+    RETRYING = "retrying"
+    DELIVERED = "delivered"
+    DEAD = "dead"
+    STALE = "stale"
+    SKIPPED = "skipped"
+
+
+class Delivery(Base):
+    """One event's journey to one destination through one mapping."""
+
+    __tablename__ = "deliveries"
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"))
+    mapping: Mapped[str] = mapped_column(String(128))
+    destination: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), default=DeliveryState.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    crm_record_id: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("event_id", "mapping", "destination"),
+        # The worker's claim query: due deliveries in a state, oldest first.
+        Index("ix_deliveries_state_next_attempt_at", "state", "next_attempt_at"),
+        Index("ix_deliveries_destination_state", "destination", "state"),
+    )
+
+
+class DeliveryAttempt(Base):
+    __tablename__ = "delivery_attempts"
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("deliveries.id", ondelete="CASCADE"), index=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    duration_ms: Mapped[int | None] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(16))
+    http_status: Mapped[int | None] = mapped_column(SmallInteger)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class RecordLink(Base):
+    """Which CRM record an Okendo resource became, per destination and object.
+
+    Deletes that carry only ids (a loyalty adjustment delete has no customer)
+    are resolved through this table, so it outlives pruned events.
+    """
+
+    __tablename__ = "record_links"
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    destination: Mapped[str] = mapped_column(String(64))
+    crm_object: Mapped[str] = mapped_column(String(128))
+    source_type: Mapped[str] = mapped_column(String(RESOURCE_TYPE_MAX))
+    source_id: Mapped[str] = mapped_column(String(RESOURCE_ID_MAX))
+    crm_record_id: Mapped[str] = mapped_column(String(255))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (UniqueConstraint("destination", "crm_object", "source_type", "source_id"),)
