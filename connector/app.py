@@ -1,0 +1,58 @@
+"""The Flask application factory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from connector.config import Settings, load_settings, settings_from_mapping
+from connector.ledger import create_ledger_engine
+from connector.receiver.signature import SignatureVerifier
+from connector.receiver.views import bp as receiver_bp
+from connector.runtime import EXTENSION_KEY, Runtime
+
+log = logging.getLogger(__name__)
+
+
+def _settings(config: Settings | Mapping[str, Any] | None) -> Settings:
+    if config is None:
+        return load_settings()
+    if isinstance(config, Settings):
+        return config
+    return settings_from_mapping(config, source="<create_app config>")
+
+
+def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
+    """Build the app from `config` (Settings, a dict shaped like config.yaml, or None
+    to read $CONNECTOR_CONFIG / ./config.yaml). Raises ConfigError when invalid."""
+    settings = _settings(config)
+    app = Flask(__name__)
+    # Werkzeug refuses larger declared bodies with 413 and caps chunked streams.
+    # One byte of headroom lets the receiver tell "exactly the limit" from "over it".
+    app.config["MAX_CONTENT_LENGTH"] = settings.receiver.max_body_bytes + 1
+    verifier = SignatureVerifier(settings.receiver.secrets)
+    app.extensions[EXTENSION_KEY] = Runtime(
+        settings=settings, engine=create_ledger_engine(settings), verifier=verifier
+    )
+    app.register_blueprint(receiver_bp)
+    _warn_about_receiver(settings, verifier)
+    return app
+
+
+def _warn_about_receiver(settings: Settings, verifier: SignatureVerifier) -> None:
+    if verifier.configured:
+        return
+    if settings.receiver.insecure_dev_mode:
+        log.warning(
+            "INSECURE DEVELOPMENT MODE: no webhook secret is configured and receiver.insecure_dev_mode "
+            "is on, so /webhooks/okendo accepts UNSIGNED events. Never run this in production: "
+            "set OKENDO_WEBHOOK_SECRETS and turn insecure_dev_mode off."
+        )
+    else:
+        log.warning(
+            "No webhook secret configured: /webhooks/okendo answers 503 (Svix will retry) until "
+            "OKENDO_WEBHOOK_SECRETS holds the whsec_ secret Okendo returned for the subscription."
+        )

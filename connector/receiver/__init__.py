@@ -1,0 +1,1 @@
+"""Receives Okendo's webhooks: bounding, signature verification and storage; no CRM work."""
