@@ -1,0 +1,37 @@
+# Two commands on a fresh machine with Python 3.11+ and make:
+#   make run    install into .venv, migrate the SQLite ledger, serve under gunicorn
+#   make test   install into .venv with the test tools, run the whole suite
+
+PYTHON ?= python3
+VENV ?= .venv
+BIND ?= 127.0.0.1:8000
+BIN := $(VENV)/bin
+
+.PHONY: run test install check-python clean
+
+check-python:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (found %s); set PYTHON=python3.x" % sys.version.split()[0])'
+
+$(BIN)/python: | check-python
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	@touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+
+run: $(VENV)/.installed
+	$(BIN)/connector db upgrade
+	BIND=$(BIND) $(BIN)/gunicorn -c gunicorn.conf.py
+
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache

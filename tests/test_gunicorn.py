@@ -1,0 +1,133 @@
+"""The real thing: gunicorn on a free port, real HTTP, several worker processes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+import sqlalchemy as sa
+import yaml
+
+from connector.ledger.database import normalize_url
+from tests.signing import SECRET, sample_bytes, signed_headers
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def server(db_url: str, tmp_path: Path) -> Iterator[tuple[str, sa.Engine]]:
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "database": {"url": db_url},
+        "receiver": {"secrets": "${OKENDO_WEBHOOK_SECRETS}", "max_body_bytes": 65536},
+    }))
+    port = _free_port()
+    env = {**os.environ, "CONNECTOR_CONFIG": str(config), "OKENDO_WEBHOOK_SECRETS": SECRET,
+           "BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "2"}
+    subprocess.run([sys.executable, "-m", "connector.cli", "db", "upgrade"], env=env, check=True,
+                   capture_output=True, cwd=PROJECT_ROOT)
+    log = (tmp_path / "gunicorn.log").open("wb")
+    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"], env=env,
+                               cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            requests.post(f"{base}/webhooks/okendo", timeout=1)
+            break
+        except requests.RequestException:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail("gunicorn did not start:\n" + (tmp_path / "gunicorn.log").read_text())
+            time.sleep(0.1)
+    engine = sa.create_engine(normalize_url(db_url))
+    try:
+        yield base, engine
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+        engine.dispose()
+        log.close()
+
+
+def _messages(engine: sa.Engine) -> list[str]:
+    with engine.connect() as connection:
+        return list(connection.execute(sa.text("SELECT message_id FROM events ORDER BY id")).scalars())
+
+
+def test_gunicorn_stores_acknowledges_and_deduplicates(server):
+    base, engine = server
+    body = sample_bytes("review.create")
+
+    first = requests.post(f"{base}/webhooks/okendo", data=body, headers=signed_headers(body, "msg_g1"), timeout=5)
+    again = requests.post(f"{base}/webhooks/okendo", data=body, headers=signed_headers(body, "msg_g1"), timeout=5)
+    forged = requests.post(f"{base}/webhooks/okendo", data=body,
+                           headers={**signed_headers(body, "msg_g2"), "webhook-signature": "v1,AAAA"}, timeout=5)
+
+    assert first.status_code == 202
+    assert again.status_code == 200 and again.json()["event_id"] == first.json()["event_id"]
+    assert forged.status_code == 401
+    assert _messages(engine) == ["msg_g1"]
+
+
+def test_gunicorn_refuses_oversize_bodies_declared_or_chunked(server):
+    base, engine = server
+    big = b'{"resource": {"body": "' + b"x" * 100_000 + b'"}}'
+
+    declared = requests.post(f"{base}/webhooks/okendo", data=big, headers=signed_headers(big, "msg_big1"), timeout=5)
+    # A generator body is sent with Transfer-Encoding: chunked, no Content-Length.
+    chunked = requests.post(f"{base}/webhooks/okendo", data=(big[i:i + 8192] for i in range(0, len(big), 8192)),
+                            headers=signed_headers(big, "msg_big2"), timeout=5)
+
+    assert declared.status_code == 413
+    assert chunked.status_code == 413
+    assert _messages(engine) == []
+
+
+def test_gunicorn_accepts_a_chunked_body_of_exactly_the_limit(server):
+    base, engine = server
+    head = b'{"resource": {"reviewId": "r-limit", "body": "'
+    tail = b'"}, "resourceType": "review", "sequenceNumber": "7", "topic": "create"}'
+    body = head + b"x" * (65536 - len(head) - len(tail)) + tail
+    assert len(body) == 65536
+
+    response = requests.post(f"{base}/webhooks/okendo", data=(body[i:i + 5000] for i in range(0, len(body), 5000)),
+                             headers=signed_headers(body, "msg_limit"), timeout=5)
+
+    assert response.status_code == 202
+    assert _messages(engine) == ["msg_limit"]
+
+
+def test_gunicorn_workers_racing_on_one_message_store_it_once(server):
+    base, engine = server
+    body = sample_bytes("loyalty_earning_transaction.create")
+    headers = signed_headers(body, "msg_race_http")
+    start = threading.Barrier(12)
+    statuses: list[int] = []
+
+    def deliver() -> None:
+        start.wait()
+        statuses.append(requests.post(f"{base}/webhooks/okendo", data=body, headers=headers, timeout=10).status_code)
+
+    threads = [threading.Thread(target=deliver) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(statuses) == [200] * 11 + [202]
+    assert _messages(engine) == ["msg_race_http"]
