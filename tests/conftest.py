@@ -21,14 +21,9 @@ from flask.testing import FlaskClient
 from connector import create_app
 from connector.ledger.migrate import upgrade
 from connector.runtime import EXTENSION_KEY
-from tests.signing import SAMPLES_DIR, SECRET
+from tests.signing import SECRET
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    if not SAMPLES_DIR.is_dir():
-        raise pytest.UsageError(f"sample payloads not found at {SAMPLES_DIR}: the tests need ../shared beside the checkout")
 
 
 def _postgres_schema_url() -> Iterator[str]:

@@ -14,12 +14,13 @@ SECRET = "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 OTHER_SECRET = "whsec_" + base64.b64encode(bytes(range(100, 132))).decode()
 UNKNOWN_SECRET = "whsec_" + base64.b64encode(bytes(range(200, 232))).decode()
 
-SAMPLES_DIR = Path(__file__).resolve().parents[2] / "shared" / "okendo" / "samples"
-SAMPLE_PATHS = sorted(SAMPLES_DIR.glob("*.json"))
+from connector.samples import sample_bytes, sample_paths
 
+SAMPLE_PATHS = sample_paths()
+# The reference copy the package's samples were taken from, when it is beside the checkout.
+SHARED_SAMPLES_DIR = Path(__file__).resolve().parents[2] / "shared" / "okendo" / "samples"
 
-def sample_bytes(name: str) -> bytes:
-    return (SAMPLES_DIR / f"{name}.json").read_bytes()
+__all__ = ["SAMPLE_PATHS", "sample_bytes"]
 
 
 def signature(body: bytes, msg_id: str, when: datetime, secret: str = SECRET) -> str:
