@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal, Mapping, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from connector.mapping.schema import MappingsConfig
+
 DEFAULT_CONFIG_PATH = "config.yaml"
 CONFIG_PATH_ENV = "CONNECTOR_CONFIG"
 
@@ -122,6 +124,7 @@ class StatusConfig(_Section):
 
 class Settings(_Section):
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    mappings: MappingsConfig = Field(default_factory=MappingsConfig)
     receiver: ReceiverConfig = Field(default_factory=ReceiverConfig)
     destinations: dict[str, DestinationConfig] = Field(default_factory=dict)
     status: StatusConfig = Field(default_factory=StatusConfig)

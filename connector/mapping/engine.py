@@ -1,0 +1,225 @@
+"""Turn one Okendo event into CRM operations, through the compiled mappings.
+
+`MappingSet.plan` never raises: whatever the payload holds, each matching
+mapping gives an outcome, ready, skipped (with the reason) or failed (with
+the field and the reason). It makes no network call; the worker and
+`connector preview` use it alike.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from connector import okendo
+from connector.mapping.expressions import EvaluationError, Evaluator, plain
+from connector.mapping.operations import (
+    FAILED,
+    READY,
+    SKIPPED,
+    AssociationRef,
+    Operation,
+    Outcome,
+    RecordKey,
+    SourceRef,
+)
+from connector.mapping.schema import AssociationSpec, FieldSpec, MappingSpec
+
+
+@dataclass(frozen=True)
+class CompiledField:
+    name: str
+    spec: FieldSpec
+    evaluate: Evaluator
+
+
+@dataclass(frozen=True)
+class CompiledAssociation:
+    spec: AssociationSpec
+    key_value: Evaluator | None
+    source_id: Evaluator | None
+
+
+@dataclass(frozen=True)
+class CompiledMapping:
+    spec: MappingSpec
+    origin: str
+    patterns: tuple[str, ...]
+    when: Evaluator | None
+    key_value: Evaluator | None
+    source_id: Evaluator | None
+    fields: tuple[CompiledField, ...]
+    associations: tuple[CompiledAssociation, ...]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def handles(self, event_name: str) -> bool:
+        return any(fnmatch.fnmatchcase(event_name, pattern) for pattern in self.patterns)
+
+
+class _Skip(Exception):
+    """This mapping does not apply to this event; the message says why."""
+
+
+def _identifier(value: Any, where: str) -> str | None:
+    """A key or id value as text; None when missing or empty."""
+    value = plain(value, where)
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise EvaluationError(f"{where}: expected text or a number, got {type(value).__name__}")
+    return str(value)
+
+
+def _scope(document: Mapping[str, Any], lookups: Mapping[str, Any]) -> dict[str, Any]:
+    resource = document.get("resource")
+    resource_type = document.get("resourceType")
+    topic = document.get("topic")
+    return {
+        "resource": resource if isinstance(resource, Mapping) else {},
+        "event": {
+            "name": okendo.event_name(str(resource_type), str(topic)),
+            "resourceType": resource_type,
+            "topic": topic,
+            "sequenceNumber": document.get("sequenceNumber"),
+            "version": document.get("version"),
+        },
+        "lookups": lookups,
+    }
+
+
+def _default_source(document: Mapping[str, Any]) -> SourceRef | None:
+    resource_type = document.get("resourceType")
+    id_field = okendo.RESOURCE_ID_FIELDS.get(resource_type) if isinstance(resource_type, str) else None
+    resource = document.get("resource")
+    if id_field is None or not isinstance(resource, Mapping):
+        return None
+    resource_id = resource.get(id_field)
+    return SourceRef(type=resource_type, id=str(resource_id)) if isinstance(resource_id, (str, int)) and resource_id != "" else None
+
+
+class MappingSet:
+    def __init__(self, mappings: list[CompiledMapping], lookups: Mapping[str, Any]):
+        self.mappings = mappings
+        self.lookups = dict(lookups)
+
+    def names(self) -> list[str]:
+        return [mapping.name for mapping in self.mappings]
+
+    def get(self, name: str) -> CompiledMapping | None:
+        return next((mapping for mapping in self.mappings if mapping.name == name), None)
+
+    def destinations(self) -> set[str]:
+        return {mapping.spec.destination for mapping in self.mappings}
+
+    def handled_events(self) -> list[str]:
+        from connector.mapping.loader import KNOWN_EVENTS
+
+        return [name for name in KNOWN_EVENTS if any(mapping.handles(name) for mapping in self.mappings)]
+
+    def plan(self, document: Any, *, only: str | None = None) -> list[Outcome]:
+        """One outcome per mapping that handles this event (or only the mapping named `only`)."""
+        if not isinstance(document, Mapping):
+            return []
+        resource_type, topic = document.get("resourceType"), document.get("topic")
+        if not isinstance(resource_type, str) or not isinstance(topic, str):
+            return []
+        event_name = okendo.event_name(resource_type, topic)
+        scope = _scope(document, self.lookups)
+        outcomes = []
+        for mapping in self.mappings:
+            if (only is None or mapping.name == only) and mapping.handles(event_name):
+                outcomes.append(self._outcome(mapping, document, scope))
+        return outcomes
+
+    def _outcome(self, mapping: CompiledMapping, document: Mapping[str, Any], scope: dict[str, Any]) -> Outcome:
+        spec = mapping.spec
+        warnings: list[str] = []
+        try:
+            operation = self._operation(mapping, document, scope, warnings)
+        except _Skip as skip:
+            return Outcome(spec.name, spec.destination, SKIPPED, reason=str(skip), warnings=warnings)
+        except EvaluationError as error:
+            return Outcome(spec.name, spec.destination, FAILED, reason=str(error), warnings=warnings)
+        except Exception as error:  # a bug must not stop the other mappings or the worker
+            return Outcome(spec.name, spec.destination, FAILED, reason=f"unexpected {type(error).__name__}: {error}")
+        return Outcome(spec.name, spec.destination, READY, operation=operation, warnings=warnings)
+
+    def _operation(
+        self, mapping: CompiledMapping, document: Mapping[str, Any], scope: dict[str, Any], warnings: list[str]
+    ) -> Operation:
+        spec = mapping.spec
+        if mapping.when is not None and not plain(mapping.when(scope), "when"):
+            raise _Skip(f"condition is false: {spec.when}")
+
+        source = _default_source(document)
+        if mapping.source_id is not None and spec.source is not None:
+            source_id = _identifier(mapping.source_id(scope), "source.id")
+            source = SourceRef(spec.source.type, source_id) if source_id else None
+
+        key = None
+        if spec.key is not None and mapping.key_value is not None:
+            key_value = _identifier(mapping.key_value(scope), "key.value")
+            if key_value is not None:
+                key = RecordKey(spec.key.field, key_value)
+            elif spec.operation == "upsert":
+                raise _Skip(f"no value for key {spec.key.field} ({spec.key.value} is missing)")
+        if spec.operation in ("update", "delete") and key is None and source is None:
+            raise _Skip("neither a key value nor a source id names the record to " + spec.operation)
+
+        properties: dict[str, Any] = {}
+        create_only: dict[str, Any] = {}
+        for field in mapping.fields:
+            where = f"fields.{field.name}"
+            try:
+                value = plain(field.evaluate(scope), where)
+            except EvaluationError as error:
+                raise EvaluationError(f"{where}: {error}") from None
+            if isinstance(value, str) and field.spec.max_length is not None:
+                value = value[: field.spec.max_length]
+            if value is None:
+                if field.spec.required:
+                    shown = field.spec.value if field.spec.value is not None else "its template"
+                    raise EvaluationError(f"{where} is required but has no value ({shown} is missing)")
+                continue
+            (create_only if field.spec.on_create_only else properties)[field.name] = value
+
+        associations = []
+        for position, association in enumerate(mapping.associations):
+            reference = self._association(association, scope, f"associations.{position}")
+            if reference is not None:
+                associations.append(reference)
+                continue
+            what = association.spec.key.value if association.spec.key else association.spec.source.id  # type: ignore[union-attr]
+            message = f"association to {association.spec.to}: no value to find it by ({what} is missing)"
+            if association.spec.required:
+                raise _Skip(message)
+            warnings.append(message + "; the record is written without it")
+
+        return Operation(
+            object=spec.object,
+            action=spec.operation,
+            source=source,
+            key=key,
+            properties=properties,
+            create_only_properties=create_only,
+            associations=associations,
+        )
+
+    @staticmethod
+    def _association(association: CompiledAssociation, scope: dict[str, Any], where: str) -> AssociationRef | None:
+        spec = association.spec
+        key = source = None
+        if spec.key is not None and association.key_value is not None:
+            value = _identifier(association.key_value(scope), f"{where}.key.value")
+            key = RecordKey(spec.key.field, value) if value is not None else None
+        if spec.source is not None and association.source_id is not None:
+            source_id = _identifier(association.source_id(scope), f"{where}.source.id")
+            source = SourceRef(spec.source.type, source_id) if source_id is not None else None
+        if key is None and source is None:
+            return None
+        return AssociationRef(to=spec.to, key=key, source=source, hubspot_type=spec.hubspot_type, field=spec.field)

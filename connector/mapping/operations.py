@@ -1,0 +1,64 @@
+"""What the mapping engine produces: one outcome per (mapping, event).
+
+An outcome is either an operation ready for a destination, or the reason the
+mapping skipped or failed this event. The worker stores one delivery per
+outcome; `connector preview` prints them as JSON.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+READY = "ready"
+SKIPPED = "skipped"
+FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class RecordKey:
+    """Match the CRM record whose `field` holds `value`."""
+
+    field: str
+    value: Any
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    """The Okendo resource a record stands for: its row in the link table."""
+
+    type: str
+    id: str
+
+
+@dataclass(frozen=True)
+class AssociationRef:
+    to: str
+    key: RecordKey | None = None
+    source: SourceRef | None = None
+    hubspot_type: int | None = None
+    field: str | None = None
+
+
+@dataclass(frozen=True)
+class Operation:
+    object: str
+    action: str  # upsert | create | update | delete
+    source: SourceRef | None
+    key: RecordKey | None = None
+    properties: dict[str, Any] = field(default_factory=dict)
+    create_only_properties: dict[str, Any] = field(default_factory=dict)
+    associations: list[AssociationRef] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    mapping: str
+    destination: str
+    status: str  # ready | skipped | failed
+    operation: Operation | None = None
+    reason: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
