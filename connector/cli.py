@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -10,6 +11,8 @@ import click
 from sqlalchemy.exc import SQLAlchemyError
 
 from connector.config import CONFIG_PATH_ENV, ConfigError, Settings, load_settings
+from connector.mapping.engine import MappingSet
+from connector.mapping.loader import load_mappings
 
 
 class Context:
@@ -19,6 +22,12 @@ class Context:
     def settings(self) -> Settings:
         try:
             return load_settings(self.config_path)
+        except ConfigError as error:
+            raise click.ClickException(str(error)) from None
+
+    def mappings(self, settings: Settings) -> MappingSet:
+        try:
+            return load_mappings(settings)
         except ConfigError as error:
             raise click.ClickException(str(error)) from None
 
@@ -45,7 +54,7 @@ def main(ctx: click.Context, config_path: Path | None) -> None:
 @main.command()
 @pass_context
 def check(ctx: Context) -> None:
-    """Validate the configuration without serving; exit 1 with the problems found."""
+    """Validate the configuration and mappings without serving; exit 1 with the problems found."""
     from connector.ledger.database import normalize_url
 
     settings = ctx.settings()
@@ -61,6 +70,38 @@ def check(ctx: Context) -> None:
         click.echo("  receiver: no webhook secret configured; events are refused (set OKENDO_WEBHOOK_SECRETS)")
     for name, destination in settings.destinations.items():
         click.echo(f"  destination {name}: {destination.type}")
+    mappings = ctx.mappings(settings)
+    click.echo(f"  mappings: {len(mappings.mappings)} enabled, for {len(mappings.handled_events())} event type(s)")
+    for mapping in mappings.mappings:
+        click.echo(f"    {mapping.name}: {', '.join(mapping.patterns)} -> {mapping.spec.destination} "
+                   f"{mapping.spec.object} {mapping.spec.operation}")
+
+
+@main.command()
+@click.argument("event_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--mapping", "mapping_name", help="Only this mapping.")
+@pass_context
+def preview(ctx: Context, event_file: Path, mapping_name: str | None) -> None:
+    """Print, as JSON, the operations each destination would perform for EVENT_FILE.
+
+    EVENT_FILE is an Okendo webhook body. No network call is made.
+    """
+    from connector.receiver.envelope import classify
+
+    settings = ctx.settings()
+    mappings = ctx.mappings(settings)
+    if mapping_name is not None and mappings.get(mapping_name) is None:
+        raise click.ClickException(
+            f"no enabled mapping named {mapping_name!r} (known: {', '.join(mappings.names()) or 'none'})"
+        )
+    body = event_file.read_bytes()
+    envelope = classify(body)
+    if envelope.state != "received":
+        raise click.ClickException(f"{event_file}: the connector would store this event as {envelope.state}: {envelope.reason}")
+    outcomes = mappings.plan(json.loads(body), only=mapping_name)
+    click.echo(json.dumps([outcome.to_json() for outcome in outcomes], indent=2, ensure_ascii=False))
+    if not outcomes:
+        click.echo(f"no enabled mapping handles {envelope.resource_type}.{envelope.topic}", err=True)
 
 
 @main.group()
