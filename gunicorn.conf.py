@@ -19,6 +19,22 @@ keepalive = 5
 preload_app = False
 accesslog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info")
+
+
+def on_starting(server):
+    # Validate config.yaml and the mappings once, in the master, before any worker starts.
+    from connector.serving import validate_at_start
+
+    validate_at_start(server.log)
+
+
+def on_reload(server):
+    # kill -HUP: adopt edits only if they validate; workers inherit the result.
+    from connector.serving import revalidate_on_reload
+
+    revalidate_on_reload(server.log)
+
+
 # Bound request lines and headers (the body is bounded by receiver.max_body_bytes).
 limit_request_line = 4094
 limit_request_fields = 100

@@ -10,6 +10,8 @@ from flask import Flask
 
 from connector.config import Settings, load_settings, settings_from_mapping
 from connector.ledger import create_ledger_engine
+from connector.mapping.engine import MappingSet
+from connector.mapping.loader import load_mappings
 from connector.receiver.signature import SignatureVerifier
 from connector.receiver.views import bp as receiver_bp
 from connector.runtime import EXTENSION_KEY, Runtime
@@ -25,20 +27,24 @@ def _settings(config: Settings | Mapping[str, Any] | None) -> Settings:
     return settings_from_mapping(config, source="<create_app config>")
 
 
-def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
+def create_app(config: Settings | Mapping[str, Any] | None = None, *, mappings: MappingSet | None = None) -> Flask:
     """Build the app from `config` (Settings, a dict shaped like config.yaml, or None
-    to read $CONNECTOR_CONFIG / ./config.yaml). Raises ConfigError when invalid."""
+    to read $CONNECTOR_CONFIG / ./config.yaml) and its mappings (compiled from the
+    config unless given). Raises ConfigError when either is invalid."""
     settings = _settings(config)
+    if mappings is None:
+        mappings = load_mappings(settings)
     app = Flask(__name__)
     # Werkzeug refuses larger declared bodies with 413 and caps chunked streams.
     # One byte of headroom lets the receiver tell "exactly the limit" from "over it".
     app.config["MAX_CONTENT_LENGTH"] = settings.receiver.max_body_bytes + 1
     verifier = SignatureVerifier(settings.receiver.secrets)
     app.extensions[EXTENSION_KEY] = Runtime(
-        settings=settings, engine=create_ledger_engine(settings), verifier=verifier
+        settings=settings, engine=create_ledger_engine(settings), verifier=verifier, mappings=mappings
     )
     app.register_blueprint(receiver_bp)
     _warn_about_receiver(settings, verifier)
+    log.info("serving with %d mapping(s): %s", len(mappings.mappings), ", ".join(mappings.names()) or "none")
     return app
 
 

@@ -1,4 +1,4 @@
-"""What one app instance holds: its settings, ledger engine and signature verifier."""
+"""What one app instance holds: settings, ledger engine, signature verifier and mappings."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from flask import current_app
 from sqlalchemy import Engine
 
 from connector.config import Settings
+from connector.mapping.engine import MappingSet
 from connector.receiver.signature import SignatureVerifier
 
 EXTENSION_KEY = "connector"
@@ -18,6 +19,7 @@ class Runtime:
     settings: Settings
     engine: Engine
     verifier: SignatureVerifier
+    mappings: MappingSet
 
 
 def runtime() -> Runtime:

@@ -2,66 +2,31 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 import sqlalchemy as sa
-import yaml
 
 from connector.ledger.database import normalize_url
+from tests.servers import gunicorn
 from tests.signing import SECRET, sample_bytes, signed_headers
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
 def server(db_url: str, tmp_path: Path) -> Iterator[tuple[str, sa.Engine]]:
-    config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({
+    config = {
         "database": {"url": db_url},
         "receiver": {"secrets": "${OKENDO_WEBHOOK_SECRETS}", "max_body_bytes": 65536},
-    }))
-    port = _free_port()
-    env = {**os.environ, "CONNECTOR_CONFIG": str(config), "OKENDO_WEBHOOK_SECRETS": SECRET,
-           "BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "2"}
-    subprocess.run([sys.executable, "-m", "connector.cli", "db", "upgrade"], env=env, check=True,
-                   capture_output=True, cwd=PROJECT_ROOT)
-    log = (tmp_path / "gunicorn.log").open("wb")
-    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"], env=env,
-                               cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
+    }
+    with gunicorn(tmp_path, config, env={"OKENDO_WEBHOOK_SECRETS": SECRET}) as running:
+        engine = sa.create_engine(normalize_url(db_url))
         try:
-            requests.post(f"{base}/webhooks/okendo", timeout=1)
-            break
-        except requests.RequestException:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail("gunicorn did not start:\n" + (tmp_path / "gunicorn.log").read_text())
-            time.sleep(0.1)
-    engine = sa.create_engine(normalize_url(db_url))
-    try:
-        yield base, engine
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
-        engine.dispose()
-        log.close()
+            yield running.base_url, engine
+        finally:
+            engine.dispose()
 
 
 def _messages(engine: sa.Engine) -> list[str]:

@@ -1,0 +1,63 @@
+"""Configuration for gunicorn's master and workers, with safe reloads.
+
+The master validates config.yaml and the mappings before any worker starts
+(`on_starting`) and again on `kill -HUP` (`on_reload`). Workers are forked
+from the master, so they inherit the last configuration that validated: an
+edit that does not validate is refused with its error, and the running
+mappings stay in force instead of every new worker failing to boot.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from connector.config import ConfigError, Settings, load_settings
+from connector.mapping.engine import MappingSet
+from connector.mapping.loader import load_mappings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Configuration:
+    settings: Settings
+    mappings: MappingSet
+
+
+_last_good: Configuration | None = None
+
+
+def load_configuration() -> Configuration:
+    """Read and validate config.yaml and every mapping it names (raises ConfigError)."""
+    settings = load_settings()
+    return Configuration(settings=settings, mappings=load_mappings(settings))
+
+
+def validate_at_start(logger: logging.Logger = log) -> None:
+    """gunicorn `on_starting`: refuse to start on an invalid configuration."""
+    global _last_good
+    try:
+        _last_good = load_configuration()
+    except ConfigError as error:
+        logger.error("cannot start, the configuration is invalid:\n%s", error)
+        raise SystemExit(1) from None
+    logger.info("configuration valid: %d mapping(s) from %s", len(_last_good.mappings.mappings), _last_good.settings.source)
+
+
+def revalidate_on_reload(logger: logging.Logger = log) -> bool:
+    """gunicorn `on_reload`: adopt the edited configuration only if it validates."""
+    global _last_good
+    try:
+        candidate = load_configuration()
+    except ConfigError as error:
+        logger.error("configuration edit refused; the running configuration stays in force:\n%s", error)
+        return False
+    _last_good = candidate
+    logger.info("configuration reloaded: %d mapping(s) from %s", len(candidate.mappings.mappings), candidate.settings.source)
+    return True
+
+
+def worker_configuration() -> Configuration:
+    """In a gunicorn worker: the master's last valid configuration; elsewhere, read it now."""
+    return _last_good if _last_good is not None else load_configuration()
