@@ -314,3 +314,19 @@ def test_review_html_and_script_are_escaped_in_note_bodies(mappings):
     assert "<script>" not in body and "<b>bold" not in body
     assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;&lt;b&gt;bold&lt;/b&gt;" in body
     assert "for Tee &amp; &lt;Co&gt;</p>" in body
+
+
+def test_null_payload_values_render_like_missing_ones(mappings):
+    document = json.loads(sample_bytes("review.create"))
+    document["resource"].update(rating=None, productName=None)
+    outcomes = {outcome.mapping: outcome for outcome in mappings.plan(document)}
+    body = outcomes["hubspot_review_note"].operation.properties["hs_note_body"]
+    assert body.startswith("<p><strong>Okendo review: ?/5 (unrated)</strong> for a product</p>")
+    assert "None" not in body
+    assert outcomes["salesforce_review"].operation.properties["Name"] == "?/5 review"
+
+    survey = json.loads(sample_bytes("survey_response.create"))
+    survey["resource"]["answeredQuestions"] = None
+    outcomes = {outcome.mapping: outcome for outcome in mappings.plan(survey)}
+    assert outcomes["hubspot_survey_response_note"].status == "ready"
+    assert "Answers__c" not in outcomes["salesforce_survey_response"].operation.properties

@@ -203,7 +203,7 @@ def test_operation_shape_is_checked(tmp_path):
           operation: upsert
     """)
     assert "mapping 'delete_with_fields': (mapping): a `delete` takes no `fields`" in text
-    assert "mapping 'upsert_without_fields': (mapping): a `upsert` needs `fields`" in text
+    assert "mapping 'upsert_without_fields': (mapping): an `upsert` needs `fields`" in text
 
 
 def test_shipped_config_and_mappings_validate():
@@ -217,3 +217,26 @@ def test_shipped_config_and_mappings_validate():
     ]:
         destinations = {m.spec.destination for m in mapping_set.mappings if m.handles(event)}
         assert destinations == {"hubspot", "salesforce"}, event
+
+
+def test_empty_templates_count_as_missing_and_empty_writes_are_skipped(tmp_path):
+    settings = setup(tmp_path, {"inline": [
+        {"name": "needs_title", "events": "review.create", "destination": "hubspot", "object": "notes",
+         "operation": "create", "fields": {"hs_note_body": {"template": "{{ resource.title }}", "required": True}}},
+        {"name": "all_empty", "events": "review.create", "destination": "hubspot", "object": "contacts",
+         "operation": "update", "key": {"field": "email", "value": "resource.reviewer.email | email"},
+         "fields": {"nickname": "resource.nickname"}},
+    ]})
+    outcomes = plan(load_mappings(settings), "review.create")
+    assert outcomes["needs_title"].status == "failed"
+    assert outcomes["needs_title"].reason == "fields.hs_note_body is required but has no value (its template is missing)"
+    assert (outcomes["all_empty"].status, outcomes["all_empty"].reason) == (
+        "skipped", "every field is empty for this event: nothing to write")
+
+
+def test_html_templates_cannot_mark_payload_text_safe(tmp_path):
+    settings = setup(tmp_path, {"inline": [{
+        "name": "unsafe", "events": "review.create", "destination": "hubspot", "object": "notes",
+        "operation": "create", "fields": {"hs_note_body": {"template": "{{ resource.body | safe }}", "html": True}},
+    }]})
+    assert "unknown filter 'safe'" in errors_of(settings)

@@ -181,12 +181,17 @@ class MappingSet:
                 raise EvaluationError(f"{where}: {error}") from None
             if isinstance(value, str) and field.spec.max_length is not None:
                 value = value[: field.spec.max_length]
+            if field.spec.template is not None and isinstance(value, str) and not value.strip():
+                value = None  # a template that rendered nothing has no value
             if value is None:
                 if field.spec.required:
                     shown = field.spec.value if field.spec.value is not None else "its template"
                     raise EvaluationError(f"{where} is required but has no value ({shown} is missing)")
                 continue
             (create_only if field.spec.on_create_only else properties)[field.name] = value
+
+        if spec.operation in ("upsert", "create", "update") and not properties and not create_only:
+            raise _Skip("every field is empty for this event: nothing to write")
 
         associations = []
         for position, association in enumerate(mapping.associations):

@@ -55,9 +55,16 @@ class _PayloadEnvironment(ImmutableSandboxedEnvironment):
 
 def _environment(autoescape: bool) -> ImmutableSandboxedEnvironment:
     environment = _PayloadEnvironment(
-        undefined=ChainableUndefined, autoescape=autoescape, keep_trailing_newline=False
+        undefined=ChainableUndefined,
+        autoescape=autoescape,
+        keep_trailing_newline=False,
+        # A JSON null renders as nothing in a template, like a missing field.
+        finalize=lambda value: "" if value is None else value,
     )
     environment.filters.update(FILTERS)
+    environment.filters["d"] = FILTERS["default"]  # Jinja's alias, made null-aware like `default`
+    # `safe` would let payload HTML through an html template unescaped.
+    environment.filters.pop("safe", None)
     return environment
 
 

@@ -110,7 +110,8 @@ class MappingSpec(_Strict):
     @model_validator(mode="after")
     def _operation_needs(self) -> MappingSpec:
         if self.operation in ("upsert", "create", "update") and not self.fields:
-            raise ValueError(f"a `{self.operation}` needs `fields`")
+            article = "an" if self.operation in ("upsert", "update") else "a"
+            raise ValueError(f"{article} `{self.operation}` needs `fields`")
         if self.operation == "delete" and self.fields:
             raise ValueError("a `delete` takes no `fields`")
         return self
