@@ -52,8 +52,9 @@ def main(ctx: click.Context, config_path: Path | None) -> None:
 
 
 @main.command()
+@click.option("--remote", is_flag=True, help="Also check each CRM: credentials, and every object and field the mappings write.")
 @pass_context
-def check(ctx: Context) -> None:
+def check(ctx: Context, remote: bool) -> None:
     """Validate the configuration and mappings without serving; exit 1 with the problems found."""
     from connector.ledger.database import normalize_url
 
@@ -75,6 +76,69 @@ def check(ctx: Context) -> None:
     for mapping in mappings.mappings:
         click.echo(f"    {mapping.name}: {', '.join(mapping.patterns)} -> {mapping.spec.destination} "
                    f"{mapping.spec.object} {mapping.spec.operation}")
+    if remote:
+        _check_remote(settings, mappings)
+
+
+def _check_remote(settings: Settings, mappings: MappingSet) -> None:
+    from connector.destinations import build_destination
+
+    problems: list[str] = []
+    for name in sorted(mappings.destinations()):
+        destination = build_destination(name, settings)
+        try:
+            if destination.dry_run:
+                click.echo(f"  remote {name}: no credentials, dry-run mode (nothing is written)")
+                continue
+            found = destination.check_remote(mappings)
+        finally:
+            destination.close()
+        if found:
+            problems.extend(found)
+        else:
+            click.echo(f"  remote {name}: OK, every object and field the mappings write exists")
+    if problems:
+        raise click.ClickException("the CRMs are not ready for the mappings:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+@main.group()
+def setup() -> None:
+    """Prepare a CRM for the mappings."""
+
+
+@setup.command("hubspot")
+@click.option("--yes", is_flag=True, help="Create without asking.")
+@pass_context
+def setup_hubspot(ctx: Context, yes: bool) -> None:
+    """Create the custom properties the mappings write that HubSpot lacks (in an Okendo group)."""
+    from connector.destinations import build_destination
+    from connector.destinations.errors import DeliveryError
+    from connector.destinations.hubspot import HubSpotDestination
+
+    settings = ctx.settings()
+    mappings = ctx.mappings(settings)
+    names = [name for name, config in settings.destinations.items() if config.type == "hubspot"]
+    if not names:
+        raise click.ClickException(f"{settings.source}: no destination of type hubspot is configured")
+    for name in names:
+        destination = build_destination(name, settings)
+        if not isinstance(destination, HubSpotDestination):
+            raise click.ClickException(f"destination {name}: no access token (set HUBSPOT_ACCESS_TOKEN)")
+        try:
+            missing = destination.missing_properties(mappings)
+            if not missing:
+                click.echo(f"{name}: every property the mappings write exists; nothing to do")
+                continue
+            for crm_object, properties in missing.items():
+                click.echo(f"{name}: {crm_object} lacks {', '.join(properties)}")
+            if not yes and not click.confirm(f"Create them in HubSpot ({name})?", default=False):
+                raise click.ClickException("nothing created")
+            for created in destination.create_missing_properties(mappings):
+                click.echo(f"{name}: created {created}")
+        except DeliveryError as error:
+            raise click.ClickException(f"{name}: HubSpot answered: {error}") from None
+        finally:
+            destination.close()
 
 
 @main.command()

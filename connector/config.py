@@ -99,18 +99,61 @@ class ReceiverConfig(_Section):
         return secrets
 
 
-class HubSpotDestinationConfig(_Section):
+class RateLimitConfig(_Section):
+    requests: int | None = Field(None, ge=1)  # None: no request-rate cap
+    per_seconds: float = Field(10.0, gt=0)
+    max_concurrency: int | None = Field(None, ge=1)
+
+
+class _DestinationBase(_Section):
+    # Short retries inside a call (transient errors); longer ones go to the worker's schedule.
+    retry_attempts: int = Field(3, ge=1, le=10)
+    max_retry_wait_s: float = Field(15.0, ge=0, le=120)
+    connect_timeout_s: float = Field(5.0, gt=0, le=60)
+
+
+class HubSpotDestinationConfig(_DestinationBase):
     type: Literal["hubspot"]
     access_token: str | None = None
     base_url: str = "https://api.hubapi.com"
     timeout_s: float = Field(10.0, gt=0, le=120)
+    # HubSpot allows 190 requests per 10 s on Professional/Enterprise private apps
+    # (REFERENCE.md §3.4); stay under it with a margin.
+    rate_limit: RateLimitConfig = Field(default_factory=lambda: RateLimitConfig(requests=170, per_seconds=10.0))
+    batch_size: int = Field(100, ge=1, le=100)
+    # A note property holding "resourceType:id", so a create whose answer was
+    # lost can be found again instead of duplicated. null switches it off.
+    source_key_property: str | None = "okendo_source_key"
+    property_group: str = "okendo"
 
 
-class SalesforceDestinationConfig(_Section):
+class SalesforceDestinationConfig(_DestinationBase):
     type: Literal["salesforce"]
     instance_url: str | None = None
     access_token: str | None = None
+    # OAuth 2.0 (REFERENCE.md §2.7): JWT bearer (client_id + username + private key)
+    # or client credentials (client_id + client_secret, My Domain login_url).
+    login_url: str = "https://login.salesforce.com"
+    client_id: str | None = None
+    client_secret: str | None = None
+    username: str | None = None
+    private_key: str | None = None
+    private_key_file: str | None = None
+    api_version: str = Field("62.0", pattern=r"^\d+\.\d$")
     timeout_s: float = Field(30.0, gt=0, le=300)
+    rate_limit: RateLimitConfig = Field(default_factory=lambda: RateLimitConfig(max_concurrency=4))
+    batch_size: int = Field(200, ge=1, le=200)
+
+    @property
+    def auth_mode(self) -> str | None:
+        """Which way to authenticate, from what is configured; None: no credentials (dry-run)."""
+        if self.client_id and self.username and (self.private_key or self.private_key_file):
+            return "jwt"
+        if self.client_id and self.client_secret:
+            return "client_credentials"
+        if self.access_token and self.instance_url:
+            return "token"
+        return None
 
 
 DestinationConfig = Annotated[

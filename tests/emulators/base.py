@@ -32,6 +32,7 @@ class Request:
     headers: dict[str, str]  # lower-cased names
     body: bytes
     params: dict[str, str] = field(default_factory=dict)  # from the route pattern, percent-decoded
+    arrived: float = 0.0  # time.monotonic() when the request arrived
 
     def json(self) -> Any:
         return json.loads(self.body) if self.body else None
@@ -52,7 +53,7 @@ class LoggedRequest:
     headers: dict[str, str]
     body: Any
     status: int
-    at: float
+    at: float  # when it arrived (time.monotonic()), before any latency or delay
     fault: str | None = None
 
 
@@ -175,6 +176,7 @@ class Emulator:
         self.stop()
 
     def _handle(self, http: BaseHTTPRequestHandler) -> None:
+        arrived = time.monotonic()
         split = urlsplit(http.path)
         length = int(http.headers.get("Content-Length") or 0)
         body = http.rfile.read(length) if length else b""
@@ -186,6 +188,7 @@ class Emulator:
             headers={k.lower(): v for k, v in http.headers.items()},
             body=body,
         )
+        request.arrived = arrived
         if self.latency:
             time.sleep(random.uniform(*self.latency))
         fault = self._take_fault(request.method, request.path)
@@ -248,7 +251,7 @@ class Emulator:
             body = request.body.decode(errors="replace")
         with self._lock:
             self.requests.append(LoggedRequest(request.method, request.path, request.query, request.headers, body,
-                                               status, time.monotonic(), fault))
+                                               status, request.arrived or time.monotonic(), fault))
 
     def _send(self, http: BaseHTTPRequestHandler, reply: Reply) -> None:
         if isinstance(reply.body, bytes):

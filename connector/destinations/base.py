@@ -1,0 +1,159 @@
+"""The small interface every destination implements: a batch of operations in,
+one result per operation out.
+
+Destinations never touch the ledger: they read links through a `LinkStore`
+(which CRM record an Okendo resource became) and report the CRM ids they
+wrote; the worker records them.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+
+from connector.destinations.errors import DeliveryError, ErrorClass
+from connector.destinations.ratelimit import RateLimiter
+from connector.mapping.engine import MappingSet
+from connector.mapping.operations import AssociationRef, Operation, SourceRef
+
+OK = "ok"
+SKIPPED = "skipped"
+FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Work:
+    """One delivery's operation, as the worker hands it over."""
+
+    delivery_id: int
+    operation: Operation
+    previous_attempts: int = 0  # > 0: an earlier attempt may have reached the CRM
+
+
+@dataclass
+class Result:
+    status: str  # ok | skipped | failed
+    record_id: str | None = None  # the CRM record written or deleted
+    created: bool | None = None
+    error: DeliveryError | None = None
+    reason: str | None = None  # why it was skipped
+    requests: list[dict[str, Any]] = field(default_factory=list)  # what was sent (dry-run: what would be)
+
+    @classmethod
+    def failed(cls, error: DeliveryError) -> Result:
+        return cls(FAILED, error=error)
+
+    @classmethod
+    def skipped(cls, reason: str) -> Result:
+        return cls(SKIPPED, reason=reason)
+
+
+class LinkStore(Protocol):
+    def lookup(self, destination: str, crm_object: str, sources: Iterable[SourceRef]) -> dict[SourceRef, str]:
+        """CRM ids already recorded for these Okendo resources (missing ones are absent)."""
+
+
+class NoLinks:
+    """A link store that knows nothing (previews, tests of a single call)."""
+
+    def lookup(self, destination: str, crm_object: str, sources: Iterable[SourceRef]) -> dict[SourceRef, str]:
+        return {}
+
+
+class Destination(abc.ABC):
+    name: str
+    kind: str
+    dry_run = False
+
+    @abc.abstractmethod
+    def deliver(self, works: Sequence[Work], links: LinkStore) -> list[Result]:
+        """Perform the operations, batched; exactly one result per work item, in order."""
+
+    @abc.abstractmethod
+    def check_remote(self, mappings: MappingSet) -> list[str]:
+        """Problems found in the CRM for what the mappings write (empty when all is there)."""
+
+    def quota(self) -> dict[str, Any]:
+        """What the CRM last said about its API quota (for the status page)."""
+        return {}
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+T = TypeVar("T")
+
+
+def call_with_retries(
+    call: Callable[[], T],
+    classify: Callable[[BaseException], DeliveryError],
+    limiter: RateLimiter,
+    *,
+    attempts: int,
+    max_wait: float,
+    idempotent: bool = True,
+) -> T:
+    """One CRM call inside the rate limiter, retried briefly on transient errors.
+
+    Waits honour Retry-After (and HubSpot's ten-second window) by pausing the
+    whole destination. A non-idempotent call (a create) is not retried after a
+    timeout or dropped connection: the CRM may have done it; the worker
+    decides later, after checking. Longer waits go back to the worker's
+    durable schedule instead of blocking a thread.
+    """
+
+    def attempt() -> T:
+        with limiter.request():
+            try:
+                return call()
+            except DeliveryError:
+                raise
+            except Exception as error:
+                raise classify(error) from error
+
+    def should_retry(error: BaseException) -> bool:
+        if not isinstance(error, DeliveryError) or error.error_class != ErrorClass.RETRY_SOON:
+            return False
+        if not idempotent and error.status is None:
+            return False  # no response: the create may have happened
+        return (error.retry_after or 0.0) <= max_wait
+
+    def wait(state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        delay = getattr(error, "retry_after", None) or min(0.5 * 2 ** (state.attempt_number - 1), max_wait)
+        if getattr(error, "status", None) == 429:
+            limiter.pause(delay)
+            return 0.0  # the limiter holds every thread back; this one waits there
+        return delay
+
+    retrying = Retrying(stop=stop_after_attempt(attempts), wait=wait, retry=retry_if_exception(should_retry),
+                        reraise=True)
+    return retrying(attempt)
+
+
+def unknown_record(crm_object: str, operation: Operation) -> str:
+    """Why an update or delete found nothing to act on."""
+    if operation.key is not None:
+        return f"no {crm_object} with {operation.key.field} {operation.key.value}"
+    if operation.source is not None:
+        return (f"no {crm_object} record is known for {operation.source.type} {operation.source.id} "
+                "(the connector never wrote one)")
+    return f"no {crm_object} record is known for this event"
+
+
+def describe_target(ref: AssociationRef) -> str:
+    parts = []
+    if ref.key is not None:
+        parts.append(f"{ref.to} with {ref.key.field} {ref.key.value}")
+    if ref.source is not None:
+        parts.append(f"{ref.to} linked to {ref.source.type} {ref.source.id}")
+    return " or ".join(parts)
+
+
+def target_missing(ref: AssociationRef) -> DeliveryError:
+    return DeliveryError(ErrorClass.RETRY_SOON, f"association target not found yet: {describe_target(ref)} "
+                         "(it may not be written yet; retrying)", None, "ASSOCIATION_TARGET_MISSING")

@@ -1,0 +1,80 @@
+"""What went wrong with a CRM call, and what the worker should do about it.
+
+Every failure is classified into one of four classes; the CRM's own message
+is kept verbatim so the status page can show it. The vocabularies of both
+CRMs are mapped as data (REFERENCE.md §2.5-2.6, §3.4).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class ErrorClass(str, enum.Enum):
+    RETRY_SOON = "retry_soon"  # transient: 429, 5xx, timeouts, dropped connections, record locks
+    RETRY_LATER = "retry_later"  # a quota is spent: wait hours, not seconds
+    REAUTHENTICATE = "reauthenticate"  # the credentials were refused
+    PERMANENT = "permanent"  # the request itself is wrong; retrying cannot help
+
+
+@dataclass
+class DeliveryError(Exception):
+    error_class: ErrorClass
+    message: str
+    status: int | None = None  # the HTTP status, when there was a response
+    code: str | None = None  # the CRM's error code (errorCode / statusCode / category)
+    retry_after: float | None = None  # seconds, when the CRM said (Retry-After) or its policy implies
+
+    def __str__(self) -> str:
+        parts = [self.error_class.value]
+        if self.status is not None:
+            parts.append(f"HTTP {self.status}")
+        if self.code:
+            parts.append(self.code)
+        return f"{' '.join(parts)}: {self.message}"
+
+    @property
+    def retryable(self) -> bool:
+        return self.error_class in (ErrorClass.RETRY_SOON, ErrorClass.RETRY_LATER, ErrorClass.REAUTHENTICATE)
+
+
+# Salesforce errorCode / statusCode -> class. Anything not listed is permanent
+# (INVALID_FIELD, REQUIRED_FIELD_MISSING, STRING_TOO_LONG, DUPLICATES_DETECTED,
+# DUPLICATE_VALUE, MALFORMED_ID, INVALID_CROSS_REFERENCE_KEY, ...).
+SALESFORCE_CODES: dict[str, ErrorClass] = {
+    "UNABLE_TO_LOCK_ROW": ErrorClass.RETRY_SOON,
+    "SERVER_UNAVAILABLE": ErrorClass.RETRY_SOON,
+    "REQUEST_RUNNING_TOO_LONG": ErrorClass.RETRY_SOON,
+    "QUERY_TIMEOUT": ErrorClass.RETRY_SOON,
+    "REQUEST_LIMIT_EXCEEDED": ErrorClass.RETRY_LATER,
+    "TXN_SECURITY_METERING_ERROR": ErrorClass.RETRY_LATER,
+    "INVALID_SESSION_ID": ErrorClass.REAUTHENTICATE,
+    "INVALID_AUTH_HEADER": ErrorClass.REAUTHENTICATE,
+}
+
+# HubSpot 429 policies (REFERENCE.md §3.4): how long until a retry can work.
+HUBSPOT_RATE_POLICIES: dict[str, tuple[ErrorClass, float]] = {
+    "TEN_SECONDLY_ROLLING": (ErrorClass.RETRY_SOON, 10.0),
+    "SECONDLY": (ErrorClass.RETRY_SOON, 1.0),
+    "DAILY": (ErrorClass.RETRY_LATER, 3600.0),
+}
+
+
+def classify_status(status: int | None) -> ErrorClass:
+    """The class an HTTP status implies when the body says nothing more specific."""
+    if status is None or status == 429 or status >= 500 or status == 408:
+        return ErrorClass.RETRY_SOON
+    if status == 401:
+        return ErrorClass.REAUTHENTICATE
+    return ErrorClass.PERMANENT
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Retry-After in seconds (the HTTP-date form is not used by either CRM)."""
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        return None

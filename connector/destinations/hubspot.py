@@ -1,0 +1,536 @@
+"""HubSpot through `hubspot-api-client`: batched, rate-limited, every failure classified.
+
+Calls go through the generic CRM objects API (`/crm/v3/objects/{type}/batch/...`),
+which serves contacts, notes, tasks and custom objects alike, and the v4
+associations API. Bodies are plain dicts in the wire's JSON shape: the SDK
+sends them unchanged, and the dry-run destination records the same dicts.
+Pitfalls handled here are in REFERENCE.md §3: no default timeout, one
+ApiException class per sub-package, raw urllib3 errors, 207 multi-status.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import hubspot.crm.associations.v4 as associations_v4
+import hubspot.crm.objects as objects_api
+import hubspot.crm.properties as properties_api
+import urllib3.exceptions
+from hubspot import HubSpot
+
+from connector.config import HubSpotDestinationConfig
+from connector.destinations.base import (
+    OK,
+    Destination,
+    LinkStore,
+    Result,
+    Work,
+    call_with_retries,
+    target_missing,
+    unknown_record,
+)
+from connector.destinations.errors import (
+    HUBSPOT_RATE_POLICIES,
+    DeliveryError,
+    ErrorClass,
+    classify_status,
+    parse_retry_after,
+)
+from connector.destinations.ratelimit import shared_limiter
+from connector.mapping.engine import MappingSet
+from connector.mapping.operations import SourceRef
+
+API_EXCEPTIONS = (objects_api.ApiException, associations_v4.ApiException, properties_api.ApiException)
+
+# Per-record error categories in 207 answers -> class (anything else: permanent).
+HUBSPOT_CATEGORIES: dict[str, ErrorClass] = {
+    "RATE_LIMITS": ErrorClass.RETRY_SOON,
+    "INVALID_AUTHENTICATION": ErrorClass.REAUTHENTICATE,
+    "EXPIRED_AUTHENTICATION": ErrorClass.REAUTHENTICATE,
+}
+
+
+def source_key(source: SourceRef) -> str:
+    return f"{source.type}:{source.id}"
+
+
+def classify(error: BaseException) -> DeliveryError:
+    """Turn whatever the SDK or urllib3 raised into a DeliveryError, keeping HubSpot's message."""
+    if isinstance(error, API_EXCEPTIONS):
+        status = getattr(error, "status", None) or None
+        raw = getattr(error, "body", None)
+        body: dict[str, Any] = {}
+        if raw:
+            try:
+                parsed = json.loads(raw)
+                body = parsed if isinstance(parsed, dict) else {}
+            except (ValueError, TypeError):
+                body = {}
+        message = str(body.get("message") or getattr(error, "reason", None) or "no message")
+        headers = getattr(error, "headers", None) or {}
+        retry_after = parse_retry_after(headers.get("Retry-After") if hasattr(headers, "get") else None)
+        error_class = classify_status(status)
+        code = body.get("category") or body.get("errorType")
+        if status == 429:
+            policy = body.get("policyName")
+            error_class, policy_wait = HUBSPOT_RATE_POLICIES.get(policy, (ErrorClass.RETRY_SOON, 10.0))
+            retry_after = retry_after if retry_after is not None else policy_wait
+            code = policy or code
+        if status == 0 or status is None:  # the SDK wraps SSL and protocol errors as status 0
+            return DeliveryError(ErrorClass.RETRY_SOON, message, None, "CONNECTION")
+        return DeliveryError(error_class, message, status, code, retry_after)
+    if isinstance(error, urllib3.exceptions.HTTPError):
+        kind = "TIMEOUT" if isinstance(error, (urllib3.exceptions.TimeoutError,)) or "timed out" in str(error) else "CONNECTION"
+        return DeliveryError(ErrorClass.RETRY_SOON, f"{type(error).__name__}: {error}", None, kind)
+    return DeliveryError(ErrorClass.RETRY_SOON, f"{type(error).__name__}: {error}", None, "UNEXPECTED")
+
+
+def record_error(error: Any) -> DeliveryError:
+    """A per-record error from a 207 answer."""
+    category = getattr(error, "category", None)
+    message = getattr(error, "message", None) or "HubSpot rejected this record"
+    return DeliveryError(HUBSPOT_CATEGORIES.get(category, ErrorClass.PERMANENT), message, 207, category)
+
+
+class HubSpotDestination(Destination):
+    kind = "hubspot"
+
+    def __init__(self, name: str, config: HubSpotDestinationConfig):
+        self.name = name
+        self.config = config
+        client = HubSpot(access_token=config.access_token, host=config.base_url.rstrip("/"))
+        # Each property access builds a new ApiClient and connection pool: keep them (REFERENCE.md §3.1).
+        self._objects = client.crm.objects.batch_api
+        self._search = client.crm.objects.search_api
+        self._associations = client.crm.associations.v4.batch_api
+        self._properties = client.crm.properties.core_api
+        self._groups = client.crm.properties.groups_api
+        self._timeout = (config.connect_timeout_s, config.timeout_s)
+        limit = config.rate_limit
+        self.limiter = shared_limiter(name, limit.requests, limit.per_seconds, limit.max_concurrency)
+        self._quota: dict[str, Any] = {}
+
+    # --- calls ---------------------------------------------------------------
+
+    def _call(self, method: Callable[..., Any], *args: Any, idempotent: bool = True) -> Any:
+        def call() -> Any:
+            data, _status, headers = method(*args, _request_timeout=self._timeout)
+            self._remember_quota(headers)
+            return data
+
+        return call_with_retries(call, classify, self.limiter, attempts=self.config.retry_attempts,
+                                 max_wait=self.config.max_retry_wait_s, idempotent=idempotent)
+
+    def _remember_quota(self, headers: Any) -> None:
+        if not headers:
+            return
+        for header, key in (("X-HubSpot-RateLimit-Daily-Remaining", "daily_remaining"),
+                            ("X-HubSpot-RateLimit-Daily", "daily_max"),
+                            ("X-HubSpot-RateLimit-Remaining", "window_remaining")):
+            value = headers.get(header)
+            if value is not None and str(value).isdigit():
+                self._quota[key] = int(value)
+
+    def quota(self) -> dict[str, Any]:
+        return dict(self._quota)
+
+    # --- delivery ------------------------------------------------------------
+
+    def deliver(self, works: Sequence[Work], links: LinkStore) -> list[Result]:
+        results: list[Result | None] = [None] * len(works)
+        groups: dict[tuple[str, str, bool], list[int]] = {}
+        for index, work in enumerate(works):
+            operation = work.operation
+            groups.setdefault((operation.object, operation.action, operation.key is not None), []).append(index)
+        handlers = {
+            ("upsert", True): self._upsert_by_key,
+            ("upsert", False): self._write_by_link,
+            ("create", False): self._write_by_link,
+            ("create", True): self._write_by_link,
+            ("update", True): self._update_by_key,
+            ("update", False): self._update_by_link,
+            ("delete", True): self._delete_by_key,
+            ("delete", False): self._delete_by_link,
+        }
+        # Groups run in the order they first appear: the worker hands deliveries
+        # over in mapping order, so a contact is written before its note looks for it.
+        for (crm_object, action, keyed), indexes in groups.items():
+            for start in range(0, len(indexes), self.config.batch_size):
+                chunk = indexes[start:start + self.config.batch_size]
+                try:
+                    handlers[(action, keyed)](crm_object, [(i, works[i]) for i in chunk], links, results)
+                except DeliveryError as error:
+                    for i in chunk:
+                        if results[i] is None:
+                            results[i] = Result.failed(error)
+        return [result or Result.failed(DeliveryError(ErrorClass.RETRY_SOON, "HubSpot returned no result for this record"))
+                for result in results]
+
+    # --- upsert by a unique property (contacts by email, custom objects) ------
+
+    def _upsert_by_key(self, crm_object: str, items: list[tuple[int, Work]], links: LinkStore,
+                       results: list[Result | None]) -> None:
+        id_property = items[0][1].operation.key.field  # type: ignore[union-attr]
+        by_value: dict[str, list[tuple[int, Work]]] = {}
+        for index, work in items:
+            if work.operation.key.field != id_property:  # type: ignore[union-attr]
+                results[index] = Result.failed(DeliveryError(
+                    ErrorClass.PERMANENT, "one batch cannot upsert by two different key properties"))
+                continue
+            by_value.setdefault(str(work.operation.key.value), []).append((index, work))  # type: ignore[union-attr]
+
+        existing: dict[str, str] = {}
+        if any(work.operation.create_only_properties for _, work in items):
+            # HubSpot's upsert cannot tell create from update: find out first, so
+            # create-only properties are sent for new records only.
+            existing = self._read_ids(crm_object, id_property, list(by_value))
+        inputs = []
+        for value, group in by_value.items():
+            properties: dict[str, Any] = {}
+            for _, work in group:  # several events for one record: later ones win
+                if value not in existing:
+                    properties.update(as_strings(work.operation.create_only_properties))
+                properties.update(as_strings(work.operation.properties))
+            properties[id_property] = value
+            inputs.append({"idProperty": id_property, "id": value, "properties": properties})
+        body = {"inputs": inputs}
+        response = self._call(self._objects.upsert_with_http_info, crm_object, body)
+        written: dict[str, tuple[str, bool | None]] = {}
+        for record in getattr(response, "results", None) or []:
+            value = (record.properties or {}).get(id_property)
+            if value is not None:
+                written[str(value)] = (str(record.id), getattr(record, "new", None))
+        failed: dict[str, DeliveryError] = {}
+        for error in getattr(response, "errors", None) or []:
+            for value in (getattr(error, "context", None) or {}).get("ids", []) or []:
+                failed[str(value)] = record_error(error)
+        request = {"method": "POST", "path": f"/crm/v3/objects/{crm_object}/batch/upsert", "body": body}
+        for value, group in by_value.items():
+            for index, work in group:
+                if value in written:
+                    record_id, new = written[value]
+                    results[index] = Result(OK, record_id=record_id, created=new, requests=[request])
+                elif value in failed:
+                    results[index] = Result.failed(failed[value])
+        self._associate([(i, w) for i, w in items if results[i] is not None and results[i].status == OK],
+                        links, results)
+
+    # --- records known through the link table (notes, tasks) ----------------------
+
+    def _write_by_link(self, crm_object: str, items: list[tuple[int, Work]], links: LinkStore,
+                       results: list[Result | None]) -> None:
+        sources = [work.operation.source for _, work in items if work.operation.source is not None]
+        known = links.lookup(self.name, crm_object, sources) if sources else {}
+        to_update = [(i, w) for i, w in items if w.operation.action != "create" and w.operation.source in known]
+        to_create = [(i, w) for i, w in items if (i, w) not in to_update]
+        if to_create and self.config.source_key_property:
+            # An earlier attempt may have created the record and lost the answer: look before creating again.
+            retried = [w.operation.source for _, w in to_create if w.previous_attempts and w.operation.source]
+            if retried:
+                found = self._search_by_source_key(crm_object, retried)
+                for index, work in list(to_create):
+                    if work.operation.source in found:
+                        known[work.operation.source] = found[work.operation.source]  # type: ignore[index]
+                        to_create.remove((index, work))
+                        to_update.append((index, work))
+        if to_update:
+            self._update_ids(crm_object, [(i, w, known[w.operation.source]) for i, w in to_update],  # type: ignore[index]
+                             results)
+            self._associate([(i, w) for i, w in to_update if results[i] is not None and results[i].status == OK],
+                            links, results)
+        if to_create:
+            self._create(crm_object, to_create, links, results)
+
+    def _create(self, crm_object: str, items: list[tuple[int, Work]], links: LinkStore,
+                results: list[Result | None]) -> None:
+        targets = self._resolve_targets(items, links, results)
+        inputs, order = [], []
+        for index, work in items:
+            if results[index] is not None:
+                continue  # an association target could not be found
+            properties = {**as_strings(work.operation.create_only_properties), **as_strings(work.operation.properties)}
+            if self.config.source_key_property and work.operation.source is not None:
+                properties[self.config.source_key_property] = source_key(work.operation.source)
+            item: dict[str, Any] = {"properties": properties}
+            associations = [
+                {"to": {"id": targets[(index, position)]},
+                 "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": ref.hubspot_type}]}
+                for position, ref in enumerate(work.operation.associations) if (index, position) in targets
+            ]
+            if associations:
+                item["associations"] = associations
+            inputs.append(item)
+            order.append(index)
+        if not inputs:
+            return
+        body = {"inputs": inputs}
+        response = self._call(self._objects.create_with_http_info, crm_object, body, idempotent=False)
+        request = {"method": "POST", "path": f"/crm/v3/objects/{crm_object}/batch/create", "body": body}
+        created = list(getattr(response, "results", None) or [])
+        key_property = self.config.source_key_property
+        by_source_key = {(record.properties or {}).get(key_property): str(record.id) for record in created} \
+            if key_property else {}
+        for position, index in enumerate(order):
+            work = items[[i for i, _ in items].index(index)][1]
+            record_id = by_source_key.get(source_key(work.operation.source)) if key_property and work.operation.source else None
+            if record_id is None and len(created) == len(order):
+                record_id = str(created[position].id)  # HubSpot answers in request order when all succeed
+            if record_id is not None:
+                results[index] = Result(OK, record_id=record_id, created=True, requests=[request])
+        errors = list(getattr(response, "errors", None) or [])
+        for index in order:
+            if results[index] is None:
+                results[index] = Result.failed(record_error(errors[0]) if errors else DeliveryError(
+                    ErrorClass.RETRY_SOON, "HubSpot created no record for this operation"))
+
+    def _update_ids(self, crm_object: str, items: list[tuple[int, Work, str]], results: list[Result | None]) -> None:
+        inputs = [{"id": record_id, "properties": as_strings(work.operation.properties)} for _, work, record_id in items]
+        body = {"inputs": inputs}
+        response = self._call(self._objects.update_with_http_info, crm_object, body)
+        request = {"method": "POST", "path": f"/crm/v3/objects/{crm_object}/batch/update", "body": body}
+        updated = {str(record.id) for record in getattr(response, "results", None) or []}
+        failed: dict[str, DeliveryError] = {}
+        for error in getattr(response, "errors", None) or []:
+            for value in (getattr(error, "context", None) or {}).get("ids", []) or []:
+                failed[str(value)] = record_error(error)
+        for index, _work, record_id in items:
+            if record_id in updated:
+                results[index] = Result(OK, record_id=record_id, created=False, requests=[request])
+            elif record_id in failed:
+                error = failed[record_id]
+                results[index] = Result.skipped(f"{crm_object} {record_id} no longer exists in HubSpot") \
+                    if error.code == "OBJECT_NOT_FOUND" else Result.failed(error)
+
+    def _ids_by_key_or_link(self, crm_object: str, items: list[tuple[int, Work]],
+                            links: LinkStore) -> dict[int, str]:
+        """The record each keyed operation names: by its key, else through the link table."""
+        id_property = items[0][1].operation.key.field  # type: ignore[union-attr]
+        by_value = self._read_ids(crm_object, id_property, [str(w.operation.key.value) for _, w in items])  # type: ignore[union-attr]
+        ids = {index: by_value[str(work.operation.key.value)] for index, work in items  # type: ignore[union-attr]
+               if str(work.operation.key.value) in by_value}  # type: ignore[union-attr]
+        unresolved = [work.operation.source for index, work in items if index not in ids and work.operation.source]
+        known = links.lookup(self.name, crm_object, unresolved) if unresolved else {}
+        for index, work in items:
+            if index not in ids and work.operation.source in known:
+                ids[index] = known[work.operation.source]  # type: ignore[index]
+        return ids
+
+    def _update_by_key(self, crm_object: str, items: list[tuple[int, Work]], links: LinkStore,
+                       results: list[Result | None]) -> None:
+        ids = self._ids_by_key_or_link(crm_object, items, links)
+        found = []
+        for index, work in items:
+            if index in ids:
+                found.append((index, work, ids[index]))
+            else:
+                results[index] = Result.skipped(unknown_record(crm_object, work.operation))
+        if found:
+            self._update_ids(crm_object, found, results)
+
+    def _update_by_link(self, crm_object: str, items: list[tuple[int, Work]], links: LinkStore,
+                        results: list[Result | None]) -> None:
+        known = links.lookup(self.name, crm_object, [w.operation.source for _, w in items if w.operation.source])
+        found = []
+        for index, work in items:
+            record_id = known.get(work.operation.source) if work.operation.source else None
+            if record_id is None:
+                results[index] = Result.skipped(unknown_record(crm_object, work.operation))
+            else:
+                found.append((index, work, record_id))
+        if found:
+            self._update_ids(crm_object, found, results)
+
+    def _delete_by_key(self, crm_object: str, items: list[tuple[int, Work]], links: LinkStore,
+                       results: list[Result | None]) -> None:
+        ids = self._ids_by_key_or_link(crm_object, items, links)
+        self._archive(crm_object, [(i, w, ids.get(i)) for i, w in items], results)
+
+    def _delete_by_link(self, crm_object: str, items: list[tuple[int, Work]], links: LinkStore,
+                        results: list[Result | None]) -> None:
+        known = links.lookup(self.name, crm_object, [w.operation.source for _, w in items if w.operation.source])
+        self._archive(crm_object, [(i, w, known.get(w.operation.source) if w.operation.source else None)
+                                   for i, w in items], results)
+
+    def _archive(self, crm_object: str, items: list[tuple[int, Work, str | None]], results: list[Result | None]) -> None:
+        targets = [(index, record_id) for index, _work, record_id in items if record_id is not None]
+        for index, work, record_id in items:
+            if record_id is None:
+                results[index] = Result.skipped(unknown_record(crm_object, work.operation) + "; nothing to delete")
+        if not targets:
+            return
+        body = {"inputs": [{"id": record_id} for _, record_id in targets]}
+        # Archiving an id that is already gone is not an error in HubSpot: deletes are idempotent.
+        self._call(self._objects.archive_with_http_info, crm_object, body)
+        request = {"method": "POST", "path": f"/crm/v3/objects/{crm_object}/batch/archive", "body": body}
+        for index, record_id in targets:
+            results[index] = Result(OK, record_id=record_id, requests=[request])
+
+    # --- lookups and associations ------------------------------------------------
+
+    def _read_ids(self, crm_object: str, id_property: str, values: list[str]) -> dict[str, str]:
+        """CRM ids of the records whose unique `id_property` holds these values."""
+        found: dict[str, str] = {}
+        unique = list(dict.fromkeys(values))
+        for start in range(0, len(unique), self.config.batch_size):
+            chunk = unique[start:start + self.config.batch_size]
+            body = {"idProperty": id_property, "inputs": [{"id": value} for value in chunk],
+                    "properties": [id_property], "propertiesWithHistory": []}
+            response = self._call(self._objects.read_with_http_info, crm_object, body)
+            for record in getattr(response, "results", None) or []:
+                value = (record.properties or {}).get(id_property)
+                if value is not None:
+                    found[str(value)] = str(record.id)
+                    found.setdefault(str(value).lower(), str(record.id))
+        return {value: found.get(value) or found.get(value.lower()) for value in values
+                if (found.get(value) or found.get(value.lower()))}
+
+    def _search_by_source_key(self, crm_object: str, sources: list[SourceRef]) -> dict[SourceRef, str]:
+        key_property = self.config.source_key_property
+        found: dict[SourceRef, str] = {}
+        keys = {source_key(source): source for source in sources}
+        body = {"filterGroups": [{"filters": [{"propertyName": key_property, "operator": "IN",
+                                               "values": list(keys)}]}],
+                "properties": [key_property], "limit": 100}
+        response = self._call(self._search.do_search_with_http_info, crm_object, body)
+        for record in getattr(response, "results", None) or []:
+            value = (record.properties or {}).get(key_property)
+            if value in keys:
+                found[keys[value]] = str(record.id)
+        return found
+
+    def _resolve_targets(self, items: list[tuple[int, Work]], links: LinkStore,
+                         results: list[Result | None]) -> dict[tuple[int, int], str]:
+        """CRM ids of association targets; a target that cannot be found fails its record for a retry."""
+        targets: dict[tuple[int, int], str] = {}
+        by_key: dict[tuple[str, str], list[str]] = {}
+        for _, work in items:
+            for ref in work.operation.associations:
+                if ref.key is not None:
+                    by_key.setdefault((ref.to, ref.key.field), []).append(str(ref.key.value))
+        key_ids = {(to, field): self._read_ids(to, field, values) for (to, field), values in by_key.items()}
+        for index, work in items:
+            for position, ref in enumerate(work.operation.associations):
+                record_id = key_ids.get((ref.to, ref.key.field), {}).get(str(ref.key.value)) if ref.key else None
+                if record_id is None and ref.source is not None:
+                    record_id = links.lookup(self.name, ref.to, [ref.source]).get(ref.source)
+                if record_id is not None:
+                    targets[(index, position)] = record_id
+                else:
+                    results[index] = Result.failed(target_missing(ref))
+        return targets
+
+    def _associate(self, items: list[tuple[int, Work]], links: LinkStore, results: list[Result | None]) -> None:
+        """Associations of records that were upserted or updated (creates carry theirs inline)."""
+        items = [(i, w) for i, w in items if w.operation.associations]
+        if not items:
+            return
+        record_ids = {index: results[index].record_id for index, _ in items}  # type: ignore[union-attr]
+        targets = self._resolve_targets(items, links, results)
+        batches: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        owners: dict[tuple[str, str], list[int]] = {}
+        for index, work in items:
+            for position, ref in enumerate(work.operation.associations):
+                if (index, position) not in targets:
+                    continue
+                pair = (work.operation.object, ref.to)
+                batches.setdefault(pair, []).append({
+                    "from": {"id": record_ids[index]}, "to": {"id": targets[(index, position)]},
+                    "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": ref.hubspot_type}],
+                })
+                owners.setdefault(pair, []).append(index)
+        for (from_object, to_object), inputs in batches.items():
+            body = {"inputs": inputs}
+            try:
+                self._call(self._associations.create_with_http_info, from_object, to_object, body)
+            except DeliveryError as error:
+                for index in owners[(from_object, to_object)]:
+                    results[index] = Result.failed(error)
+                continue
+            request = {"method": "POST", "path": f"/crm/v4/associations/{from_object}/{to_object}/batch/create",
+                       "body": body}
+            for index in owners[(from_object, to_object)]:
+                results[index].requests.append(request)  # type: ignore[union-attr]
+
+    # --- checks and setup ----------------------------------------------------------
+
+    def written_properties(self, mappings: MappingSet) -> dict[str, set[str]]:
+        """Every property the mappings write, by object type (plus the source-key property on link-written objects)."""
+        wanted: dict[str, set[str]] = {}
+        for mapping in mappings.mappings:
+            spec = mapping.spec
+            if spec.destination != self.name:
+                continue
+            names = wanted.setdefault(spec.object, set())
+            names.update(spec.fields)
+            if spec.key is not None:
+                names.add(spec.key.field)
+            if spec.key is None and spec.operation in ("upsert", "create") and self.config.source_key_property:
+                names.add(self.config.source_key_property)
+        return wanted
+
+    def missing_properties(self, mappings: MappingSet) -> dict[str, list[str]]:
+        missing: dict[str, list[str]] = {}
+        for crm_object, names in self.written_properties(mappings).items():
+            response = self._call(self._properties.get_all_with_http_info, crm_object)
+            existing = {prop.name for prop in getattr(response, "results", None) or []}
+            absent = sorted(names - existing)
+            if absent:
+                missing[crm_object] = absent
+        return missing
+
+    def check_remote(self, mappings: MappingSet) -> list[str]:
+        try:
+            missing = self.missing_properties(mappings)
+        except DeliveryError as error:
+            if error.error_class == ErrorClass.REAUTHENTICATE:
+                return [f"{self.name}: HubSpot refused the access token ({error.message}); check HUBSPOT_ACCESS_TOKEN"]
+            return [f"{self.name}: cannot reach HubSpot at {self.config.base_url}: {error}"]
+        return [f"{self.name}: {crm_object} is missing propert{'y' if len(names) == 1 else 'ies'} "
+                f"{', '.join(names)} (create them with `connector setup hubspot`)"
+                for crm_object, names in missing.items()]
+
+    def create_missing_properties(self, mappings: MappingSet) -> list[str]:
+        """Create every missing property as text in the Okendo property group; returns what was created."""
+        created = []
+        group = self.config.property_group
+        for crm_object, names in self.missing_properties(mappings).items():
+            response = self._call(self._groups.get_all_with_http_info, crm_object)
+            if group not in {g.name for g in getattr(response, "results", None) or []}:
+                self._call(self._groups.create_with_http_info, crm_object,
+                           {"name": group, "label": "Okendo", "displayOrder": -1})
+            for name in names:
+                kind, field_type = _property_type(name)
+                self._call(self._properties.create_with_http_info, crm_object, {
+                    "name": name, "label": name.replace("_", " ").capitalize(), "type": kind,
+                    "fieldType": field_type, "groupName": group,
+                })
+                created.append(f"{crm_object}.{name}")
+        return created
+
+
+def _property_type(name: str) -> tuple[str, str]:
+    """A sensible HubSpot type for a property the connector creates, from its name."""
+    if name.endswith("_date"):
+        return "date", "date"
+    if name.endswith(("_rating", "_score", "_balance")):
+        return "number", "number"
+    return "string", "text"
+
+
+def as_strings(properties: dict[str, Any]) -> dict[str, Any]:
+    """HubSpot takes property values as strings; lists become `;`-joined (multi-select) values."""
+    converted = {}
+    for name, value in properties.items():
+        if isinstance(value, bool):
+            converted[name] = "true" if value else "false"
+        elif isinstance(value, (list, tuple)):
+            converted[name] = ";".join(str(item) for item in value)
+        elif isinstance(value, dict):
+            converted[name] = json.dumps(value, ensure_ascii=False)
+        else:
+            converted[name] = value if isinstance(value, str) else str(value)
+    return converted
+
+

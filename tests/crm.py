@@ -1,0 +1,74 @@
+"""Shared helpers for destination tests: plan samples through the shipped mappings and
+deliver them as the worker will, recording links in a real ledger."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from connector.config import Settings, load_settings, settings_from_mapping
+from connector.destinations.base import Destination, Result, Work
+from connector.ledger import create_ledger_engine
+from connector.ledger.database import write_transaction
+from connector.ledger.links import LedgerLinks
+from connector.ledger.migrate import upgrade
+from connector.mapping.engine import MappingSet
+from connector.mapping.loader import load_mappings
+from connector.samples import sample_bytes
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+# The samples in the order a shopper's story happens (creates before updates before deletes).
+STORY = [
+    "loyalty_customer.create", "review.create", "loyalty_earning_transaction.create",
+    "loyalty_adjustment_transaction.create", "loyalty_redemption_transaction.create", "review.update",
+    "loyalty_customer.update", "loyalty_earning_transaction.update", "loyalty_adjustment_transaction.update",
+    "loyalty_redemption_transaction.update", "survey_response.create", "review.delete",
+    "loyalty_earning_transaction.delete", "loyalty_adjustment_transaction.delete",
+    "loyalty_redemption_transaction.delete", "loyalty_customer.delete",
+]
+
+
+def shipped_mappings() -> MappingSet:
+    return load_mappings(load_settings(PROJECT_ROOT / "config.yaml", environ={}))
+
+
+def ledger_links(tmp_path: Path) -> LedgerLinks:
+    settings = settings_from_mapping({"database": {"url": f"sqlite:///{tmp_path / 'links.db'}"}}, environ={})
+    engine = create_ledger_engine(settings)
+    upgrade(engine)
+    return LedgerLinks(engine)
+
+
+def works_for(mappings: MappingSet, destination: str, samples: Iterable[str] | str, start_id: int = 1,
+              previous_attempts: int = 0) -> list[Work]:
+    samples = [samples] if isinstance(samples, str) else samples
+    works = []
+    for sample in samples:
+        for outcome in mappings.plan(json.loads(sample_bytes(sample))):
+            if outcome.destination == destination and outcome.status == "ready":
+                works.append(Work(start_id + len(works), outcome.operation, previous_attempts))
+    return works
+
+
+def deliver(destination: Destination, works: Sequence[Work], links: LedgerLinks) -> list[Result]:
+    """Deliver a batch and record the links, as the worker does after each batch."""
+    results = destination.deliver(works, links)
+    assert len(results) == len(works)
+    with write_transaction(links.engine) as connection:
+        for work, result in zip(works, results):
+            links.apply(connection, destination.name, work.operation, result)
+    return results
+
+
+def link_rows(links: LedgerLinks) -> list[tuple]:
+    with links.engine.connect() as connection:
+        return sorted(tuple(row) for row in connection.execute(sa.text(
+            "SELECT destination, crm_object, source_type, source_id, crm_record_id FROM record_links")))
+
+
+def settings_with(destinations: dict) -> Settings:
+    return settings_from_mapping({"destinations": destinations}, environ={})
