@@ -1,0 +1,354 @@
+"""Salesforce through `simple-salesforce`: sObject Collections, upserts by external id,
+queries by email, one re-authentication on an expired session.
+
+simple-salesforce has no composite wrapper, so collections go through
+`Salesforce.restful` (REFERENCE.md §2.4). Every request has a timeout (a
+session subclass: the library's write calls take none, §2.6) and passes
+through the destination's concurrency cap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import requests
+from simple_salesforce import Salesforce, format_soql
+from simple_salesforce.exceptions import SalesforceError
+
+from connector.config import SalesforceDestinationConfig
+from connector.destinations.base import (
+    OK,
+    Destination,
+    LinkStore,
+    Result,
+    Work,
+    call_with_retries,
+    target_missing,
+    unknown_record,
+)
+from connector.destinations.errors import SALESFORCE_CODES, DeliveryError, ErrorClass, classify_status
+from connector.destinations.ratelimit import shared_limiter
+from connector.destinations.salesforce_auth import PROVIDERS, Token, TokenProvider
+from connector.mapping.engine import MappingSet
+
+
+class _TimeoutSession(requests.Session):
+    def __init__(self, timeout: tuple[float, float]):
+        super().__init__()
+        self._timeout = timeout
+
+    def request(self, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        kwargs.setdefault("timeout", self._timeout)
+        return super().request(*args, **kwargs)
+
+
+def _first_error(content: Any) -> dict[str, Any]:
+    if isinstance(content, list) and content and isinstance(content[0], dict):
+        return content[0]
+    if isinstance(content, dict):
+        return content
+    return {}
+
+
+def classify(error: BaseException) -> DeliveryError:
+    if isinstance(error, SalesforceError):
+        detail = _first_error(error.content)
+        code = detail.get("errorCode") or detail.get("statusCode")
+        message = str(detail.get("message") or error.content or type(error).__name__)
+        error_class = SALESFORCE_CODES.get(code, classify_status(error.status)) if code else classify_status(error.status)
+        return DeliveryError(error_class, message, error.status, code)
+    if isinstance(error, requests.Timeout):
+        return DeliveryError(ErrorClass.RETRY_SOON, f"timed out: {error}", None, "TIMEOUT")
+    if isinstance(error, requests.RequestException):
+        return DeliveryError(ErrorClass.RETRY_SOON, f"{type(error).__name__}: {error}", None, "CONNECTION")
+    return DeliveryError(ErrorClass.RETRY_SOON, f"{type(error).__name__}: {error}", None, "UNEXPECTED")
+
+
+def record_error(result: dict[str, Any]) -> DeliveryError:
+    """A per-record error inside an sObject Collections answer (`statusCode`, not `errorCode`)."""
+    detail = _first_error(result.get("errors"))
+    code = detail.get("statusCode")
+    fields = detail.get("fields") or []
+    message = str(detail.get("message") or "Salesforce rejected this record")
+    if fields:
+        message += f" (fields: {', '.join(map(str, fields))})"
+    return DeliveryError(SALESFORCE_CODES.get(code, ErrorClass.PERMANENT), message, 200, code)
+
+
+# Per-record codes that mean a delete has nothing left to do.
+_ALREADY_DELETED = frozenset({"ENTITY_IS_DELETED", "INVALID_CROSS_REFERENCE_KEY", "NOT_FOUND"})
+
+
+class SalesforceDestination(Destination):
+    kind = "salesforce"
+
+    def __init__(self, name: str, config: SalesforceDestinationConfig, base_dir: Path | None = None):
+        self.name = name
+        self.config = config
+        self._tokens: TokenProvider = PROVIDERS[config.auth_mode or "token"](config, base_dir)
+        self._token: Token | None = None
+        self._sf: Salesforce | None = None
+        self._describes: dict[str, dict[str, Any]] = {}
+        limit = config.rate_limit
+        self.limiter = shared_limiter(name, limit.requests, limit.per_seconds, limit.max_concurrency)
+        self._quota: dict[str, Any] = {}
+
+    # --- client and calls -------------------------------------------------------
+
+    def _client(self, token: Token) -> Salesforce:
+        if self._sf is None or self._token != token:
+            session = _TimeoutSession((self.config.connect_timeout_s, self.config.timeout_s))
+            self._sf = Salesforce(session_id=token.access_token, instance_url=token.instance_url,
+                                  version=self.config.api_version, session=session)
+            self._token = token
+        return self._sf
+
+    def _call(self, make: Callable[[Salesforce], Any], *, idempotent: bool = True) -> Any:
+        """Run a request; on INVALID_SESSION_ID renew the token once and try again, never in a loop."""
+
+        def call() -> Any:
+            token = self._tokens.current()
+            try:
+                return self._with_usage(make, token)
+            except SalesforceError as error:
+                if classify(error).error_class != ErrorClass.REAUTHENTICATE:
+                    raise
+            renewed = self._tokens.renew(token)
+            try:
+                return self._with_usage(make, renewed)
+            except SalesforceError as error:
+                failure = classify(error)
+                if failure.error_class == ErrorClass.REAUTHENTICATE:
+                    failure.message = f"still refused after one re-authentication: {failure.message}"
+                raise failure from error
+
+        return call_with_retries(call, classify, self.limiter, attempts=self.config.retry_attempts,
+                                 max_wait=self.config.max_retry_wait_s, idempotent=idempotent)
+
+    def _with_usage(self, make: Callable[[Salesforce], Any], token: Token) -> Any:
+        client = self._client(token)
+        try:
+            return make(client)
+        finally:
+            usage = (client.api_usage or {}).get("api-usage")
+            if usage is not None:
+                self._quota = {"api_usage": usage.used, "api_limit": usage.total}
+
+    def quota(self) -> dict[str, Any]:
+        return dict(self._quota)
+
+    def _restful(self, path: str, method: str = "GET", *, idempotent: bool = True, **kwargs: Any) -> Any:
+        return self._call(lambda sf: sf.restful(path, method=method, **kwargs), idempotent=idempotent)
+
+    def _describe(self, sobject: str) -> dict[str, Any]:
+        if sobject not in self._describes:
+            self._describes[sobject] = self._restful(f"sobjects/{sobject}/describe")
+        return self._describes[sobject]
+
+    def _is_external_id(self, sobject: str, field: str) -> bool:
+        for described in self._describe(sobject).get("fields", []):
+            if described.get("name", "").lower() == field.lower():
+                return bool(described.get("externalId"))
+        return False
+
+    # --- delivery ------------------------------------------------------------------
+
+    def deliver(self, works: Sequence[Work], links: LinkStore) -> list[Result]:
+        results: list[Result | None] = [None] * len(works)
+        groups: dict[tuple[str, str, str | None], list[int]] = {}
+        for index, work in enumerate(works):
+            operation = work.operation
+            groups.setdefault((operation.object, operation.action,
+                               operation.key.field if operation.key else None), []).append(index)
+        for (sobject, action, key_field), indexes in groups.items():
+            for start in range(0, len(indexes), self.config.batch_size):
+                chunk = [(i, works[i]) for i in indexes[start:start + self.config.batch_size]]
+                try:
+                    self._deliver_group(sobject, action, key_field, chunk, links, results)
+                except DeliveryError as error:
+                    for index, _ in chunk:
+                        if results[index] is None:
+                            results[index] = Result.failed(error)
+        return [result or Result.failed(DeliveryError(ErrorClass.RETRY_SOON, "Salesforce returned no result"))
+                for result in results]
+
+    def _deliver_group(self, sobject: str, action: str, key_field: str | None, items: list[tuple[int, Work]],
+                       links: LinkStore, results: list[Result | None]) -> None:
+        if action == "upsert" and key_field and self._is_external_id(sobject, key_field) \
+                and not any(w.operation.create_only_properties for _, w in items):
+            self._upsert_external_id(sobject, key_field, items, links, results)
+            return
+        ids = self._existing_ids(sobject, key_field, items, links)
+        if action == "delete":
+            self._delete(sobject, items, ids, results)
+            return
+        updates, creates = [], []
+        for index, work in items:
+            if index in ids:
+                updates.append((index, work, ids[index]))
+            elif action in ("upsert", "create"):
+                creates.append((index, work))
+            else:
+                results[index] = Result.skipped(unknown_record(sobject, work.operation))
+        lookups = self._resolve_lookups([(i, w) for i, w in items if results[i] is None], links, results)
+        if updates:
+            records = [{"attributes": {"type": sobject}, "Id": record_id,
+                        **work.operation.properties, **lookups.get(index, {})}
+                       for index, work, record_id in updates if results[index] is None]
+            self._collection("PATCH", "composite/sobjects", records,
+                             [index for index, _, _ in updates if results[index] is None], results, created=False)
+        if creates:
+            pending = [(index, work) for index, work in creates if results[index] is None]
+            records = [{"attributes": {"type": sobject}, **work.operation.create_only_properties,
+                        **work.operation.properties, **lookups.get(index, {})} for index, work in pending]
+            self._collection("POST", "composite/sobjects", records, [index for index, _ in pending], results,
+                             created=True, idempotent=False)
+
+    def _upsert_external_id(self, sobject: str, key_field: str, items: list[tuple[int, Work]], links: LinkStore,
+                            results: list[Result | None]) -> None:
+        lookups = self._resolve_lookups(items, links, results)
+        pending = [(index, work) for index, work in items if results[index] is None]
+        records = [{"attributes": {"type": sobject}, **work.operation.properties,
+                    key_field: work.operation.key.value, **lookups.get(index, {})}  # type: ignore[union-attr]
+                   for index, work in pending]
+        self._collection("PATCH", f"composite/sobjects/{sobject}/{quote(key_field, safe='')}", records,
+                         [index for index, _ in pending], results, created=None)
+
+    def _collection(self, method: str, path: str, records: list[dict[str, Any]], owners: list[int],
+                    results: list[Result | None], *, created: bool | None, idempotent: bool = True) -> None:
+        """One sObject Collections call (≤ 200 records, allOrNone false): a result per record, in order."""
+        if not records:
+            return
+        body = {"allOrNone": False, "records": records}
+        answers = self._restful(path, method, json=body, idempotent=idempotent)
+        request = {"method": method, "path": f"/services/data/v{self.config.api_version}/{path}", "body": body}
+        for index, answer in zip(owners, answers or []):
+            if answer.get("success"):
+                results[index] = Result(OK, record_id=answer.get("id"),
+                                        created=answer.get("created", created), requests=[request])
+            else:
+                results[index] = Result.failed(record_error(answer))
+
+    def _delete(self, sobject: str, items: list[tuple[int, Work]], ids: dict[int, str],
+                results: list[Result | None]) -> None:
+        targets = [(index, ids[index]) for index, _ in items if index in ids]
+        for index, work in items:
+            if index not in ids:
+                results[index] = Result.skipped(unknown_record(sobject, work.operation) + "; nothing to delete")
+        if not targets:
+            return
+        id_list = ",".join(record_id for _, record_id in targets)
+        answers = self._restful("composite/sobjects", "DELETE", params={"ids": id_list, "allOrNone": "false"})
+        request = {"method": "DELETE",
+                   "path": f"/services/data/v{self.config.api_version}/composite/sobjects?ids={id_list}&allOrNone=false"}
+        for (index, record_id), answer in zip(targets, answers or []):
+            code = _first_error(answer.get("errors")).get("statusCode")
+            if answer.get("success") or code in _ALREADY_DELETED:
+                results[index] = Result(OK, record_id=record_id, requests=[request])
+            else:
+                results[index] = Result.failed(record_error(answer))
+
+    # --- finding records ---------------------------------------------------------------
+
+    def _query_ids(self, sobject: str, field: str, values: list[str]) -> dict[str, str]:
+        """Ids of the records whose `field` holds these values (the lowest Id when several match)."""
+        found: dict[str, str] = {}
+        unique = list(dict.fromkeys(values))
+        for start in range(0, len(unique), 200):
+            chunk = unique[start:start + 200]
+            soql = format_soql(f"SELECT Id, {field} FROM {sobject} WHERE {field} IN {{values}}", values=chunk)
+            answer = self._call(lambda sf, soql=soql: sf.query_all(soql))
+            for record in answer.get("records", []):
+                value = record.get(field)
+                if value is None:
+                    continue
+                # SOQL compares text case-insensitively; so do we.
+                key = str(value).lower()
+                if key not in found or record["Id"] < found[key]:
+                    found[key] = record["Id"]
+        return {value: found[value.lower()] for value in values if value.lower() in found}
+
+    def _existing_ids(self, sobject: str, key_field: str | None, items: list[tuple[int, Work]],
+                      links: LinkStore) -> dict[int, str]:
+        ids: dict[int, str] = {}
+        if key_field:
+            by_value = self._query_ids(sobject, key_field, [str(w.operation.key.value) for _, w in items])  # type: ignore[union-attr]
+            for index, work in items:
+                record_id = by_value.get(str(work.operation.key.value))  # type: ignore[union-attr]
+                if record_id:
+                    ids[index] = record_id
+        unresolved = [(i, w) for i, w in items if i not in ids and w.operation.source is not None]
+        if unresolved:
+            known = links.lookup(self.name, sobject, [w.operation.source for _, w in unresolved])  # type: ignore[misc]
+            for index, work in unresolved:
+                if work.operation.source in known and (key_field is None or work.operation.action != "upsert"):
+                    ids[index] = known[work.operation.source]  # type: ignore[index]
+        return ids
+
+    def _resolve_lookups(self, items: list[tuple[int, Work]], links: LinkStore,
+                         results: list[Result | None]) -> dict[int, dict[str, str]]:
+        """Lookup fields to set (e.g. Contact__c), found by key or through the link table."""
+        by_key: dict[tuple[str, str], list[str]] = {}
+        for _, work in items:
+            for ref in work.operation.associations:
+                if ref.key is not None:
+                    by_key.setdefault((ref.to, ref.key.field), []).append(str(ref.key.value))
+        found = {pair: self._query_ids(pair[0], pair[1], values) for pair, values in by_key.items()}
+        lookups: dict[int, dict[str, str]] = {}
+        for index, work in items:
+            for ref in work.operation.associations:
+                record_id = found.get((ref.to, ref.key.field), {}).get(str(ref.key.value)) if ref.key else None
+                if record_id is None and ref.source is not None:
+                    record_id = links.lookup(self.name, ref.to, [ref.source]).get(ref.source)
+                if record_id is None:
+                    results[index] = Result.failed(target_missing(ref))
+                elif ref.field:
+                    lookups.setdefault(index, {})[ref.field] = record_id
+        return lookups
+
+    # --- checks ----------------------------------------------------------------------------
+
+    def written_fields(self, mappings: MappingSet) -> dict[str, set[str]]:
+        wanted: dict[str, set[str]] = {}
+        for mapping in mappings.mappings:
+            spec = mapping.spec
+            if spec.destination != self.name:
+                continue
+            names = wanted.setdefault(spec.object, set())
+            names.update(spec.fields)
+            if spec.key is not None:
+                names.add(spec.key.field)
+            names.update(association.field for association in spec.associations if association.field)
+        return wanted
+
+    def check_remote(self, mappings: MappingSet) -> list[str]:
+        problems = []
+        try:
+            self._tokens.current()
+        except DeliveryError as error:
+            return [f"{self.name}: cannot authenticate: {error.message}"]
+        for sobject, fields in sorted(self.written_fields(mappings).items()):
+            try:
+                described = self._describe(sobject)
+            except DeliveryError as error:
+                if error.status == 404:
+                    problems.append(f"{self.name}: object {sobject} does not exist (or is not visible to the "
+                                    "integration user)")
+                else:
+                    problems.append(f"{self.name}: cannot describe {sobject}: {error}")
+                continue
+            existing = {field.get("name", "").lower() for field in described.get("fields", [])}
+            missing = sorted(field for field in fields if field.lower() not in existing)
+            if missing:
+                problems.append(f"{self.name}: {sobject} is missing field{'s' if len(missing) > 1 else ''} "
+                                f"{', '.join(missing)}")
+        return problems
+
+    def close(self) -> None:
+        if self._sf is not None:
+            self._sf.session.close()
+
+
