@@ -37,8 +37,18 @@ def test_shipped_config_reads_every_documented_variable():
         "SALESFORCE_INSTANCE_URL": "https://example.my.salesforce.com",
         "SALESFORCE_ACCESS_TOKEN": "00D!abc",
         "CONNECTOR_ADMIN_PASSWORD": "hunter2",
+        "SALESFORCE_LOGIN_URL": "https://acme.my.salesforce.com",
+        "SALESFORCE_CLIENT_ID": "3MVG9",
+        "SALESFORCE_CLIENT_SECRET": "shh",
+        "SALESFORCE_USERNAME": "integration@acme.example",
+        "SALESFORCE_PRIVATE_KEY_FILE": "keys/sf.pem",
     }
     settings = load_settings(PROJECT_ROOT / "config.yaml", environ=environ)
+    salesforce = settings.destinations["salesforce"]
+    assert (salesforce.login_url, salesforce.client_id, salesforce.client_secret, salesforce.username,
+            salesforce.private_key_file) == ("https://acme.my.salesforce.com", "3MVG9", "shh",
+                                             "integration@acme.example", "keys/sf.pem")
+    assert salesforce.auth_mode == "jwt"
     assert settings.database.url == "postgresql://u@db:5432/ledger"
     assert settings.receiver.secrets == [SECRET, OTHER_SECRET]
     assert settings.destinations["hubspot"].access_token == "pat-na1-123"
