@@ -35,6 +35,19 @@ def on_reload(server):
     revalidate_on_reload(server.log)
 
 
+def post_worker_init(worker):
+    # Delivery threads run inside each gunicorn worker (worker.embedded in config.yaml).
+    from connector.serving import start_embedded_worker
+
+    start_embedded_worker(worker)
+
+
+def worker_exit(server, worker):
+    from connector.serving import stop_embedded_worker
+
+    stop_embedded_worker(server.cfg.graceful_timeout)
+
+
 # Bound request lines and headers (the body is bounded by receiver.max_body_bytes).
 limit_request_line = 4094
 limit_request_fields = 100

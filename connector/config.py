@@ -161,6 +161,30 @@ DestinationConfig = Annotated[
 ]
 
 
+class WorkerConfig(_Section):
+    # Delivery threads inside each gunicorn worker, so `make run` does everything.
+    # Switch off when standalone `connector worker` processes do the work.
+    embedded: bool = True
+    threads: int = Field(2, ge=1, le=64)
+    batch_size: int = Field(200, ge=1, le=2000)
+    poll_interval_s: float = Field(1.0, gt=0, le=60)
+    lease_s: float = Field(120.0, ge=5, le=3600)
+    # The durable retry schedule: exponential backoff with jitter, then `dead`.
+    max_attempts: int = Field(12, ge=1, le=100)
+    max_age_hours: float = Field(24.0, gt=0, le=24 * 30)
+    backoff_base_s: float = Field(5.0, gt=0, le=3600)
+    backoff_max_s: float = Field(3600.0, gt=0, le=86400)
+    shutdown_timeout_s: float = Field(20.0, gt=0, le=600)
+
+
+class RetentionConfig(_Section):
+    # Finished events (every delivery delivered, skipped or stale) older than this are pruned;
+    # events with a pending, retrying or dead delivery never are. The link table is kept.
+    finished_days: float | None = Field(30.0, gt=0)
+    prune_interval_minutes: float = Field(60.0, gt=0)
+    batch_size: int = Field(1000, ge=1, le=100_000)
+
+
 class StatusConfig(_Section):
     admin_password: str | None = None
 
@@ -170,6 +194,8 @@ class Settings(_Section):
     mappings: MappingsConfig = Field(default_factory=MappingsConfig)
     receiver: ReceiverConfig = Field(default_factory=ReceiverConfig)
     destinations: dict[str, DestinationConfig] = Field(default_factory=dict)
+    worker: WorkerConfig = Field(default_factory=WorkerConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
     status: StatusConfig = Field(default_factory=StatusConfig)
 
     # Where the file lives: relative paths in it are relative to this folder.

@@ -61,3 +61,34 @@ def revalidate_on_reload(logger: logging.Logger = log) -> bool:
 def worker_configuration() -> Configuration:
     """In a gunicorn worker: the master's last valid configuration; elsewhere, read it now."""
     return _last_good if _last_good is not None else load_configuration()
+
+
+# --- delivery threads inside gunicorn workers -------------------------------------------------
+
+_embedded = None
+
+
+def start_embedded_worker(gunicorn_worker) -> None:  # type: ignore[no-untyped-def]
+    """gunicorn `post_worker_init`: start delivery threads in this worker, unless config says not to.
+
+    Each gunicorn worker takes its share of every CRM's rate limit, so the
+    whole server stays under it.
+    """
+    global _embedded
+    from connector.runtime import EXTENSION_KEY
+    from connector.worker.runner import Worker
+
+    runtime = gunicorn_worker.wsgi.extensions[EXTENSION_KEY]
+    if not runtime.settings.worker.embedded:
+        return
+    _embedded = Worker(runtime.settings, runtime.mappings, runtime.engine,
+                       limit_share=max(int(gunicorn_worker.cfg.workers), 1)).start()
+
+
+def stop_embedded_worker(graceful_timeout: float) -> None:
+    """gunicorn `worker_exit`: finish or give back the current batches before gunicorn's own deadline."""
+    global _embedded
+    if _embedded is None:
+        return
+    _embedded.stop(timeout=max(min(_embedded.config.shutdown_timeout_s, graceful_timeout - 5), 1))
+    _embedded = None

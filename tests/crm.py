@@ -4,7 +4,9 @@ deliver them as the worker will, recording links in a real ledger."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -18,6 +20,8 @@ from connector.ledger.migrate import upgrade
 from connector.mapping.engine import MappingSet
 from connector.mapping.loader import load_mappings
 from connector.samples import sample_bytes
+from tests.emulators.hubspot import HubSpotEmulator
+from tests.emulators.salesforce import SalesforceEmulator, tls_for_tests
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,3 +76,52 @@ def link_rows(links: LedgerLinks) -> list[tuple]:
 
 def settings_with(destinations: dict) -> Settings:
     return settings_from_mapping({"destinations": destinations}, environ={})
+
+
+# --- both CRMs at once, for worker and end-to-end tests ------------------------------------------
+
+HUBSPOT_OKENDO_PROPERTIES = {
+    "contacts": [
+        {"name": "okendo_customer_id"}, {"name": "okendo_loyalty_customer_id"},
+        {"name": "okendo_last_review_rating", "type": "number", "fieldType": "number"},
+        {"name": "okendo_last_review_date", "type": "date", "fieldType": "date"},
+        {"name": "okendo_last_review_product"}, {"name": "okendo_loyalty_status"},
+        {"name": "okendo_loyalty_points_balance", "type": "number", "fieldType": "number"},
+        {"name": "okendo_loyalty_tier"}, {"name": "okendo_birthday"},
+        {"name": "okendo_last_survey_date", "type": "date", "fieldType": "date"},
+        {"name": "okendo_last_nps_score", "type": "number", "fieldType": "number"},
+    ],
+    "notes": [{"name": "okendo_source_key"}],
+}
+
+
+@dataclass
+class Crms:
+    hubspot: HubSpotEmulator
+    salesforce: SalesforceEmulator
+    ca_path: str
+
+    def destinations(self, **overrides: dict) -> dict:
+        """config.yaml's `destinations:` pointing at the emulators."""
+        return {
+            "hubspot": {"type": "hubspot", "access_token": "${HUBSPOT_ACCESS_TOKEN}", "base_url": self.hubspot.url,
+                        "max_retry_wait_s": 2, **overrides.get("hubspot", {})},
+            "salesforce": {"type": "salesforce", "instance_url": self.salesforce.url,
+                           "access_token": "${SALESFORCE_ACCESS_TOKEN}", "max_retry_wait_s": 2,
+                           **overrides.get("salesforce", {})},
+        }
+
+    @property
+    def environ(self) -> dict[str, str]:
+        return {"HUBSPOT_ACCESS_TOKEN": "test-token", "SALESFORCE_ACCESS_TOKEN": "00Dtest!token",
+                "REQUESTS_CA_BUNDLE": self.ca_path}
+
+
+@contextmanager
+def crm_emulators(tmp_path: Path, *, hubspot_rate_limit: tuple[int, float] | None = None,
+                  latency: tuple[float, float] | None = None) -> Iterator[Crms]:
+    context, ca_path = tls_for_tests(tmp_path)
+    with HubSpotEmulator(rate_limit=hubspot_rate_limit, properties=HUBSPOT_OKENDO_PROPERTIES,
+                         latency=latency) as hubspot, \
+            SalesforceEmulator(tls_context=context, latency=latency) as salesforce:
+        yield Crms(hubspot, salesforce, ca_path)

@@ -16,10 +16,18 @@ def has_credentials(config: HubSpotDestinationConfig | SalesforceDestinationConf
     return config.auth_mode is not None
 
 
-def build_destination(name: str, settings: Settings) -> Destination:
+def _shared_limits(config, share: int):  # type: ignore[no-untyped-def]
+    """Several processes draining one ledger divide a CRM's request budget between them."""
+    if share <= 1 or config.rate_limit.requests is None:
+        return config
+    requests = max(config.rate_limit.requests // share, 1)
+    return config.model_copy(update={"rate_limit": config.rate_limit.model_copy(update={"requests": requests})})
+
+
+def build_destination(name: str, settings: Settings, limit_share: int = 1) -> Destination:
     from connector.destinations.dryrun import DryRunDestination
 
-    config = settings.destinations[name]
+    config = _shared_limits(settings.destinations[name], limit_share)
     if isinstance(config, HubSpotDestinationConfig):
         if not has_credentials(config):
             return DryRunDestination(name, "hubspot", source_key_property=config.source_key_property)
@@ -33,5 +41,5 @@ def build_destination(name: str, settings: Settings) -> Destination:
     return SalesforceDestination(name, config, base_dir=settings.base_dir)
 
 
-def build_destinations(settings: Settings) -> dict[str, Destination]:
-    return {name: build_destination(name, settings) for name in settings.destinations}
+def build_destinations(settings: Settings, limit_share: int = 1) -> dict[str, Destination]:
+    return {name: build_destination(name, settings, limit_share) for name in settings.destinations}

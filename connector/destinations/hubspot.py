@@ -286,8 +286,10 @@ class HubSpotDestination(Destination):
                     ErrorClass.RETRY_SOON, "HubSpot created no record for this operation"))
 
     def _update_ids(self, crm_object: str, items: list[tuple[int, Work, str]], results: list[Result | None]) -> None:
-        inputs = [{"id": record_id, "properties": as_strings(work.operation.properties)} for _, work, record_id in items]
-        body = {"inputs": inputs}
+        merged: dict[str, dict[str, Any]] = {}  # one input per record: HubSpot refuses duplicate ids in a batch
+        for _, work, record_id in items:
+            merged.setdefault(record_id, {}).update(as_strings(work.operation.properties))
+        body = {"inputs": [{"id": record_id, "properties": properties} for record_id, properties in merged.items()]}
         response = self._call(self._objects.update_with_http_info, crm_object, body)
         request = {"method": "POST", "path": f"/crm/v3/objects/{crm_object}/batch/update", "body": body}
         updated = {str(record.id) for record in getattr(response, "results", None) or []}

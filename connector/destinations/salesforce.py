@@ -185,71 +185,89 @@ class SalesforceDestination(Destination):
         if action == "delete":
             self._delete(sobject, items, ids, results)
             return
-        updates, creates = [], []
+        updates: dict[str, list[tuple[int, Work]]] = {}
+        creates: dict[Any, list[tuple[int, Work]]] = {}
         for index, work in items:
             if index in ids:
-                updates.append((index, work, ids[index]))
+                updates.setdefault(ids[index], []).append((index, work))
             elif action in ("upsert", "create"):
-                creates.append((index, work))
+                # Several events for one new record (two resources, one shopper's email) make one record.
+                key = work.operation.key
+                creates.setdefault(("key", str(key.value).lower()) if key else ("item", index), []).append((index, work))
             else:
                 results[index] = Result.skipped(unknown_record(sobject, work.operation))
         lookups = self._resolve_lookups([(i, w) for i, w in items if results[i] is None], links, results)
-        if updates:
-            records = [{"attributes": {"type": sobject}, "Id": record_id,
-                        **work.operation.properties, **lookups.get(index, {})}
-                       for index, work, record_id in updates if results[index] is None]
-            self._collection("PATCH", "composite/sobjects", records,
-                             [index for index, _, _ in updates if results[index] is None], results, created=False)
-        if creates:
-            pending = [(index, work) for index, work in creates if results[index] is None]
-            records = [{"attributes": {"type": sobject}, **work.operation.create_only_properties,
-                        **work.operation.properties, **lookups.get(index, {})} for index, work in pending]
-            self._collection("POST", "composite/sobjects", records, [index for index, _ in pending], results,
-                             created=True, idempotent=False)
+        self._collection("PATCH", "composite/sobjects", [
+            ({"Id": record_id}, group) for record_id, group in updates.items()], sobject, lookups, results,
+            created=False)
+        self._collection("POST", "composite/sobjects", [({}, group) for group in creates.values()], sobject, lookups,
+                         results, created=True, idempotent=False, with_create_only=True)
 
     def _upsert_external_id(self, sobject: str, key_field: str, items: list[tuple[int, Work]], links: LinkStore,
                             results: list[Result | None]) -> None:
         lookups = self._resolve_lookups(items, links, results)
-        pending = [(index, work) for index, work in items if results[index] is None]
-        records = [{"attributes": {"type": sobject}, **work.operation.properties,
-                    key_field: work.operation.key.value, **lookups.get(index, {})}  # type: ignore[union-attr]
-                   for index, work in pending]
-        self._collection("PATCH", f"composite/sobjects/{sobject}/{quote(key_field, safe='')}", records,
-                         [index for index, _ in pending], results, created=None)
+        groups: dict[str, list[tuple[int, Work]]] = {}
+        for index, work in items:
+            groups.setdefault(str(work.operation.key.value), []).append((index, work))  # type: ignore[union-attr]
+        self._collection("PATCH", f"composite/sobjects/{sobject}/{quote(key_field, safe='')}",
+                         [({key_field: value}, group) for value, group in groups.items()], sobject, lookups, results,
+                         created=None)
 
-    def _collection(self, method: str, path: str, records: list[dict[str, Any]], owners: list[int],
-                    results: list[Result | None], *, created: bool | None, idempotent: bool = True) -> None:
-        """One sObject Collections call (≤ 200 records, allOrNone false): a result per record, in order."""
+    def _collection(self, method: str, path: str, entries: list[tuple[dict[str, Any], list[tuple[int, Work]]]],
+                    sobject: str, lookups: dict[int, dict[str, str]], results: list[Result | None], *,
+                    created: bool | None, idempotent: bool = True, with_create_only: bool = False) -> None:
+        """One sObject Collections call (≤ 200 records, allOrNone false): a result per record, in order.
+
+        Each entry is one record, merged from the operations that target it (later ones win).
+        """
+        records, owners = [], []
+        for identity, group in entries:
+            group = [(index, work) for index, work in group if results[index] is None]
+            if not group:
+                continue
+            record: dict[str, Any] = {"attributes": {"type": sobject}}
+            for index, work in group:
+                if with_create_only:
+                    record.update(work.operation.create_only_properties)
+                record.update(work.operation.properties)
+                record.update(lookups.get(index, {}))
+            record.update(identity)
+            records.append(record)
+            owners.append([index for index, _ in group])
         if not records:
             return
         body = {"allOrNone": False, "records": records}
         answers = self._restful(path, method, json=body, idempotent=idempotent)
         request = {"method": method, "path": f"/services/data/v{self.config.api_version}/{path}", "body": body}
-        for index, answer in zip(owners, answers or []):
-            if answer.get("success"):
-                results[index] = Result(OK, record_id=answer.get("id"),
-                                        created=answer.get("created", created), requests=[request])
-            else:
-                results[index] = Result.failed(record_error(answer))
+        for group, answer in zip(owners, answers or []):
+            for index in group:
+                if answer.get("success"):
+                    results[index] = Result(OK, record_id=answer.get("id"),
+                                            created=answer.get("created", created), requests=[request])
+                else:
+                    results[index] = Result.failed(record_error(answer))
 
     def _delete(self, sobject: str, items: list[tuple[int, Work]], ids: dict[int, str],
                 results: list[Result | None]) -> None:
-        targets = [(index, ids[index]) for index, _ in items if index in ids]
+        owners: dict[str, list[int]] = {}
         for index, work in items:
-            if index not in ids:
+            if index in ids:
+                owners.setdefault(ids[index], []).append(index)
+            else:
                 results[index] = Result.skipped(unknown_record(sobject, work.operation) + "; nothing to delete")
-        if not targets:
+        if not owners:
             return
-        id_list = ",".join(record_id for _, record_id in targets)
+        id_list = ",".join(owners)
         answers = self._restful("composite/sobjects", "DELETE", params={"ids": id_list, "allOrNone": "false"})
         request = {"method": "DELETE",
                    "path": f"/services/data/v{self.config.api_version}/composite/sobjects?ids={id_list}&allOrNone=false"}
-        for (index, record_id), answer in zip(targets, answers or []):
+        for (record_id, indexes), answer in zip(owners.items(), answers or []):
             code = _first_error(answer.get("errors")).get("statusCode")
-            if answer.get("success") or code in _ALREADY_DELETED:
-                results[index] = Result(OK, record_id=record_id, requests=[request])
-            else:
-                results[index] = Result.failed(record_error(answer))
+            for index in indexes:
+                if answer.get("success") or code in _ALREADY_DELETED:
+                    results[index] = Result(OK, record_id=record_id, requests=[request])
+                else:
+                    results[index] = Result.failed(record_error(answer))
 
     # --- finding records ---------------------------------------------------------------
 

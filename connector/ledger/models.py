@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -78,9 +79,16 @@ class Base(DeclarativeBase):
 class EventState:
     """Processing states of an event (the per-destination ones live on deliveries)."""
 
-    RECEIVED = "received"  # verified and stored; waiting for the worker
+    RECEIVED = "received"  # verified and stored; the worker has not mapped it yet
+    PLANNED = "planned"  # mapped: its deliveries exist
+    UNMAPPED = "unmapped"  # mapped, but no enabled mapping handles it
     INVALID = "invalid"  # signed, but the body is not a usable Okendo envelope
     UNSUPPORTED = "unsupported"  # a well-formed envelope of a resource type or topic we do not handle
+
+
+def sequence_key(sequence_number: str) -> str:
+    """A digit string padded to a fixed width, so text order is numeric order in SQL indexes."""
+    return str(int(sequence_number)).zfill(SEQUENCE_MAX)
 
 
 class Event(Base):
@@ -113,12 +121,15 @@ class Event(Base):
 
 
 class DeliveryState:
-    PENDING = "pending"
-    RETRYING = "retrying"
+    PENDING = "pending"  # due now
+    RETRYING = "retrying"  # due at next_attempt_at
     DELIVERED = "delivered"
-    DEAD = "dead"
-    STALE = "stale"
-    SKIPPED = "skipped"
+    DEAD = "dead"  # a permanent error, or out of attempts: kept with its last error until replayed
+    STALE = "stale"  # a newer event of the same resource was applied first
+    SKIPPED = "skipped"  # nothing to do (no key, no record to update), with the reason
+
+    DUE = (PENDING, RETRYING)
+    OPEN = (PENDING, RETRYING, DEAD)  # what retention must never remove
 
 
 class Delivery(Base):
@@ -139,12 +150,23 @@ class Delivery(Base):
     crm_record_id: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    # Copied from the event, so ordering and one-at-a-time per resource need no join.
+    resource_type: Mapped[str | None] = mapped_column(String(RESOURCE_TYPE_MAX))
+    resource_id: Mapped[str | None] = mapped_column(String(RESOURCE_ID_MAX))
+    sequence_key: Mapped[str | None] = mapped_column(String(SEQUENCE_MAX))
+    position: Mapped[int] = mapped_column(Integer, default=0)  # the mapping's place among the event's
+    operation: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # what the mapping produced last
+    replayed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    replayed_by: Mapped[str | None] = mapped_column(String(128))
 
     __table_args__ = (
         UniqueConstraint("event_id", "mapping", "destination"),
         # The worker's claim query: due deliveries in a state, oldest first.
         Index("ix_deliveries_state_next_attempt_at", "state", "next_attempt_at"),
         Index("ix_deliveries_destination_state", "destination", "state"),
+        Index("ix_deliveries_destination_resource", "destination", "resource_type", "resource_id"),
+        Index("ix_deliveries_lease_expires_at", "lease_expires_at"),
+        Index("ix_deliveries_event_id", "event_id"),
     )
 
 
@@ -158,6 +180,9 @@ class DeliveryAttempt(Base):
     outcome: Mapped[str] = mapped_column(String(16))
     http_status: Mapped[int | None] = mapped_column(SmallInteger)
     error: Mapped[str | None] = mapped_column(Text)
+    error_class: Mapped[str | None] = mapped_column(String(16))
+    worker: Mapped[str | None] = mapped_column(String(128))
+    requests: Mapped[list[Any] | None] = mapped_column(JSON)  # what was sent (dry-run: what would be)
 
 
 class RecordLink(Base):
@@ -178,3 +203,21 @@ class RecordLink(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
     __table_args__ = (UniqueConstraint("destination", "crm_object", "source_type", "source_id"),)
+
+
+class ResourceVersion(Base):
+    """The newest event applied per Okendo resource and destination: the ordering guard.
+
+    An older event loses to it (`stale`); a delete leaves `deleted` set, a
+    tombstone, so a late update cannot bring the record back.
+    """
+
+    __tablename__ = "resource_versions"
+
+    destination: Mapped[str] = mapped_column(String(64), primary_key=True)
+    resource_type: Mapped[str] = mapped_column(String(RESOURCE_TYPE_MAX), primary_key=True)
+    resource_id: Mapped[str] = mapped_column(String(RESOURCE_ID_MAX), primary_key=True)
+    sequence_key: Mapped[str] = mapped_column(String(SEQUENCE_MAX))
+    event_id: Mapped[int | None] = mapped_column(BigIntId)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

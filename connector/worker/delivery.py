@@ -1,0 +1,212 @@
+"""Deliver one claimed batch: map again, check the order, call each CRM once per group,
+and record every outcome with its attempt.
+
+Operations are re-derived from the stored event with the mappings in force,
+so a replay after a mapping fix uses the fix. The CRM's answers, the link
+table and the ordering guard are written in one transaction per destination.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, bindparam, insert, select, update
+
+from connector.config import WorkerConfig
+from connector.destinations.base import OK, SKIPPED, Destination, Result, Work
+from connector.destinations.errors import DeliveryError, ErrorClass
+from connector.ledger.database import write_transaction
+from connector.ledger.links import LedgerLinks
+from connector.ledger.models import Delivery, DeliveryAttempt, DeliveryState, Event, utcnow
+from connector.mapping.engine import MappingSet
+from connector.mapping.operations import FAILED, READY
+from connector.worker import ordering
+from connector.worker.claims import Claimed
+from connector.worker.schedule import next_attempt
+
+log = logging.getLogger(__name__)
+
+_deliveries = Delivery.__table__
+_attempts = DeliveryAttempt.__table__
+_events = Event.__table__
+
+
+@dataclass
+class Finished:
+    """What happened to one claimed delivery in this attempt."""
+
+    claimed: Claimed
+    state: str
+    outcome: str  # delivered | skipped | stale | retry | dead
+    error: str | None = None
+    error_class: str | None = None
+    http_status: int | None = None
+    record_id: str | None = None
+    next_attempt_at: datetime | None = None
+    duration_ms: int = 0
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    operation: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class EventFacts:
+    document: Any
+    topic: str | None
+
+
+class BatchProcessor:
+    def __init__(self, engine: Engine, mappings: MappingSet, destinations: Mapping[str, Destination],
+                 config: WorkerConfig, owner: str, on_finished: Callable[[list[Finished]], None] | None = None):
+        self.engine = engine
+        self.mappings = mappings
+        self.destinations = destinations
+        self.config = config
+        self.owner = owner
+        self.links = LedgerLinks(engine)
+        self.on_finished = on_finished
+
+    def process(self, claimed: list[Claimed], should_abandon: Callable[[], bool] = lambda: False) -> list[int]:
+        """Deliver the batch; returns the ids left unprocessed because the worker is stopping."""
+        events = self._load_events({c.event_id for c in claimed})
+        resources = {(c.destination, c.resource_type, c.resource_id) for c in claimed
+                     if c.resource_type and c.resource_id}
+        with self.engine.connect() as connection:
+            versions = ordering.load(connection, resources)  # type: ignore[arg-type]
+
+        finished: list[Finished] = []
+        works: dict[str, list[tuple[Claimed, Work, dict[str, Any]]]] = {}
+        for item in claimed:
+            facts = events.get(item.event_id)
+            outcome = next((o for o in self.mappings.plan(facts.document if facts else None, only=item.mapping)
+                            if o.destination == item.destination), None)
+            if outcome is None:
+                finished.append(Finished(item, DeliveryState.SKIPPED, "skipped",
+                                         f"mapping {item.mapping} to {item.destination} is no longer enabled "
+                                         "or no longer handles this event"))
+                continue
+            operation_json = outcome.to_json()["operation"]
+            if outcome.status == FAILED:
+                finished.append(Finished(item, DeliveryState.DEAD, "dead", outcome.reason, "mapping",
+                                         operation=operation_json))
+                continue
+            if outcome.status != READY:
+                finished.append(Finished(item, DeliveryState.SKIPPED, "skipped", outcome.reason,
+                                         operation=operation_json))
+                continue
+            resource = (item.destination, item.resource_type, item.resource_id)
+            stale = ordering.stale_reason(versions.get(resource), item.sequence_key,  # type: ignore[arg-type]
+                                          facts.topic if facts else None)
+            if stale:
+                finished.append(Finished(item, DeliveryState.STALE, "stale", stale, operation=operation_json))
+                continue
+            works.setdefault(item.destination, []).append(
+                (item, Work(item.id, outcome.operation, item.previous_attempts), operation_json))  # type: ignore[arg-type]
+
+        self._record(finished, versions, events)
+        left_over: list[int] = []
+        for destination_name, items in works.items():
+            if should_abandon():
+                left_over.extend(item.id for item, _, _ in items)
+                continue
+            self._deliver(destination_name, items, versions, events)
+        return left_over
+
+    # --- one destination's share of the batch ---------------------------------------------
+
+    def _deliver(self, destination_name: str, items: list[tuple[Claimed, Work, dict[str, Any]]],
+                 versions: dict[ordering.Resource, ordering.Version], events: dict[int, EventFacts]) -> None:
+        destination = self.destinations[destination_name]
+        started = time.monotonic()
+        try:
+            results = destination.deliver([work for _, work, _ in items], self.links)
+        except Exception as error:  # a bug in a destination must not kill the worker or lose the batch
+            log.exception("destination %s failed on a batch of %d", destination_name, len(items))
+            failure = DeliveryError(ErrorClass.RETRY_SOON, f"unexpected {type(error).__name__}: {error}")
+            results = [Result.failed(failure) for _ in items]
+        duration_ms = int((time.monotonic() - started) * 1000)
+        now = utcnow()
+        finished = []
+        for (item, _work, operation_json), result in zip(items, results):
+            finished.append(self._interpret(item, result, now, duration_ms, operation_json))
+        self._record(finished, versions, events, works={item.id: work for item, work, _ in items},
+                     results={item.id: result for (item, _, _), result in zip(items, results)})
+
+    def _interpret(self, item: Claimed, result: Result, now: datetime, duration_ms: int,
+                   operation_json: dict[str, Any]) -> Finished:
+        common = {"duration_ms": duration_ms, "requests": result.requests, "operation": operation_json}
+        if result.status == OK:
+            return Finished(item, DeliveryState.DELIVERED, "delivered", record_id=result.record_id, **common)
+        if result.status == SKIPPED:
+            return Finished(item, DeliveryState.SKIPPED, "skipped", result.reason, **common)
+        error = result.error or DeliveryError(ErrorClass.RETRY_SOON, "no result")
+        attempts = item.previous_attempts + 1
+        when = next_attempt(error, attempts, item.created_at, now, self.config)
+        details = {"error": str(error), "error_class": error.error_class.value, "http_status": error.status}
+        if when is None:
+            return Finished(item, DeliveryState.DEAD, "dead", **details, **common)
+        return Finished(item, DeliveryState.RETRYING, "retry", next_attempt_at=when, **details, **common)
+
+    # --- writing it down ----------------------------------------------------------------------
+
+    def _record(self, finished: list[Finished], versions: dict[ordering.Resource, ordering.Version],
+                events: dict[int, EventFacts], works: dict[int, Work] | None = None,
+                results: dict[int, Result] | None = None) -> None:
+        if not finished:
+            return
+        now = utcnow()
+        with write_transaction(self.engine) as connection:
+            connection.execute(
+                update(_deliveries).where(_deliveries.c.id == bindparam("delivery_id"),
+                                          _deliveries.c.lease_owner == self.owner),
+                [{"delivery_id": f.claimed.id, "state": f.state,
+                  "last_error": f.error if f.state != DeliveryState.DELIVERED else None,
+                  "crm_record_id": f.record_id, "next_attempt_at": f.next_attempt_at,
+                  "lease_owner": None, "lease_expires_at": None, "updated_at": now,
+                  "operation": f.operation} for f in finished],
+            )
+            connection.execute(insert(_attempts), [
+                {"delivery_id": f.claimed.id, "started_at": now, "duration_ms": f.duration_ms, "outcome": f.outcome,
+                 "http_status": f.http_status, "error": f.error, "error_class": f.error_class, "worker": self.owner,
+                 "requests": _json_safe(f.requests)} for f in finished])
+            for f in finished:
+                if f.state not in (DeliveryState.DELIVERED, DeliveryState.SKIPPED):
+                    continue
+                item = f.claimed
+                if works is not None and results is not None and item.id in works:
+                    self.links.apply(connection, item.destination, works[item.id].operation, results[item.id])
+                if item.resource_type and item.resource_id and item.sequence_key:
+                    resource = (item.destination, item.resource_type, item.resource_id)
+                    topic = events[item.event_id].topic if item.event_id in events else None
+                    versions[resource] = ordering.advance(connection, resource, item.sequence_key, item.event_id,
+                                                          topic == "delete", versions.get(resource))
+        if self.on_finished is not None:
+            self.on_finished(finished)
+
+    def _load_events(self, ids: set[int]) -> dict[int, EventFacts]:
+        if not ids:
+            return {}
+        with self.engine.connect() as connection:
+            rows = connection.execute(select(_events.c.id, _events.c.body, _events.c.topic)
+                                      .where(_events.c.id.in_(ids))).all()
+        facts = {}
+        for row in rows:
+            try:
+                document = json.loads(row.body)
+            except ValueError:
+                document = None
+            facts[row.id] = EventFacts(document, row.topic)
+        return facts
+
+
+def _json_safe(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return json.loads(json.dumps(value, default=str))

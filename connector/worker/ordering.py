@@ -1,0 +1,62 @@
+"""Per-resource ordering: an older event never overwrites a newer one.
+
+Okendo does not guarantee delivery order; `sequenceNumber` (a digit string,
+compared as an integer) orders the events of a resource (REFERENCE.md §7).
+The newest event applied per (destination, resourceType, resource id) is
+kept in `resource_versions`; a delete leaves a tombstone there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, and_, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from connector.ledger.models import ResourceVersion, utcnow
+
+_versions = ResourceVersion.__table__
+_INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+
+Resource = tuple[str, str, str]  # (destination, resource type, resource id)
+
+
+@dataclass(frozen=True)
+class Version:
+    sequence_key: str
+    deleted: bool
+
+
+def load(connection: Connection, resources: set[Resource]) -> dict[Resource, Version]:
+    if not resources:
+        return {}
+    v = _versions
+    query = select(v.c.destination, v.c.resource_type, v.c.resource_id, v.c.sequence_key, v.c.deleted).where(or_(
+        *(and_(v.c.destination == d, v.c.resource_type == t, v.c.resource_id == i) for d, t, i in resources)))
+    return {(row.destination, row.resource_type, row.resource_id): Version(row.sequence_key, row.deleted)
+            for row in connection.execute(query)}
+
+
+def stale_reason(current: Version | None, sequence_key: str | None, topic: str | None) -> str | None:
+    """Why this event must not be applied, or None when it may."""
+    if current is None or sequence_key is None:
+        return None
+    if current.deleted and topic != "delete":
+        return f"the resource was deleted (sequence {int(current.sequence_key)}); a {topic} cannot bring it back"
+    if int(sequence_key) < int(current.sequence_key):
+        return f"sequence {int(sequence_key)} is older than sequence {int(current.sequence_key)}, already applied"
+    return None
+
+
+def advance(connection: Connection, resource: Resource, sequence_key: str, event_id: int, deleted: bool,
+            current: Version | None) -> Version:
+    """Record that this event was applied (never moving the version backwards)."""
+    if current is not None and int(current.sequence_key) > int(sequence_key):
+        sequence_key = current.sequence_key
+    deleted = deleted or (current.deleted if current else False)
+    destination, resource_type, resource_id = resource
+    values = {"sequence_key": sequence_key, "event_id": event_id, "deleted": deleted, "updated_at": utcnow()}
+    connection.execute(_INSERTS[connection.dialect.name](_versions).values(
+        destination=destination, resource_type=resource_type, resource_id=resource_id, **values,
+    ).on_conflict_do_update(index_elements=["destination", "resource_type", "resource_id"], set_=values))
+    return Version(sequence_key, deleted)

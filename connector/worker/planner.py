@@ -1,0 +1,85 @@
+"""Turn received events into deliveries, one per mapping outcome.
+
+An event stays `received` until this runs in the same transaction that
+inserts its deliveries, so nothing is dropped between storing and planning:
+a crash before the commit leaves it `received` for the next pass.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from connector.ledger.database import write_transaction
+from connector.ledger.models import Delivery, DeliveryState, Event, EventState, sequence_key, utcnow
+from connector.mapping.engine import MappingSet
+from connector.mapping.operations import FAILED, READY, Outcome
+
+_events = Event.__table__
+_deliveries = Delivery.__table__
+_INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+
+_STATE_FOR_OUTCOME = {READY: DeliveryState.PENDING, FAILED: DeliveryState.DEAD}
+
+
+def delivery_row(event: Any, position: int, outcome: Outcome) -> dict[str, Any]:
+    now = utcnow()
+    state = _STATE_FOR_OUTCOME.get(outcome.status, DeliveryState.SKIPPED)
+    return {
+        "event_id": event.id,
+        "mapping": outcome.mapping,
+        "destination": outcome.destination,
+        "state": state,
+        "attempts": 0,
+        "next_attempt_at": now if state == DeliveryState.PENDING else None,
+        "last_error": outcome.reason,
+        "created_at": now,
+        "updated_at": now,
+        "resource_type": event.resource_type,
+        "resource_id": event.resource_id,
+        "sequence_key": sequence_key(event.sequence_number) if event.sequence_number else None,
+        "position": position,
+        "operation": outcome.to_json().get("operation"),
+    }
+
+
+def plan_events(connection: Connection, rows: list[Any], mappings: MappingSet) -> int:
+    """Insert the deliveries of these events and mark them planned (in the caller's transaction)."""
+    insert = _INSERTS[connection.dialect.name]
+    planned, unmapped = [], []
+    new_rows = []
+    for event in rows:
+        try:
+            document = json.loads(event.body)
+        except ValueError:
+            document = None
+        outcomes = mappings.plan(document)
+        (planned if outcomes else unmapped).append(event.id)
+        new_rows.extend(delivery_row(event, position, outcome) for position, outcome in enumerate(outcomes))
+    if new_rows:
+        connection.execute(insert(_deliveries).values(new_rows).on_conflict_do_nothing(
+            index_elements=["event_id", "mapping", "destination"]))
+    if planned:
+        connection.execute(update(_events).where(_events.c.id.in_(planned)).values(
+            state=EventState.PLANNED, state_reason=None))
+    if unmapped:
+        connection.execute(update(_events).where(_events.c.id.in_(unmapped)).values(
+            state=EventState.UNMAPPED, state_reason="no enabled mapping handles this event"))
+    return len(rows)
+
+
+def plan_received(engine: Engine, mappings: MappingSet, limit: int = 500) -> int:
+    """Plan up to `limit` received events; returns how many were planned."""
+    query = (select(_events.c.id, _events.c.body, _events.c.resource_type, _events.c.resource_id,
+                    _events.c.sequence_number)
+             .where(_events.c.state == EventState.RECEIVED).order_by(_events.c.id).limit(limit))
+    with write_transaction(engine) as connection:
+        if connection.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        rows = connection.execute(query).all()
+        if not rows:
+            return 0
+        return plan_events(connection, rows, mappings)

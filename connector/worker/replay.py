@@ -1,0 +1,114 @@
+"""Replay: queue deliveries again, by event, state, topic, destination or time range.
+
+The signature is never checked again: the event was verified when it
+arrived and its raw body is what the ledger kept. Who replayed and when is
+recorded on each delivery. Rows a worker holds a lease on are left alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import Engine, and_, func, or_, select, update
+
+from connector.ledger.database import write_transaction
+from connector.ledger.models import Delivery, DeliveryState, Event, EventState, utcnow
+
+_deliveries = Delivery.__table__
+_events = Event.__table__
+
+REPLAYABLE_STATES = (DeliveryState.DEAD, DeliveryState.RETRYING, DeliveryState.DELIVERED, DeliveryState.SKIPPED,
+                     DeliveryState.STALE, DeliveryState.PENDING)
+
+
+@dataclass(frozen=True)
+class ReplayFilter:
+    event_ids: tuple[int, ...] = ()
+    delivery_ids: tuple[int, ...] = ()
+    states: tuple[str, ...] = ()
+    topic: str | None = None  # an event name: review.create
+    destination: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    text: str | None = None  # an email or a resource id
+
+    def is_empty(self) -> bool:
+        return not (self.event_ids or self.delivery_ids or self.states or self.topic or self.destination
+                    or self.since or self.until or self.text)
+
+
+@dataclass
+class ReplaySummary:
+    requeued: int = 0
+    held: int = 0  # refused: a worker holds a lease on them
+    replanned_events: list[int] = field(default_factory=list)
+
+
+def _conditions(selection: ReplayFilter, now: datetime) -> list:
+    d, e = _deliveries, _events
+    conditions = []
+    if selection.delivery_ids:
+        conditions.append(d.c.id.in_(selection.delivery_ids))
+    if selection.event_ids:
+        conditions.append(d.c.event_id.in_(selection.event_ids))
+    if selection.states:
+        conditions.append(d.c.state.in_(selection.states))
+    if selection.destination:
+        conditions.append(d.c.destination == selection.destination)
+    event_conditions = []
+    if selection.topic:
+        resource_type, _, topic = selection.topic.partition(".")
+        event_conditions.append(e.c.resource_type == resource_type)
+        if topic:
+            event_conditions.append(e.c.topic == topic)
+    if selection.since:
+        event_conditions.append(e.c.received_at >= selection.since)
+    if selection.until:
+        event_conditions.append(e.c.received_at < selection.until)
+    if selection.text:
+        needle = selection.text.strip()
+        event_conditions.append(or_(e.c.customer_email == needle.lower(), e.c.resource_id == needle))
+    if event_conditions:
+        conditions.append(d.c.event_id.in_(select(e.c.id).where(*event_conditions)))
+    return conditions
+
+
+def _not_held(now: datetime):  # noqa: ANN202
+    d = _deliveries
+    return or_(d.c.lease_expires_at.is_(None), d.c.lease_expires_at <= now)
+
+
+def count(engine: Engine, selection: ReplayFilter) -> ReplaySummary:
+    """How many deliveries a replay of this selection would queue, and how many are held by a worker."""
+    now = utcnow()
+    conditions = _conditions(selection, now)
+    with engine.connect() as connection:
+        total = connection.execute(select(func.count()).select_from(_deliveries).where(*conditions)).scalar_one()
+        free = connection.execute(select(func.count()).select_from(_deliveries)
+                                  .where(*conditions, _not_held(now))).scalar_one()
+    return ReplaySummary(requeued=free, held=total - free)
+
+
+def replay(engine: Engine, selection: ReplayFilter, *, by: str) -> ReplaySummary:
+    """Queue the selected deliveries again (attempts start over); re-map the selected events."""
+    if selection.is_empty():
+        raise ValueError("a replay needs a selection (an event, a state, a topic, a destination or a time range)")
+    now = utcnow()
+    conditions = _conditions(selection, now)
+    summary = ReplaySummary()
+    with write_transaction(engine) as connection:
+        held = connection.execute(select(func.count()).select_from(_deliveries)
+                                  .where(*conditions, ~_not_held(now))).scalar_one()
+        result = connection.execute(
+            update(_deliveries).where(*conditions, _not_held(now)).values(
+                state=DeliveryState.PENDING, next_attempt_at=now, attempts=0, lease_owner=None,
+                lease_expires_at=None, replayed_at=now, replayed_by=by[:128], updated_at=now))
+        summary.requeued, summary.held = result.rowcount, held
+        if selection.event_ids:
+            # Re-map them too: mappings added since may now handle them.
+            replan = and_(_events.c.id.in_(selection.event_ids),
+                          _events.c.state.in_((EventState.PLANNED, EventState.UNMAPPED)))
+            summary.replanned_events = list(connection.execute(select(_events.c.id).where(replan)).scalars())
+            connection.execute(update(_events).where(replan).values(state=EventState.RECEIVED))
+    return summary

@@ -1,0 +1,47 @@
+"""Retention: prune finished events, keep everything that still needs a person or a retry.
+
+An event is finished when it is no longer `received` and none of its
+deliveries is pending, retrying or dead. The link table and the ordering
+tombstones are kept: they are what later updates and deletes rely on.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import Engine, delete, exists, select
+
+from connector.ledger.database import write_transaction
+from connector.ledger.models import Delivery, DeliveryAttempt, DeliveryState, Event, EventState, utcnow
+
+_events = Event.__table__
+_deliveries = Delivery.__table__
+_attempts = DeliveryAttempt.__table__
+
+
+def prunable(older_than_days: float):  # noqa: ANN201 - a SQL select of event ids
+    cutoff = utcnow() - timedelta(days=older_than_days)
+    open_delivery = exists().where(_deliveries.c.event_id == _events.c.id,
+                                   _deliveries.c.state.in_(DeliveryState.OPEN))
+    return (select(_events.c.id)
+            .where(_events.c.received_at < cutoff, _events.c.state != EventState.RECEIVED, ~open_delivery)
+            .order_by(_events.c.id))
+
+
+def prune(engine: Engine, older_than_days: float, *, batch_size: int = 1000, limit: int | None = None) -> int:
+    """Delete finished events older than the cutoff, in short transactions; returns how many."""
+    removed = 0
+    while limit is None or removed < limit:
+        size = batch_size if limit is None else min(batch_size, limit - removed)
+        with write_transaction(engine) as connection:
+            ids = list(connection.execute(prunable(older_than_days).limit(size)).scalars())
+            if not ids:
+                break
+            delivery_ids = select(_deliveries.c.id).where(_deliveries.c.event_id.in_(ids))
+            connection.execute(delete(_attempts).where(_attempts.c.delivery_id.in_(delivery_ids)))
+            connection.execute(delete(_deliveries).where(_deliveries.c.event_id.in_(ids)))
+            connection.execute(delete(_events).where(_events.c.id.in_(ids)))
+        removed += len(ids)
+        if len(ids) < size:
+            break
+    return removed

@@ -1,0 +1,151 @@
+"""Worker threads: plan, claim, deliver, repeat; renew leases; stop within a bound.
+
+The same runner serves embedded threads inside each gunicorn worker and the
+standalone `connector worker` processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from connector.config import Settings
+from connector.destinations import build_destinations
+from connector.destinations.base import Destination
+from connector.mapping.engine import MappingSet
+from connector.worker import claims
+from connector.worker.delivery import BatchProcessor, Finished
+from connector.worker.planner import plan_received
+from connector.worker.retention import prune
+
+log = logging.getLogger(__name__)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Worker:
+    def __init__(self, settings: Settings, mappings: MappingSet, engine: Engine, *,
+                 destinations: Mapping[str, Destination] | None = None, limit_share: int = 1,
+                 name: str | None = None, prune_enabled: bool = True,
+                 on_finished: Callable[[list[Finished]], None] | None = None):
+        self.settings = settings
+        self.config = settings.worker
+        self.mappings = mappings
+        self.engine = engine
+        self.name = name or worker_name()
+        self.destinations = destinations if destinations is not None else build_destinations(settings, limit_share)
+        self.prune_enabled = prune_enabled
+        self._on_finished = on_finished
+        self._stop = threading.Event()
+        self._done = threading.Event()  # every delivery thread has returned
+        self._threads: list[threading.Thread] = []
+        self._heartbeat_thread: threading.Thread | None = None
+        self._held: dict[int, set[int]] = {}  # thread index -> claimed delivery ids
+        self._held_lock = threading.Lock()
+        self._deadline: float | None = None
+        self._last_prune = 0.0
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    def start(self, threads: int | None = None) -> Worker:
+        count = threads or self.config.threads
+        for index in range(count):
+            thread = threading.Thread(target=self._run, args=(index,), name=f"delivery-{index}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        self._heartbeat_thread = threading.Thread(target=self._heartbeat, name="delivery-leases", daemon=True)
+        self._heartbeat_thread.start()
+        log.info("delivery worker %s started with %d thread(s)", self.name, count)
+        return self
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop claiming; finish the current batches, or give them back once `timeout` has passed."""
+        timeout = self.config.shutdown_timeout_s if timeout is None else timeout
+        self._deadline = time.monotonic() + timeout
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(max(self._deadline - time.monotonic(), 0) + 5)
+        self._done.set()
+        if self._heartbeat_thread is not None:
+            self._heartbeat_thread.join(5)
+        with self._held_lock:
+            leftover = [i for ids in self._held.values() for i in ids]
+        if leftover:
+            claims.release(self.engine, self.name, leftover)
+        for destination in self.destinations.values():
+            destination.close()
+        log.info("delivery worker %s stopped", self.name)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def _past_deadline(self) -> bool:
+        return self._deadline is not None and time.monotonic() >= self._deadline
+
+    # --- the loop ------------------------------------------------------------------------
+
+    def run_once(self, index: int = 0) -> int:
+        """One pass: plan received events, claim a batch, deliver it. Returns deliveries handled."""
+        plan_received(self.engine, self.mappings, limit=self.config.batch_size)
+        claimed = claims.claim(self.engine, self.name, self.config.batch_size, self.config.lease_s)
+        if not claimed:
+            return 0
+        with self._held_lock:
+            self._held[index] = {c.id for c in claimed}
+        try:
+            processor = BatchProcessor(self.engine, self.mappings, self.destinations, self.config, self.name,
+                                       self._on_finished)
+            left_over = processor.process(claimed, should_abandon=self._past_deadline)
+            if left_over:
+                claims.release(self.engine, self.name, left_over)
+        finally:
+            with self._held_lock:
+                self._held.pop(index, None)
+        return len(claimed)
+
+    def _run(self, index: int) -> None:
+        while not self._stop.is_set():
+            try:
+                handled = self.run_once(index)
+                if index == 0:
+                    self._maybe_prune()
+            except SQLAlchemyError as error:
+                log.warning("delivery worker %s: ledger unavailable (%s); retrying", self.name, error.__class__.__name__)
+                handled = 0
+            except Exception:  # keep the thread alive: the next pass may succeed
+                log.exception("delivery worker %s: unexpected error", self.name)
+                handled = 0
+            if not handled:
+                self._stop.wait(self.config.poll_interval_s)
+
+    def _heartbeat(self) -> None:
+        """Renew the leases of batches in progress, so a long batch is not taken over."""
+        while not self._done.wait(self.config.lease_s / 3):
+            with self._held_lock:
+                ids = [i for held in self._held.values() for i in held]
+            try:
+                claims.renew(self.engine, self.name, ids, self.config.lease_s)
+            except SQLAlchemyError as error:
+                log.warning("could not renew leases: %s", error.__class__.__name__)
+
+    def _maybe_prune(self) -> None:
+        retention = self.settings.retention
+        if not self.prune_enabled or retention.finished_days is None:
+            return
+        if time.monotonic() - self._last_prune < retention.prune_interval_minutes * 60:
+            return
+        self._last_prune = time.monotonic()
+        removed = prune(self.engine, retention.finished_days, batch_size=retention.batch_size)
+        if removed:
+            log.info("retention: pruned %d finished event(s) older than %g days", removed, retention.finished_days)
