@@ -195,9 +195,6 @@ def db_upgrade(ctx: Context) -> None:
         engine.dispose()
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
-
 
 # --- the worker and the operator's tools -------------------------------------------------------
 
@@ -304,3 +301,7 @@ def replay(ctx: Context, event_ids: tuple[int, ...], delivery_ids: tuple[int, ..
     summary = requeue(engine, selection, by=by)
     click.echo(f"replayed {summary.requeued} delivery(ies) as {by}"
                + (f"; re-mapping {len(summary.replanned_events)} event(s)" if summary.replanned_events else ""))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -155,6 +155,9 @@ class Delivery(Base):
     resource_id: Mapped[str | None] = mapped_column(String(RESOURCE_ID_MAX))
     sequence_key: Mapped[str | None] = mapped_column(String(SEQUENCE_MAX))
     position: Mapped[int] = mapped_column(Integer, default=0)  # the mapping's place among the event's
+    # The CRM record a keyed write targets (object, key field, value): two deliveries
+    # aiming at one record (a review and a loyalty sign-up of one shopper) never run at once.
+    target_key: Mapped[str | None] = mapped_column(String(255))
     operation: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # what the mapping produced last
     replayed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     replayed_by: Mapped[str | None] = mapped_column(String(128))
@@ -166,6 +169,7 @@ class Delivery(Base):
         Index("ix_deliveries_destination_state", "destination", "state"),
         Index("ix_deliveries_destination_resource", "destination", "resource_type", "resource_id"),
         Index("ix_deliveries_lease_expires_at", "lease_expires_at"),
+        Index("ix_deliveries_destination_target_key", "destination", "target_key"),
         Index("ix_deliveries_event_id", "event_id"),
     )
 

@@ -6,7 +6,9 @@ never claim two events of one resource at once) and `FOR UPDATE SKIP LOCKED`
 on the rows. Each claim takes, per (destination, resource), only the
 deliveries of the lowest-sequence event, and never a resource another worker
 holds: deliveries for one resource and destination never run concurrently.
-A dead worker's leases simply expire.
+Nor a delivery whose target CRM record (a contact keyed by email) another
+worker is writing: a lookup-then-create must not race another one. A dead
+worker's leases simply expire.
 """
 
 from __future__ import annotations
@@ -42,13 +44,13 @@ def claim(engine: Engine, owner: str, limit: int, lease_s: float, now: datetime 
     now = now or utcnow()
     d = _deliveries
     due = (select(d.c.id, d.c.event_id, d.c.mapping, d.c.destination, d.c.resource_type, d.c.resource_id,
-                  d.c.sequence_key, d.c.position, d.c.attempts, d.c.created_at)
+                  d.c.sequence_key, d.c.position, d.c.attempts, d.c.created_at, d.c.target_key)
            .where(d.c.state.in_(DeliveryState.DUE),
                   or_(d.c.next_attempt_at.is_(None), d.c.next_attempt_at <= now),
                   or_(d.c.lease_expires_at.is_(None), d.c.lease_expires_at <= now))
            .order_by(d.c.next_attempt_at, d.c.id)
            .limit(limit * 4))
-    held = (select(d.c.destination, d.c.resource_type, d.c.resource_id).distinct()
+    held = (select(d.c.destination, d.c.resource_type, d.c.resource_id, d.c.target_key).distinct()
             .where(d.c.lease_expires_at > now, d.c.state.in_(DeliveryState.DUE)))
     with write_transaction(engine) as connection:
         if connection.dialect.name == "postgresql":
@@ -57,8 +59,13 @@ def claim(engine: Engine, owner: str, limit: int, lease_s: float, now: datetime 
         candidates = connection.execute(due).all()
         if not candidates:
             return []
-        busy = {tuple(row) for row in connection.execute(held)}
-        chosen = _one_event_per_resource(candidates, busy, limit)
+        busy_resources, busy_targets = set(), set()
+        for row in connection.execute(held):
+            busy_resources.add((row.destination, row.resource_type, row.resource_id))
+            if row.target_key:
+                busy_targets.add((row.destination, row.target_key))
+        free = [row for row in candidates if (row.destination, row.target_key) not in busy_targets]
+        chosen = _one_event_per_resource(free, busy_resources, limit)
         if not chosen:
             return []
         connection.execute(

@@ -7,6 +7,7 @@ a crash before the commit leaves it `received` for the next pass.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -23,6 +24,15 @@ _deliveries = Delivery.__table__
 _INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 _STATE_FOR_OUTCOME = {READY: DeliveryState.PENDING, FAILED: DeliveryState.DEAD}
+
+
+def target_key(outcome: Outcome) -> str | None:
+    """Which CRM record a keyed write aims at, as a short stable text."""
+    operation = outcome.operation
+    if operation is None or operation.key is None:
+        return None
+    text = f"{operation.object}|{operation.key.field}|{str(operation.key.value).lower()}"
+    return text if len(text) <= 255 else "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
 def delivery_row(event: Any, position: int, outcome: Outcome) -> dict[str, Any]:
@@ -42,6 +52,7 @@ def delivery_row(event: Any, position: int, outcome: Outcome) -> dict[str, Any]:
         "resource_id": event.resource_id,
         "sequence_key": sequence_key(event.sequence_number) if event.sequence_number else None,
         "position": position,
+        "target_key": target_key(outcome),
         "operation": outcome.to_json().get("operation"),
     }
 

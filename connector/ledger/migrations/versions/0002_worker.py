@@ -23,11 +23,13 @@ def upgrade() -> None:
         batch.add_column(sa.Column("resource_id", sa.String(length=255), nullable=True))
         batch.add_column(sa.Column("sequence_key", sa.String(length=100), nullable=True))
         batch.add_column(sa.Column("position", sa.Integer(), nullable=False, server_default="0"))
+        batch.add_column(sa.Column("target_key", sa.String(length=255), nullable=True))
         batch.add_column(sa.Column("operation", sa.JSON(), nullable=True))
         batch.add_column(sa.Column("replayed_at", Timestamp, nullable=True))
         batch.add_column(sa.Column("replayed_by", sa.String(length=128), nullable=True))
     op.create_index("ix_deliveries_destination_resource", "deliveries", ["destination", "resource_type", "resource_id"])
     op.create_index("ix_deliveries_lease_expires_at", "deliveries", ["lease_expires_at"])
+    op.create_index("ix_deliveries_destination_target_key", "deliveries", ["destination", "target_key"])
     op.create_index("ix_deliveries_event_id", "deliveries", ["event_id"])
 
     with op.batch_alter_table("delivery_attempts") as batch:
@@ -55,9 +57,10 @@ def downgrade() -> None:
         batch.drop_column("worker")
         batch.drop_column("error_class")
     op.drop_index("ix_deliveries_event_id", "deliveries")
+    op.drop_index("ix_deliveries_destination_target_key", "deliveries")
     op.drop_index("ix_deliveries_lease_expires_at", "deliveries")
     op.drop_index("ix_deliveries_destination_resource", "deliveries")
     with op.batch_alter_table("deliveries") as batch:
-        for column in ("replayed_by", "replayed_at", "operation", "position", "sequence_key", "resource_id",
+        for column in ("replayed_by", "replayed_at", "operation", "target_key", "position", "sequence_key", "resource_id",
                        "resource_type"):
             batch.drop_column(column)
