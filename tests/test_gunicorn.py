@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import requests
 import sqlalchemy as sa
 
 from connector.ledger.database import normalize_url
-from tests.servers import gunicorn
+from tests.servers import PROJECT_ROOT, gunicorn
 from tests.signing import SECRET, sample_bytes, signed_headers
 
 
@@ -96,3 +98,37 @@ def test_gunicorn_workers_racing_on_one_message_store_it_once(server):
 
     assert sorted(statuses) == [200] * 11 + [202]
     assert _messages(engine) == ["msg_race_http"]
+
+
+def test_make_run_setup_delivers_in_dry_run_with_no_crm_credentials(tmp_path, monkeypatch):
+    """What a newcomer gets: embedded delivery threads, destinations without credentials running dry."""
+    for variable in ("HUBSPOT_ACCESS_TOKEN", "SALESFORCE_ACCESS_TOKEN", "SALESFORCE_CLIENT_ID"):
+        monkeypatch.delenv(variable, raising=False)
+    config = {
+        "database": {"url": f"sqlite:///{tmp_path / 'ledger.db'}"},
+        "receiver": {"secrets": "${OKENDO_WEBHOOK_SECRETS}"},
+        "destinations": {"hubspot": {"type": "hubspot"}, "salesforce": {"type": "salesforce"}},
+        "mappings": {"files": [str(PROJECT_ROOT / "mappings" / "hubspot.yaml"),
+                               str(PROJECT_ROOT / "mappings" / "salesforce.yaml")]},
+        "worker": {"poll_interval_s": 0.1},
+    }
+    with gunicorn(tmp_path, config, env={"OKENDO_WEBHOOK_SECRETS": SECRET}) as running:
+        body = sample_bytes("review.create")
+        assert requests.post(f"{running.base_url}/webhooks/okendo", data=body,
+                             headers=signed_headers(body, "msg_dry"), timeout=5).status_code == 202
+        engine = sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}")
+        deadline = time.monotonic() + 20
+        while True:
+            with engine.connect() as connection:
+                rows = connection.execute(sa.text(
+                    "SELECT d.mapping, d.state, a.requests FROM deliveries d "
+                    "JOIN delivery_attempts a ON a.delivery_id = d.id ORDER BY d.id")).all()
+            if len(rows) == 4 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        engine.dispose()
+    assert [(mapping, state) for mapping, state, _ in rows] == [
+        ("hubspot_contact_from_review", "delivered"), ("hubspot_review_note", "delivered"),
+        ("salesforce_contact_from_review", "delivered"), ("salesforce_review", "delivered")]
+    first_request = json.loads(rows[0][2])[0] if isinstance(rows[0][2], str) else rows[0][2][0]
+    assert first_request["dry_run"] is True and first_request["path"] == "/crm/v3/objects/contacts/batch/upsert"
