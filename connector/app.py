@@ -15,6 +15,7 @@ from connector.mapping.loader import load_mappings
 from connector.receiver.signature import SignatureVerifier
 from connector.receiver.views import bp as receiver_bp
 from connector.runtime import EXTENSION_KEY, Runtime
+from connector.status import init_status
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, *, mappings: 
         settings=settings, engine=create_ledger_engine(settings), verifier=verifier, mappings=mappings
     )
     app.register_blueprint(receiver_bp)
+    init_status(app)
     _warn_about_receiver(settings, verifier)
     log.info("serving with %d mapping(s): %s", len(mappings.mappings), ", ".join(mappings.names()) or "none")
     return app

@@ -10,6 +10,8 @@ mappings stay in force instead of every new worker failing to boot.
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 from dataclasses import dataclass
 
 from connector.config import ConfigError, Settings, load_settings
@@ -42,6 +44,8 @@ def validate_at_start(logger: logging.Logger = log) -> None:
     except ConfigError as error:
         logger.error("cannot start, the configuration is invalid:\n%s", error)
         raise SystemExit(1) from None
+    # One status-page session key for every worker forked from this master.
+    os.environ.setdefault("CONNECTOR_SESSION_KEY", secrets.token_hex(32))
     logger.info("configuration valid: %d mapping(s) from %s", len(_last_good.mappings.mappings), _last_good.settings.source)
 
 

@@ -171,6 +171,9 @@ class Delivery(Base):
         Index("ix_deliveries_lease_expires_at", "lease_expires_at"),
         Index("ix_deliveries_destination_target_key", "destination", "target_key"),
         Index("ix_deliveries_event_id", "event_id"),
+        # The status page's filters: by delivery state (and destination), newest events first.
+        Index("ix_deliveries_state_event_id", "state", "event_id"),
+        Index("ix_deliveries_destination_state_event_id", "destination", "state", "event_id"),
     )
 
 
@@ -224,4 +227,18 @@ class ResourceVersion(Base):
     sequence_key: Mapped[str] = mapped_column(String(SEQUENCE_MAX))
     event_id: Mapped[int | None] = mapped_column(BigIntId)
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class DestinationStatus(Base):
+    """What the workers last learned about each CRM, for the status page."""
+
+    __tablename__ = "destination_status"
+
+    destination: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    quota: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -1,0 +1,17 @@
+"""The sync status page (HTML) and its JSON API."""
+
+from __future__ import annotations
+
+from flask import Flask, redirect, url_for
+
+from connector.status.auth import init_auth
+
+
+def init_status(app: Flask) -> None:
+    from connector.status.api import bp as api_bp
+    from connector.status.views import bp as views_bp
+
+    init_auth(app)
+    app.register_blueprint(views_bp)
+    app.register_blueprint(api_bp)
+    app.add_url_rule("/", "root", lambda: redirect(url_for("status.overview")))

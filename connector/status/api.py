@@ -1,0 +1,96 @@
+"""The status page's JSON API, behind the same authentication (session or HTTP Basic)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from flask import Blueprint, abort, jsonify, request, url_for
+
+from connector.runtime import runtime
+from connector.status import queries
+from connector.status.auth import require_auth
+from connector.status.views import event_filter, replay_filter, who
+from connector.worker.replay import ReplayFilter, count, replay
+
+bp = Blueprint("status_api", __name__, url_prefix="/api")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
+
+
+@bp.get("/stats")
+@require_auth(api=True)
+def stats() -> Any:
+    with runtime().engine.connect() as connection:
+        return jsonify(_plain(queries.stats(connection).to_json()))
+
+
+@bp.get("/events")
+@require_auth(api=True)
+def events() -> Any:
+    selection = event_filter(request.args)
+    with runtime().engine.connect() as connection:
+        rows, next_before = queries.list_events(connection, selection)
+    next_url = url_for("status_api.events", **selection.query_args(), before=next_before) if next_before else None
+    return jsonify(events=_plain(rows), next=next_url)
+
+
+@bp.get("/events/<int:event_id>")
+@require_auth(api=True)
+def event(event_id: int) -> Any:
+    rt = runtime()
+    with rt.engine.connect() as connection:
+        detail = queries.event_detail(connection, event_id)
+    if detail is None:
+        abort(404)
+    document = detail.pop("document")
+    detail["operations"] = [o.to_json() for o in rt.mappings.plan(document)] \
+        if detail["state"] not in ("invalid", "unsupported") else []
+    for delivery in detail["deliveries"]:
+        delivery["attempts"] = delivery.pop("attempt_list")
+    return jsonify(_plain(detail))
+
+
+def _summary(requeued: int, held: int) -> Any:
+    return jsonify(replayed=requeued, held_by_a_worker=held)
+
+
+@bp.post("/events/<int:event_id>/replay")
+@require_auth(api=True)
+def replay_event(event_id: int) -> Any:
+    summary = replay(runtime().engine, ReplayFilter(event_ids=(event_id,)), by=who())
+    return _summary(summary.requeued, summary.held)
+
+
+@bp.post("/deliveries/<int:delivery_id>/replay")
+@require_auth(api=True)
+def replay_delivery(delivery_id: int) -> Any:
+    summary = replay(runtime().engine, ReplayFilter(delivery_ids=(delivery_id,)), by=who())
+    if summary.held:
+        response = _summary(summary.requeued, summary.held)
+        response.status_code = 409  # a worker holds it right now
+        return response
+    return _summary(summary.requeued, summary.held)
+
+
+@bp.post("/replay")
+@require_auth(api=True)
+def bulk_replay() -> Any:
+    """Replay what a filter selects; `"dry_run": true` only counts."""
+    body = request.get_json(silent=True) or {}
+    selection = replay_filter(event_filter(body))
+    if selection.is_empty():
+        return jsonify(error="give a filter: state, topic, destination, since, until or text"), 400
+    if body.get("dry_run"):
+        preview = count(runtime().engine, selection)
+        return jsonify(would_replay=preview.requeued, held_by_a_worker=preview.held)
+    summary = replay(runtime().engine, selection, by=who())
+    return _summary(summary.requeued, summary.held)

@@ -1,0 +1,179 @@
+"""The sync status page: overview, events, event detail, replay, login.
+
+Server-rendered with Jinja (autoescaped: review bodies hold HTML and
+script-like text). The JSON API in api.py serves the same data.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import urlencode
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
+
+from connector.runtime import runtime
+from connector.status import queries
+from connector.status.auth import _password, is_loopback, password_matches, require_auth
+from connector.status.links import record_url
+from connector.worker.replay import ReplayFilter, count, replay
+
+bp = Blueprint("status", __name__, template_folder="templates", url_prefix="/status")
+
+
+def _time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        abort(400, f"{value!r} is not a date and time (use 2026-11-27T10:00)")
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def event_filter(args: Any) -> queries.EventFilter:
+    state = args.get("state") or None
+    if state and state not in queries.EVENT_STATES + queries.DELIVERY_STATES:
+        abort(400, f"unknown state {state!r}")
+    before = args.get("before")
+    if before and not before.isdigit():
+        abort(400, "before must be an event id")
+    return queries.EventFilter(
+        state=state, topic=(args.get("topic") or "").strip() or None,
+        destination=(args.get("destination") or "").strip() or None,
+        since=_time(args.get("since")), until=_time(args.get("until")),
+        text=(args.get("text") or "").strip() or None, before=int(before) if before else None)
+
+
+def replay_filter(selection: queries.EventFilter) -> ReplayFilter:
+    return ReplayFilter(states=(selection.delivery_state,) if selection.delivery_state else (),
+                        topic=selection.topic, destination=selection.destination, since=selection.since,
+                        until=selection.until, text=selection.text)
+
+
+def who() -> str:
+    return f"status page ({request.remote_addr})"
+
+
+@bp.app_context_processor
+def _page_context() -> dict[str, Any]:
+    return {"open_mode": _password() is None, "signed_in": bool(session.get("admin"))}
+
+
+@bp.get("/login")
+def login() -> Any:
+    if _password() is None:
+        return redirect(url_for("status.overview"))
+    return render_template("status/login.html", next=request.args.get("next", ""))
+
+
+@bp.post("/login")
+def login_post() -> Any:
+    from connector.status.auth import csrf
+
+    csrf.protect()
+    if not password_matches(request.form.get("password")):
+        flash("Wrong password.")
+        return render_template("status/login.html", next=request.form.get("next", "")), 401
+    session.clear()
+    session["admin"] = True
+    target = request.form.get("next") or url_for("status.overview")
+    return redirect(target if target.startswith("/status") else url_for("status.overview"))
+
+
+@bp.post("/logout")
+@require_auth()
+def logout() -> Any:
+    session.clear()
+    return redirect(url_for("status.login") if _password() else url_for("status.overview"))
+
+
+@bp.get("")
+@bp.get("/")
+@require_auth()
+def overview() -> Any:
+    rt = runtime()
+    with rt.engine.connect() as connection:
+        stats = queries.stats(connection)
+    destinations = sorted(set(rt.settings.destinations) | set(stats.deliveries_by_destination))
+    return render_template("status/overview.html", stats=stats, destinations=destinations,
+                           states=queries.DELIVERY_STATES, peak=max([n for _, n in stats.per_minute] or [0]) or 1,
+                           refresh=15, loopback_only=_password() is None and is_loopback(request.remote_addr))
+
+
+@bp.get("/events")
+@require_auth()
+def events() -> Any:
+    rt = runtime()
+    selection = event_filter(request.args)
+    with rt.engine.connect() as connection:
+        rows, next_before = queries.list_events(connection, selection)
+    next_url = None
+    if next_before:
+        next_url = url_for("status.events") + "?" + urlencode({**selection.query_args(), "before": next_before})
+    return render_template("status/events.html", rows=rows, selection=selection, next_url=next_url,
+                           event_states=queries.EVENT_STATES, delivery_states=queries.DELIVERY_STATES,
+                           destinations=sorted(rt.settings.destinations),
+                           topics=rt.mappings.handled_events(), filtered=bool(selection.query_args()))
+
+
+@bp.get("/events/<int:event_id>")
+@require_auth()
+def event(event_id: int) -> Any:
+    rt = runtime()
+    with rt.engine.connect() as connection:
+        detail = queries.event_detail(connection, event_id)
+    if detail is None:
+        abort(404, f"no event {event_id}")
+    operations = [outcome.to_json() for outcome in rt.mappings.plan(detail["document"])] \
+        if detail["state"] not in ("invalid", "unsupported") else []
+    for delivery in detail["deliveries"]:
+        delivery["record_url"] = record_url(rt.settings, delivery["destination"],
+                                            (delivery["operation"] or {}).get("object"), delivery["crm_record_id"])
+    for link in detail["links"]:
+        link["record_url"] = record_url(rt.settings, link["destination"], link["crm_object"], link["crm_record_id"])
+    return render_template("status/event.html", event=detail, operations=operations,
+                           operations_json=json.dumps(operations, indent=2, ensure_ascii=False, default=str))
+
+
+@bp.post("/events/<int:event_id>/replay")
+@require_auth()
+def replay_event(event_id: int) -> Any:
+    summary = replay(runtime().engine, ReplayFilter(event_ids=(event_id,)), by=who())
+    flash(_replayed_message(summary.requeued, summary.held))
+    return redirect(url_for("status.event", event_id=event_id))
+
+
+@bp.post("/deliveries/<int:delivery_id>/replay")
+@require_auth()
+def replay_delivery(delivery_id: int) -> Any:
+    summary = replay(runtime().engine, ReplayFilter(delivery_ids=(delivery_id,)), by=who())
+    flash(_replayed_message(summary.requeued, summary.held))
+    event_id = request.form.get("event_id", type=int)
+    return redirect(url_for("status.event", event_id=event_id) if event_id else url_for("status.events"))
+
+
+@bp.route("/replay", methods=["GET", "POST"])
+@require_auth()
+def bulk_replay() -> Any:
+    """Replay everything the current filter shows: first how many, then on confirmation."""
+    source = request.form if request.method == "POST" else request.args
+    selection = event_filter(source)
+    chosen = replay_filter(selection)
+    if chosen.is_empty():
+        flash("Choose a filter first: bulk replay works on a filtered list.")
+        return redirect(url_for("status.events"))
+    if request.method == "POST" and request.form.get("confirm") == "yes":
+        summary = replay(runtime().engine, chosen, by=who())
+        flash(_replayed_message(summary.requeued, summary.held))
+        return redirect(url_for("status.events", **selection.query_args()))
+    preview = count(runtime().engine, chosen)
+    return render_template("status/replay.html", selection=selection, preview=preview)
+
+
+def _replayed_message(requeued: int, held: int) -> str:
+    message = f"Replaying {requeued} delivery(ies)."
+    if held:
+        message += f" {held} held by a worker right now were left alone; try again in a moment."
+    return message
