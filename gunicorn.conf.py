@@ -1,10 +1,25 @@
 """gunicorn settings for the connector: `gunicorn -c gunicorn.conf.py`.
 
 Environment: BIND (default 127.0.0.1:8000), WEB_CONCURRENCY (worker processes,
-default 2), GUNICORN_THREADS (threads per worker, default 4).
+default 2), GUNICORN_THREADS (threads per worker, default 4), LOG_LEVEL (info),
+LOG_FORMAT (text or json; default observability.log_format), PROMETHEUS_MULTIPROC_DIR
+(where the workers' metrics meet; default: a fresh folder under the temp dir,
+removed at exit).
 """
 
+import glob
 import os
+import shutil
+import tempfile
+
+# /metrics adds up every worker's counters through files in this folder. It must be
+# in the environment before prometheus_client is first imported (below, by connector)
+# and before workers fork. Set once per server: a reload re-reads this file and keeps it.
+_METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_METRICS_DIR_OWNED_ENV = "CONNECTOR_METRICS_DIR_CREATED"
+if not os.environ.get(_METRICS_DIR_ENV):
+    os.environ[_METRICS_DIR_ENV] = tempfile.mkdtemp(prefix="okendo-connector-metrics-")
+    os.environ[_METRICS_DIR_OWNED_ENV] = os.environ[_METRICS_DIR_ENV]
 
 wsgi_app = "wsgi:app"
 bind = os.environ.get("BIND", "127.0.0.1:8000")
@@ -21,7 +36,18 @@ accesslog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info")
 
 
+def _prepare_metrics_dir():
+    # Start from zero: values left by an earlier server with this folder would be added in.
+    # Only the metric files are removed: the folder may be one the operator chose.
+    path = os.environ[_METRICS_DIR_ENV]
+    os.makedirs(path, exist_ok=True)
+    for stale in glob.glob(os.path.join(path, "*.db")):
+        os.remove(stale)
+
+
 def on_starting(server):
+    _prepare_metrics_dir()
+    server.log.info("prometheus multiprocess metrics in %s", os.environ[_METRICS_DIR_ENV])
     # Validate config.yaml and the mappings once, in the master, before any worker starts.
     from connector.serving import validate_at_start
 
@@ -48,28 +74,46 @@ def worker_exit(server, worker):
     stop_embedded_worker(server.cfg.graceful_timeout)
 
 
+def child_exit(server, worker):
+    # In the master, after a worker is gone: its counters stay in the sum, its live gauges go.
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    # Remove the metrics folder this file created (never one the operator chose).
+    owned = os.environ.get(_METRICS_DIR_OWNED_ENV)
+    if owned and owned == os.environ.get(_METRICS_DIR_ENV):
+        shutil.rmtree(owned, ignore_errors=True)
+
+
 # Bound request lines and headers (the body is bounded by receiver.max_body_bytes).
 limit_request_line = 4094
 limit_request_fields = 100
 limit_request_field_size = 8190
 
 # gunicorn replaces its logging defaults section by section with this, so it is complete.
-_level = loglevel.upper()
-logconfig_dict = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {
-        "plain": {"format": "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"},
-        "access": {"format": "%(message)s"},
-    },
-    "handlers": {
-        "stderr": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"},
-        "access": {"class": "logging.StreamHandler", "formatter": "access", "stream": "ext://sys.stdout"},
-    },
-    "root": {"level": "WARNING", "handlers": ["stderr"]},
-    "loggers": {
-        "gunicorn.error": {"level": _level, "handlers": ["stderr"], "propagate": False},
-        "gunicorn.access": {"level": "INFO", "handlers": ["access"], "propagate": False},
-        "connector": {"level": _level, "handlers": ["stderr"], "propagate": False},
-    },
-}
+# Every handler redacts secrets; LOG_FORMAT=json (or observability.log_format: json) for JSON lines.
+
+
+def _log_format():
+    from connector.logs import log_format
+
+    if os.environ.get("LOG_FORMAT"):
+        return log_format()
+    try:
+        from connector.config import load_settings
+
+        return log_format(load_settings())
+    except Exception:  # an invalid config: on_starting reports it and stops
+        return "text"
+
+
+def _logconfig_dict():
+    from connector.logs import logging_config_dict
+
+    return logging_config_dict(level=loglevel, fmt=_log_format())
+
+
+logconfig_dict = _logconfig_dict()

@@ -9,7 +9,9 @@ from typing import Any
 from flask import Flask
 
 from connector.config import Settings, load_settings, settings_from_mapping
+from connector.health import init_observability
 from connector.ledger import create_ledger_engine
+from connector.logs import configure_logging
 from connector.mapping.engine import MappingSet
 from connector.mapping.loader import load_mappings
 from connector.receiver.signature import SignatureVerifier
@@ -33,6 +35,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, *, mappings: 
     to read $CONNECTOR_CONFIG / ./config.yaml) and its mappings (compiled from the
     config unless given). Raises ConfigError when either is invalid."""
     settings = _settings(config)
+    configure_logging(settings)
     if mappings is None:
         mappings = load_mappings(settings)
     app = Flask(__name__)
@@ -45,6 +48,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, *, mappings: 
     )
     app.register_blueprint(receiver_bp)
     init_status(app)
+    init_observability(app)
     _warn_about_receiver(settings, verifier)
     log.info("serving with %d mapping(s): %s", len(mappings.mappings), ", ".join(mappings.names()) or "none")
     return app

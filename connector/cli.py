@@ -13,6 +13,7 @@ import click
 from sqlalchemy.exc import SQLAlchemyError
 
 from connector.config import CONFIG_PATH_ENV, ConfigError, Settings, load_settings
+from connector.logs import configure_logging
 from connector.mapping.engine import MappingSet
 from connector.mapping.loader import load_mappings
 
@@ -23,9 +24,11 @@ class Context:
 
     def settings(self) -> Settings:
         try:
-            return load_settings(self.config_path)
+            settings = load_settings(self.config_path)
         except ConfigError as error:
             raise click.ClickException(str(error)) from None
+        configure_logging(settings)  # the configured format, and the secrets to redact
+        return settings
 
     def mappings(self, settings: Settings) -> MappingSet:
         try:
@@ -48,7 +51,7 @@ pass_context = click.make_pass_decorator(Context)
 @click.pass_context
 def main(ctx: click.Context, config_path: Path | None) -> None:
     """Okendo webhooks into Salesforce and HubSpot."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     logging.getLogger("alembic").setLevel(logging.WARNING)
     ctx.obj = Context(config_path)
 
@@ -240,6 +243,27 @@ def worker(ctx: Context, threads: int | None, share: int, once: bool) -> None:
     runner.stop()
 
 
+def _current_ledger(settings: Settings):  # type: ignore[no-untyped-def]
+    """The ledger's engine, once it is reachable and migrated (else a clear error, not a traceback)."""
+    from connector.ledger.migrate import is_current
+
+    engine = _engine(settings)
+    try:
+        current = is_current(engine)
+    except SQLAlchemyError as error:
+        engine.dispose()
+        raise click.ClickException(_ledger_error(settings, error)) from None
+    if not current:
+        engine.dispose()
+        raise click.ClickException("the ledger's migrations are not current: run `connector db upgrade` first")
+    return engine
+
+
+def _ledger_error(settings: Settings, error: SQLAlchemyError) -> str:
+    return (f"the ledger is unavailable ({settings.source}: database.url): "
+            f"{error.__class__.__name__}: {getattr(error, 'orig', None) or error}")
+
+
 @main.command()
 @click.option("--older-than-days", type=float, help="Default: retention.finished_days.")
 @pass_context
@@ -251,17 +275,24 @@ def prune(ctx: Context, older_than_days: float | None) -> None:
     days = older_than_days if older_than_days is not None else settings.retention.finished_days
     if days is None:
         raise click.ClickException(f"{settings.source}: retention.finished_days is not set; pass --older-than-days")
-    removed = prune_events(_engine(settings), days, batch_size=settings.retention.batch_size)
+    engine = _current_ledger(settings)
+    try:
+        removed = prune_events(engine, days, batch_size=settings.retention.batch_size)
+    except SQLAlchemyError as error:
+        raise click.ClickException(_ledger_error(settings, error)) from None
+    finally:
+        engine.dispose()
     click.echo(f"pruned {removed} finished event(s) older than {days:g} days; open deliveries and links are kept")
 
 
-def _parse_time(value: str | None) -> datetime | None:
+def _parse_time(value: str | None, option: str) -> datetime | None:
     if value is None:
         return None
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise click.BadParameter(f"{value!r} is not an ISO 8601 time (e.g. 2026-11-27T10:00:00Z)") from None
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 time (e.g. 2026-11-27T10:00:00Z)",
+                                 param_hint=option) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
@@ -285,20 +316,26 @@ def replay(ctx: Context, event_ids: tuple[int, ...], delivery_ids: tuple[int, ..
     from connector.worker.replay import ReplayFilter, count, replay as requeue
 
     selection = ReplayFilter(event_ids=event_ids, delivery_ids=delivery_ids, states=states, topic=topic,
-                             destination=destination, since=_parse_time(since), until=_parse_time(until))
+                             destination=destination, since=_parse_time(since, "--since"),
+                             until=_parse_time(until, "--until"))
     if selection.is_empty():
         raise click.UsageError("say what to replay: --event, --delivery, --state, --topic, --destination, "
                                "--since or --until")
     settings = ctx.settings()
-    engine = _engine(settings)
-    preview = count(engine, selection)
-    click.echo(f"{preview.requeued} delivery(ies) to replay"
-               + (f"; {preview.held} held by a worker right now are left alone" if preview.held else ""))
-    if not preview.requeued and not event_ids:
-        return
-    if not yes and not click.confirm("Replay them?", default=False):
-        raise click.ClickException("nothing replayed")
-    summary = requeue(engine, selection, by=by)
+    engine = _current_ledger(settings)
+    try:
+        preview = count(engine, selection)
+        click.echo(f"{preview.requeued} delivery(ies) to replay"
+                   + (f"; {preview.held} held by a worker right now are left alone" if preview.held else ""))
+        if not preview.requeued and not event_ids:
+            return
+        if not yes and not click.confirm("Replay them?", default=False):
+            raise click.ClickException("nothing replayed")
+        summary = requeue(engine, selection, by=by)
+    except SQLAlchemyError as error:
+        raise click.ClickException(_ledger_error(settings, error)) from None
+    finally:
+        engine.dispose()
     click.echo(f"replayed {summary.requeued} delivery(ies) as {by}"
                + (f"; re-mapping {len(summary.replanned_events)} event(s)" if summary.replanned_events else ""))
 

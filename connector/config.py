@@ -125,6 +125,8 @@ class HubSpotDestinationConfig(_DestinationBase):
     # lost can be found again instead of duplicated. null switches it off.
     source_key_property: str | None = "okendo_source_key"
     property_group: str = "okendo"
+    # Your HubSpot account id: the status page links records to app.hubspot.com with it.
+    portal_id: str | None = None
 
 
 class SalesforceDestinationConfig(_DestinationBase):
@@ -175,6 +177,9 @@ class WorkerConfig(_Section):
     backoff_base_s: float = Field(5.0, gt=0, le=3600)
     backoff_max_s: float = Field(3600.0, gt=0, le=86400)
     shutdown_timeout_s: float = Field(20.0, gt=0, le=600)
+    # On SQLite the worker gives way to the receiver: it waits this long for the
+    # write lock, then tries again on its next pass (an event must never wait for the worker).
+    sqlite_lock_wait_ms: int = Field(250, ge=10, le=60_000)
 
 
 class RetentionConfig(_Section):
@@ -189,6 +194,14 @@ class StatusConfig(_Section):
     admin_password: str | None = None
 
 
+class ObservabilityConfig(_Section):
+    # GET /metrics (Prometheus text format, unauthenticated like most scrape targets);
+    # false answers 404, e.g. when the port is reachable from outside and metrics are not wanted.
+    metrics: bool = True
+    # Log lines as plain text or one JSON object per line. $LOG_FORMAT, when set, wins.
+    log_format: Literal["text", "json"] = "text"
+
+
 class Settings(_Section):
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     mappings: MappingsConfig = Field(default_factory=MappingsConfig)
@@ -197,6 +210,7 @@ class Settings(_Section):
     worker: WorkerConfig = Field(default_factory=WorkerConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     status: StatusConfig = Field(default_factory=StatusConfig)
+    observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
 
     # Where the file lives: relative paths in it are relative to this folder.
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)

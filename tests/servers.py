@@ -53,7 +53,9 @@ def write_config(path: Path, tree: dict) -> Path:
 
 
 @contextmanager
-def gunicorn(tmp_path: Path, config: dict, env: dict[str, str] | None = None, workers: int = 2) -> Iterator[Gunicorn]:
+def gunicorn(tmp_path: Path, config: dict, env: dict[str, str] | None = None, workers: int = 2,
+             app: str | None = None) -> Iterator[Gunicorn]:
+    """`app`: another WSGI app than gunicorn.conf.py's (`module:name` or `module:factory()`)."""
     config_path = write_config(tmp_path / "config.yaml", config)
     port = free_port()
     environ = {**os.environ, "CONNECTOR_CONFIG": str(config_path), "BIND": f"127.0.0.1:{port}",
@@ -62,7 +64,8 @@ def gunicorn(tmp_path: Path, config: dict, env: dict[str, str] | None = None, wo
                    capture_output=True, cwd=PROJECT_ROOT)
     log_path = tmp_path / "gunicorn.log"
     with log_path.open("wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"], env=environ,
+        process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", *([app] if app else [])],
+                                   env=environ,
                                    cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT)
     server = Gunicorn(f"http://127.0.0.1:{port}", process, log_path, config_path)
     try:

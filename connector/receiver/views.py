@@ -14,6 +14,7 @@ from flask import Blueprint, Response, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from connector import metrics
 from connector.ledger import IncomingEvent, record_event
 from connector.ledger.models import MESSAGE_ID_MAX
 from connector.receiver.envelope import classify
@@ -61,6 +62,12 @@ def _message_id() -> str | None:
     return request.headers.get("svix-id") or request.headers.get("webhook-id")
 
 
+def _logged_message_id() -> str | None:
+    # Unverified requests choose their own ids: log a bounded prefix.
+    message_id = _message_id()
+    return message_id[:80] if message_id else None
+
+
 def _webhook_timestamp() -> datetime | None:
     raw = request.headers.get("svix-timestamp") or request.headers.get("webhook-timestamp")
     try:
@@ -71,6 +78,7 @@ def _webhook_timestamp() -> datetime | None:
 
 @bp.errorhandler(RequestEntityTooLarge)
 def _too_large(_error_: RequestEntityTooLarge) -> tuple[Response, int]:
+    metrics.webhook_rejected("too_large")
     return _error(413, "body too large", limit_bytes=str(runtime().settings.receiver.max_body_bytes))
 
 
@@ -83,12 +91,15 @@ def receive_okendo_webhook() -> tuple[Response, int]:
     if not rt.verifier.configured and not settings.insecure_dev_mode:
         # 503, not 4xx: Svix keeps retrying for about a day, so nothing is lost
         # while the operator sets the secret.
-        log.error("webhook refused: no signing secret configured (set OKENDO_WEBHOOK_SECRETS)")
+        log.error("webhook refused: no signing secret configured (set OKENDO_WEBHOOK_SECRETS)",
+                  extra={"message_id": _logged_message_id(), "reason": "no_secret_configured"})
+        metrics.webhook_rejected("no_secret_configured")
         return _error(503, "no webhook signing secret configured", hint="set OKENDO_WEBHOOK_SECRETS")
 
     body = _read_bounded_body(settings.max_body_bytes)
     if body is None:
-        log.warning("webhook rejected: body over %d bytes from %s", settings.max_body_bytes, remote)
+        log.warning("webhook rejected: body over %d bytes from %s", settings.max_body_bytes, remote,
+                    extra={"message_id": _logged_message_id(), "reason": "too_large", "remote_addr": remote})
         raise RequestEntityTooLarge()
 
     verified_by = None
@@ -100,15 +111,19 @@ def receive_okendo_webhook() -> tuple[Response, int]:
                 verification.reason,
                 _message_id(),
                 remote,
+                extra={"message_id": _logged_message_id(), "reason": verification.reason, "remote_addr": remote},
             )
+            metrics.webhook_rejected(verification.reason)
             return _error(401, "signature verification failed", reason=verification.reason or "")
         verified_by = verification.secret_position
 
     message_id = _message_id()
     if not message_id:
         # Only reachable in insecure development mode: a signed request always has one.
+        metrics.webhook_rejected("missing_message_id")
         return _error(400, "missing webhook-id header")
     if len(message_id) > MESSAGE_ID_MAX:
+        metrics.webhook_rejected("message_id_too_long")
         return _error(400, f"webhook-id longer than {MESSAGE_ID_MAX} characters")
 
     envelope = classify(body)
@@ -130,7 +145,9 @@ def receive_okendo_webhook() -> tuple[Response, int]:
         stored = record_event(rt.engine, incoming)
     except SQLAlchemyError as error:
         # Never acknowledge what is not stored: Svix will retry.
-        log.error("webhook %s not stored, answering 503: %s", message_id, error.__class__.__name__)
+        log.error("webhook %s not stored, answering 503: %s", message_id, error.__class__.__name__,
+                  extra={"message_id": message_id, "reason": "ledger_unavailable"})
+        metrics.webhook_rejected("ledger_unavailable")
         response, status = _error(503, "ledger unavailable, retry later")
         response.headers["Retry-After"] = "5"
         return response, status
@@ -143,7 +160,12 @@ def receive_okendo_webhook() -> tuple[Response, int]:
             envelope.resource_type,
             envelope.topic,
             envelope.state,
+            extra={"message_id": message_id, "event_id": stored.event_id, "resource_type": envelope.resource_type,
+                   "topic": envelope.topic, "state": envelope.state},
         )
+        metrics.event_received(envelope.resource_type, envelope.topic, envelope.state)
         return jsonify(event_id=stored.event_id, state=envelope.state), 202
-    log.info("webhook %s is a redelivery of event %d", message_id, stored.event_id)
+    log.info("webhook %s is a redelivery of event %d", message_id, stored.event_id,
+             extra={"message_id": message_id, "event_id": stored.event_id, "duplicate": True})
+    metrics.webhook_redelivered()
     return jsonify(event_id=stored.event_id, duplicate=True), 200
