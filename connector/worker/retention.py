@@ -34,14 +34,24 @@ def prune(engine: Engine, older_than_days: float, *, batch_size: int = 1000, lim
     while limit is None or removed < limit:
         size = batch_size if limit is None else min(batch_size, limit - removed)
         with write_transaction(engine) as connection:
-            ids = list(connection.execute(prunable(older_than_days).limit(size)).scalars())
-            if not ids:
+            candidates = list(connection.execute(prunable(older_than_days).limit(size)).scalars())
+            if not candidates:
                 break
-            delivery_ids = select(_deliveries.c.id).where(_deliveries.c.event_id.in_(ids))
-            connection.execute(delete(_attempts).where(_attempts.c.delivery_id.in_(delivery_ids)))
-            connection.execute(delete(_deliveries).where(_deliveries.c.event_id.in_(ids)))
-            connection.execute(delete(_events).where(_events.c.id.in_(ids)))
+            # SQLite's BEGIN IMMEDIATE already serialises this with every other writer. On
+            # PostgreSQL a replay may have re-queued one of these deliveries since the select
+            # above: lock the deliveries (waiting for a replay still running), then the events
+            # (skipping those another prune or a replay holds), and look again, so a replayed
+            # delivery is never deleted. Deliveries before events: the order a replay locks them.
+            connection.execute(select(_deliveries.c.id).where(_deliveries.c.event_id.in_(candidates))
+                               .order_by(_deliveries.c.id).with_for_update())
+            ids = list(connection.execute(prunable(older_than_days).where(_events.c.id.in_(candidates))
+                                          .with_for_update(of=_events, skip_locked=True)).scalars())
+            if ids:
+                delivery_ids = select(_deliveries.c.id).where(_deliveries.c.event_id.in_(ids))
+                connection.execute(delete(_attempts).where(_attempts.c.delivery_id.in_(delivery_ids)))
+                connection.execute(delete(_deliveries).where(_deliveries.c.event_id.in_(ids)))
+                connection.execute(delete(_events).where(_events.c.id.in_(ids)))
         removed += len(ids)
-        if len(ids) < size:
+        if len(candidates) < size:
             break
     return removed
