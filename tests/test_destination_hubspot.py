@@ -145,13 +145,25 @@ def test_one_bad_record_fails_alone_with_hubspots_message(emulator, hubspot, lin
         "not_a_property" in results[1].error.message
 
 
-def test_two_events_for_one_contact_in_one_batch_merge(emulator, hubspot, links):
+def test_two_events_for_one_contact_in_one_batch_land_on_it_in_turn(emulator, hubspot, links):
     works = works_for(MAPPINGS, "hubspot", ["review.create", "loyalty_customer.create"])
     contact_works = [w for w in works if w.operation.object == "contacts"]
     results = deliver(hubspot, contact_works, links)
     assert [r.status for r in results] == [OK, OK] and results[0].record_id == results[1].record_id
     properties = emulator.find("contacts", email=HARRIET)["properties"]
     assert properties["okendo_last_review_rating"] == "4" and properties["okendo_birthday"] == "06-17"
+    assert len(emulator.calls("POST", "/contacts/batch/upsert")) == 2  # one record, written once per round
+
+
+def test_one_events_bad_field_does_not_fail_another_event_for_the_same_contact(emulator, hubspot, links):
+    works = [w for w in works_for(MAPPINGS, "hubspot", ["review.create", "loyalty_customer.create"])
+             if w.operation.object == "contacts"]
+    bad = works[0].operation
+    works[0] = Work(works[0].delivery_id, Operation(bad.object, bad.action, bad.source, bad.key,
+                                                    {**bad.properties, "no_such_property": "x"}))
+    results = deliver(hubspot, works, links)
+    assert [r.status for r in results] == ["failed", OK]
+    assert emulator.find("contacts", email=HARRIET)["properties"]["okendo_birthday"] == "06-17"
 
 
 def test_update_and_delete_of_unknown_records_are_skipped_with_the_reason(emulator, hubspot, links):

@@ -123,6 +123,13 @@ def test_the_story_reaches_both_crms_once(ledger, crms):
     with engine.connect() as connection:
         assert connection.execute(sa.text("SELECT count(*) FROM delivery_attempts")).scalar_one() == 38
         assert set(connection.execute(sa.text("SELECT state FROM events")).scalars()) == {"planned"}
+        status = {row.destination: row for row in connection.execute(sa.text("SELECT * FROM destination_status"))}
+    # What the status page shows per CRM: the last successful write and the quota the CRM reported.
+    assert status["hubspot"].last_success_at is not None and status["salesforce"].last_success_at is not None
+    hubspot_quota = status["hubspot"].quota if isinstance(status["hubspot"].quota, dict) else json.loads(status["hubspot"].quota)
+    salesforce_quota = status["salesforce"].quota if isinstance(status["salesforce"].quota, dict) \
+        else json.loads(status["salesforce"].quota)
+    assert hubspot_quota["daily_remaining"] > 0 and salesforce_quota["api_limit"] == 15000
 
 
 def test_redeliveries_are_applied_once(ledger, crms):

@@ -15,6 +15,7 @@ from typing import Any, Protocol, TypeVar
 
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
+from connector import metrics
 from connector.destinations.errors import DeliveryError, ErrorClass
 from connector.destinations.ratelimit import RateLimiter
 from connector.mapping.engine import MappingSet
@@ -96,6 +97,7 @@ def call_with_retries(
     attempts: int,
     max_wait: float,
     idempotent: bool = True,
+    destination: str | None = None,
 ) -> T:
     """One CRM call inside the rate limiter, retried briefly on transient errors.
 
@@ -104,16 +106,25 @@ def call_with_retries(
     timeout or dropped connection: the CRM may have done it; the worker
     decides later, after checking. Longer waits go back to the worker's
     durable schedule instead of blocking a thread.
+
+    Every attempt is counted in the CRM call metrics under `destination`, by
+    the HTTP status it got (2xx on success; the classified error's status, or
+    no response, on failure).
     """
 
     def attempt() -> T:
         with limiter.request():
             try:
-                return call()
-            except DeliveryError:
+                result = call()
+            except DeliveryError as error:
+                metrics.crm_call(destination, error.status)
                 raise
             except Exception as error:
-                raise classify(error) from error
+                failure = classify(error)
+                metrics.crm_call(destination, failure.status)
+                raise failure from error
+            metrics.crm_call(destination, 200)
+            return result
 
     def should_retry(error: BaseException) -> bool:
         if not isinstance(error, DeliveryError) or error.error_class != ErrorClass.RETRY_SOON:
@@ -157,3 +168,32 @@ def describe_target(ref: AssociationRef) -> str:
 def target_missing(ref: AssociationRef) -> DeliveryError:
     return DeliveryError(ErrorClass.RETRY_SOON, f"association target not found yet: {describe_target(ref)} "
                          "(it may not be written yet; retrying)", None, "ASSOCIATION_TARGET_MISSING")
+
+
+def target_of(operation: Operation) -> tuple[str, ...] | None:
+    """The CRM record an operation writes, as far as the operation alone tells."""
+    if operation.key is not None:
+        return (operation.object, "key", operation.key.field, str(operation.key.value).lower())
+    if operation.source is not None and operation.action != "create":
+        return (operation.object, "source", operation.source.type, operation.source.id)
+    return None
+
+
+def rounds(works: Sequence[Work]) -> list[list[int]]:
+    """Split a batch so that no round writes one record twice.
+
+    Two events for one record (a review and a loyalty sign-up of one shopper)
+    go to successive rounds instead of being merged: each keeps its own
+    result, and one's invalid field cannot fail the other.
+    """
+    seen: dict[tuple[str, ...], int] = {}
+    split: list[list[int]] = []
+    for index, work in enumerate(works):
+        target = target_of(work.operation)
+        number = 0 if target is None else seen.get(target, -1) + 1
+        if target is not None:
+            seen[target] = number
+        while len(split) <= number:
+            split.append([])
+        split[number].append(index)
+    return split

@@ -28,6 +28,7 @@ from connector.destinations.base import (
     Result,
     Work,
     call_with_retries,
+    rounds,
     target_missing,
     unknown_record,
 )
@@ -121,7 +122,8 @@ class HubSpotDestination(Destination):
             return data
 
         return call_with_retries(call, classify, self.limiter, attempts=self.config.retry_attempts,
-                                 max_wait=self.config.max_retry_wait_s, idempotent=idempotent)
+                                 max_wait=self.config.max_retry_wait_s, idempotent=idempotent,
+                                 destination=self.name)
 
     def _remember_quota(self, headers: Any) -> None:
         if not headers:
@@ -139,6 +141,13 @@ class HubSpotDestination(Destination):
     # --- delivery ------------------------------------------------------------
 
     def deliver(self, works: Sequence[Work], links: LinkStore) -> list[Result]:
+        results: list[Result] = [Result.failed(DeliveryError(ErrorClass.RETRY_SOON, "not attempted"))] * len(works)
+        for round_indexes in rounds(works):
+            for index, result in zip(round_indexes, self._deliver_round([works[i] for i in round_indexes], links)):
+                results[index] = result
+        return results
+
+    def _deliver_round(self, works: Sequence[Work], links: LinkStore) -> list[Result]:
         results: list[Result | None] = [None] * len(works)
         groups: dict[tuple[str, str, bool], list[int]] = {}
         for index, work in enumerate(works):
@@ -458,18 +467,14 @@ class HubSpotDestination(Destination):
     # --- checks and setup ----------------------------------------------------------
 
     def written_properties(self, mappings: MappingSet) -> dict[str, set[str]]:
-        """Every property the mappings write, by object type (plus the source-key property on link-written objects)."""
-        wanted: dict[str, set[str]] = {}
+        """Every property the mappings write, by object type, plus the source-key property where records are
+        known only through the link table."""
+        wanted = mappings.written_fields(self.name)
         for mapping in mappings.mappings:
             spec = mapping.spec
-            if spec.destination != self.name:
-                continue
-            names = wanted.setdefault(spec.object, set())
-            names.update(spec.fields)
-            if spec.key is not None:
-                names.add(spec.key.field)
-            if spec.key is None and spec.operation in ("upsert", "create") and self.config.source_key_property:
-                names.add(self.config.source_key_property)
+            if spec.destination == self.name and spec.key is None and spec.operation in ("upsert", "create") \
+                    and self.config.source_key_property:
+                wanted[spec.object].add(self.config.source_key_property)
         return wanted
 
     def missing_properties(self, mappings: MappingSet) -> dict[str, list[str]]:

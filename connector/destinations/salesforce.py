@@ -26,6 +26,7 @@ from connector.destinations.base import (
     Result,
     Work,
     call_with_retries,
+    rounds,
     target_missing,
     unknown_record,
 )
@@ -126,7 +127,8 @@ class SalesforceDestination(Destination):
                 raise failure from error
 
         return call_with_retries(call, classify, self.limiter, attempts=self.config.retry_attempts,
-                                 max_wait=self.config.max_retry_wait_s, idempotent=idempotent)
+                                 max_wait=self.config.max_retry_wait_s, idempotent=idempotent,
+                                 destination=self.name)
 
     def _with_usage(self, make: Callable[[Salesforce], Any], token: Token) -> Any:
         client = self._client(token)
@@ -157,6 +159,13 @@ class SalesforceDestination(Destination):
     # --- delivery ------------------------------------------------------------------
 
     def deliver(self, works: Sequence[Work], links: LinkStore) -> list[Result]:
+        results: list[Result] = [Result.failed(DeliveryError(ErrorClass.RETRY_SOON, "not attempted"))] * len(works)
+        for round_indexes in rounds(works):
+            for index, result in zip(round_indexes, self._deliver_round([works[i] for i in round_indexes], links)):
+                results[index] = result
+        return results
+
+    def _deliver_round(self, works: Sequence[Work], links: LinkStore) -> list[Result]:
         results: list[Result | None] = [None] * len(works)
         groups: dict[tuple[str, str, str | None], list[int]] = {}
         for index, work in enumerate(works):
@@ -329,26 +338,13 @@ class SalesforceDestination(Destination):
 
     # --- checks ----------------------------------------------------------------------------
 
-    def written_fields(self, mappings: MappingSet) -> dict[str, set[str]]:
-        wanted: dict[str, set[str]] = {}
-        for mapping in mappings.mappings:
-            spec = mapping.spec
-            if spec.destination != self.name:
-                continue
-            names = wanted.setdefault(spec.object, set())
-            names.update(spec.fields)
-            if spec.key is not None:
-                names.add(spec.key.field)
-            names.update(association.field for association in spec.associations if association.field)
-        return wanted
-
     def check_remote(self, mappings: MappingSet) -> list[str]:
         problems = []
         try:
             self._tokens.current()
         except DeliveryError as error:
             return [f"{self.name}: cannot authenticate: {error.message}"]
-        for sobject, fields in sorted(self.written_fields(mappings).items()):
+        for sobject, fields in sorted(mappings.written_fields(self.name).items()):
             try:
                 described = self._describe(sobject)
             except DeliveryError as error:

@@ -116,6 +116,20 @@ class MappingSet:
     def destinations(self) -> set[str]:
         return {mapping.spec.destination for mapping in self.mappings}
 
+    def written_fields(self, destination: str) -> dict[str, set[str]]:
+        """Every CRM field the mappings write to `destination`, by object: fields, key fields and lookup fields."""
+        wanted: dict[str, set[str]] = {}
+        for mapping in self.mappings:
+            spec = mapping.spec
+            if spec.destination != destination:
+                continue
+            names = wanted.setdefault(spec.object, set())
+            names.update(spec.fields)
+            if spec.key is not None:
+                names.add(spec.key.field)
+            names.update(association.field for association in spec.associations if association.field)
+        return wanted
+
     def handled_events(self) -> list[str]:
         from connector.mapping.loader import KNOWN_EVENTS
 

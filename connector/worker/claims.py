@@ -36,15 +36,21 @@ class Claimed:
     resource_id: str | None
     sequence_key: str | None
     position: int
-    previous_attempts: int  # attempts before this claim: > 0 means an earlier try may have reached the CRM
-    created_at: datetime
+    previous_attempts: int  # attempts before this claim (since the last replay): they count toward the maximum
+    created_at: datetime  # when the retry schedule started: the delivery's creation, or its last replay
+    replayed: bool = False  # replayed: tries before the replay may have reached the CRM too
+
+    @property
+    def tried_before(self) -> bool:
+        """Whether an earlier try may have reached the CRM (a create must look before creating again)."""
+        return self.previous_attempts > 0 or self.replayed
 
 
 def claim(engine: Engine, owner: str, limit: int, lease_s: float, now: datetime | None = None) -> list[Claimed]:
     now = now or utcnow()
     d = _deliveries
     due = (select(d.c.id, d.c.event_id, d.c.mapping, d.c.destination, d.c.resource_type, d.c.resource_id,
-                  d.c.sequence_key, d.c.position, d.c.attempts, d.c.created_at, d.c.target_key)
+                  d.c.sequence_key, d.c.position, d.c.attempts, d.c.created_at, d.c.target_key, d.c.replayed_at)
            .where(d.c.state.in_(DeliveryState.DUE),
                   or_(d.c.next_attempt_at.is_(None), d.c.next_attempt_at <= now),
                   or_(d.c.lease_expires_at.is_(None), d.c.lease_expires_at <= now))
@@ -73,7 +79,8 @@ def claim(engine: Engine, owner: str, limit: int, lease_s: float, now: datetime 
             .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_s),
                     attempts=d.c.attempts + 1, updated_at=now))
     return [Claimed(row.id, row.event_id, row.mapping, row.destination, row.resource_type, row.resource_id,
-                    row.sequence_key, row.position, row.attempts, row.created_at) for row in chosen]
+                    row.sequence_key, row.position, row.attempts, row.replayed_at or row.created_at,
+                    row.replayed_at is not None) for row in chosen]
 
 
 def _one_event_per_resource(candidates: list, busy: set[tuple], limit: int) -> list:

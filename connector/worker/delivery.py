@@ -17,7 +17,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, bindparam, insert, select, update
+from sqlalchemy.exc import OperationalError
 
+from connector import metrics
 from connector.config import WorkerConfig
 from connector.destinations.base import OK, SKIPPED, Destination, Result, Work
 from connector.destinations.errors import DeliveryError, ErrorClass
@@ -58,6 +60,8 @@ class Finished:
 class EventFacts:
     document: Any
     topic: str | None
+    received_at: datetime | None = None
+    message_id: str | None = None
 
 
 class BatchProcessor:
@@ -106,7 +110,7 @@ class BatchProcessor:
                 finished.append(Finished(item, DeliveryState.STALE, "stale", stale, operation=operation_json))
                 continue
             works.setdefault(item.destination, []).append(
-                (item, Work(item.id, outcome.operation, item.previous_attempts), operation_json))  # type: ignore[arg-type]
+                (item, Work(item.id, outcome.operation, 1 if item.tried_before else 0), operation_json))  # type: ignore[arg-type]
 
         self._record(finished, versions, events)
         left_over: list[int] = []
@@ -126,7 +130,9 @@ class BatchProcessor:
         try:
             results = destination.deliver([work for _, work, _ in items], self.links)
         except Exception as error:  # a bug in a destination must not kill the worker or lose the batch
-            log.exception("destination %s failed on a batch of %d", destination_name, len(items))
+            log.exception("destination %s failed on a batch of %d", destination_name, len(items),
+                          extra={"destination": destination_name,
+                                 "delivery_ids": [item.id for item, _, _ in items]})
             failure = DeliveryError(ErrorClass.RETRY_SOON, f"unexpected {type(error).__name__}: {error}")
             results = [Result.failed(failure) for _ in items]
         duration_ms = int((time.monotonic() - started) * 1000)
@@ -159,6 +165,21 @@ class BatchProcessor:
                 results: dict[int, Result] | None = None) -> None:
         if not finished:
             return
+        # What the CRM did must be written down: on a busy SQLite ledger, wait for the lock in turns.
+        for attempt in range(60):
+            try:
+                self._write(finished, versions, events, works, results)
+                break
+            except OperationalError as error:
+                if "locked" not in str(error) or attempt == 59:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        if self.on_finished is not None:
+            self.on_finished(finished)
+
+    def _write(self, finished: list[Finished], versions: dict[ordering.Resource, ordering.Version],
+               events: dict[int, EventFacts], works: dict[int, Work] | None,
+               results: dict[int, Result] | None) -> None:
         now = utcnow()
         with write_transaction(self.engine) as connection:
             connection.execute(
@@ -185,14 +206,30 @@ class BatchProcessor:
                     topic = events[item.event_id].topic if item.event_id in events else None
                     versions[resource] = ordering.advance(connection, resource, item.sequence_key, item.event_id,
                                                           topic == "delete", versions.get(resource))
-        if self.on_finished is not None:
-            self.on_finished(finished)
+        self._report(finished, events, now)
+
+    def _report(self, finished: list[Finished], events: dict[int, EventFacts], now: datetime) -> None:
+        """Metrics and one log line per recorded outcome (after the commit: only what the ledger holds)."""
+        for f in finished:
+            item = f.claimed
+            facts = events.get(item.event_id)
+            metrics.delivery_finished(item.destination, f.outcome, facts.received_at if facts else None, now)
+            level = {"retry": logging.WARNING, "dead": logging.ERROR}.get(f.outcome, logging.INFO)
+            if not log.isEnabledFor(level):
+                continue
+            log.log(level, "delivery %d (event %d, %s to %s): %s%s", item.id, item.event_id, item.mapping,
+                    item.destination, f.outcome, f": {f.error}" if f.error else "",
+                    extra={"delivery_id": item.id, "event_id": item.event_id,
+                           "message_id": facts.message_id if facts else None, "destination": item.destination,
+                           "mapping": item.mapping, "outcome": f.outcome, "http_status": f.http_status,
+                           "crm_record_id": f.record_id, "duration_ms": f.duration_ms})
 
     def _load_events(self, ids: set[int]) -> dict[int, EventFacts]:
         if not ids:
             return {}
         with self.engine.connect() as connection:
-            rows = connection.execute(select(_events.c.id, _events.c.body, _events.c.topic)
+            rows = connection.execute(select(_events.c.id, _events.c.body, _events.c.topic, _events.c.received_at,
+                                             _events.c.message_id)
                                       .where(_events.c.id.in_(ids))).all()
         facts = {}
         for row in rows:
@@ -200,7 +237,7 @@ class BatchProcessor:
                 document = json.loads(row.body)
             except ValueError:
                 document = None
-            facts[row.id] = EventFacts(document, row.topic)
+            facts[row.id] = EventFacts(document, row.topic, row.received_at, row.message_id)
         return facts
 
 

@@ -1,8 +1,8 @@
 """Turn received events into deliveries, one per mapping outcome.
 
-An event stays `received` until this runs in the same transaction that
-inserts its deliveries, so nothing is dropped between storing and planning:
-a crash before the commit leaves it `received` for the next pass.
+An event stays `received` until the transaction that inserts its
+deliveries marks it planned, so nothing is dropped between storing and
+planning: a crash before that commit leaves it `received` for the next pass.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import hashlib
 import json
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Engine, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from connector.ledger.database import write_transaction
@@ -57,40 +57,47 @@ def delivery_row(event: Any, position: int, outcome: Outcome) -> dict[str, Any]:
     }
 
 
-def plan_events(connection: Connection, rows: list[Any], mappings: MappingSet) -> int:
-    """Insert the deliveries of these events and mark them planned (in the caller's transaction)."""
-    insert = _INSERTS[connection.dialect.name]
-    planned, unmapped = [], []
-    new_rows = []
+def plan_received(engine: Engine, mappings: MappingSet, limit: int = 500) -> int:
+    """Plan up to `limit` received events; returns how many this call planned.
+
+    The mapping runs outside any transaction: the write lock is held only for
+    the inserts. An event is planned by whoever first finds it still
+    `received` inside the write transaction, so two planners never plan one
+    event twice (and the unique key on deliveries would refuse it anyway).
+    """
+    columns = (_events.c.id, _events.c.body, _events.c.resource_type, _events.c.resource_id,
+               _events.c.sequence_number)
+    with engine.connect() as connection:
+        rows = connection.execute(select(*columns).where(_events.c.state == EventState.RECEIVED)
+                                  .order_by(_events.c.id).limit(limit)).all()
+    if not rows:
+        return 0
+    outcomes = {}
     for event in rows:
         try:
             document = json.loads(event.body)
         except ValueError:
             document = None
-        outcomes = mappings.plan(document)
-        (planned if outcomes else unmapped).append(event.id)
-        new_rows.extend(delivery_row(event, position, outcome) for position, outcome in enumerate(outcomes))
-    if new_rows:
-        connection.execute(insert(_deliveries).values(new_rows).on_conflict_do_nothing(
-            index_elements=["event_id", "mapping", "destination"]))
-    if planned:
-        connection.execute(update(_events).where(_events.c.id.in_(planned)).values(
-            state=EventState.PLANNED, state_reason=None))
-    if unmapped:
-        connection.execute(update(_events).where(_events.c.id.in_(unmapped)).values(
-            state=EventState.UNMAPPED, state_reason="no enabled mapping handles this event"))
-    return len(rows)
-
-
-def plan_received(engine: Engine, mappings: MappingSet, limit: int = 500) -> int:
-    """Plan up to `limit` received events; returns how many were planned."""
-    query = (select(_events.c.id, _events.c.body, _events.c.resource_type, _events.c.resource_id,
-                    _events.c.sequence_number)
-             .where(_events.c.state == EventState.RECEIVED).order_by(_events.c.id).limit(limit))
+        outcomes[event.id] = mappings.plan(document)
     with write_transaction(engine) as connection:
+        still = select(_events.c.id).where(_events.c.id.in_(list(outcomes)),
+                                           _events.c.state == EventState.RECEIVED)
         if connection.dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True)
-        rows = connection.execute(query).all()
-        if not rows:
+            still = still.with_for_update(skip_locked=True)
+        mine = set(connection.execute(still).scalars())
+        if not mine:
             return 0
-        return plan_events(connection, rows, mappings)
+        new_rows = [delivery_row(event, position, outcome) for event in rows if event.id in mine
+                    for position, outcome in enumerate(outcomes[event.id])]
+        if new_rows:
+            connection.execute(_INSERTS[connection.dialect.name](_deliveries).values(new_rows)
+                               .on_conflict_do_nothing(index_elements=["event_id", "mapping", "destination"]))
+        planned = [event_id for event_id in mine if outcomes[event_id]]
+        unmapped = [event_id for event_id in mine if not outcomes[event_id]]
+        if planned:
+            connection.execute(update(_events).where(_events.c.id.in_(planned)).values(
+                state=EventState.PLANNED, state_reason=None))
+        if unmapped:
+            connection.execute(update(_events).where(_events.c.id.in_(unmapped)).values(
+                state=EventState.UNMAPPED, state_reason="no enabled mapping handles this event"))
+    return len(mine)

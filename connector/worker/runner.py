@@ -20,13 +20,30 @@ from sqlalchemy.exc import SQLAlchemyError
 from connector.config import Settings
 from connector.destinations import build_destinations
 from connector.destinations.base import Destination
+from connector.ledger import create_ledger_engine
+from connector.logs import register_secrets, settings_secrets
 from connector.mapping.engine import MappingSet
 from connector.worker import claims
 from connector.worker.delivery import BatchProcessor, Finished
 from connector.worker.planner import plan_received
 from connector.worker.retention import prune
+from connector.worker.status import record_destination_status
 
 log = logging.getLogger(__name__)
+
+
+def _worker_engine(engine: Engine, settings: Settings) -> Engine:
+    """On SQLite, an engine of the worker's own that waits only briefly for the write lock.
+
+    SQLite grants its write lock to whoever asks first when it frees up, not
+    in turn: a worker looping on writes could keep a webhook waiting past
+    its bound (and make it answer 503). With a short wait, the worker backs
+    off instead and the receiver goes first.
+    """
+    if engine.dialect.name != "sqlite":
+        return engine
+    database = settings.database.model_copy(update={"busy_timeout_ms": settings.worker.sqlite_lock_wait_ms})
+    return create_ledger_engine(settings.model_copy(update={"database": database}))
 
 
 def worker_name() -> str:
@@ -40,8 +57,10 @@ class Worker:
                  on_finished: Callable[[list[Finished]], None] | None = None):
         self.settings = settings
         self.config = settings.worker
+        # `connector worker` logs CRM errors: keep its credentials out of them whatever the caller set up.
+        register_secrets(settings_secrets(settings))
         self.mappings = mappings
-        self.engine = engine
+        self.engine = _worker_engine(engine, settings)
         self.name = name or worker_name()
         self.destinations = destinations if destinations is not None else build_destinations(settings, limit_share)
         self.prune_enabled = prune_enabled
@@ -53,7 +72,7 @@ class Worker:
         self._held: dict[int, set[int]] = {}  # thread index -> claimed delivery ids
         self._held_lock = threading.Lock()
         self._deadline: float | None = None
-        self._last_prune = 0.0
+        self._last_prune = float("-inf")  # the monotonic clock may be younger than the interval
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -105,7 +124,7 @@ class Worker:
             self._held[index] = {c.id for c in claimed}
         try:
             processor = BatchProcessor(self.engine, self.mappings, self.destinations, self.config, self.name,
-                                       self._on_finished)
+                                       self._finished)
             left_over = processor.process(claimed, should_abandon=self._past_deadline)
             if left_over:
                 claims.release(self.engine, self.name, left_over)
@@ -114,6 +133,11 @@ class Worker:
                 self._held.pop(index, None)
         return len(claimed)
 
+    def _finished(self, finished: list[Finished]) -> None:
+        record_destination_status(self.engine, self.destinations, finished)
+        if self._on_finished is not None:
+            self._on_finished(finished)
+
     def _run(self, index: int) -> None:
         while not self._stop.is_set():
             try:
@@ -121,7 +145,11 @@ class Worker:
                 if index == 0:
                     self._maybe_prune()
             except SQLAlchemyError as error:
-                log.warning("delivery worker %s: ledger unavailable (%s); retrying", self.name, error.__class__.__name__)
+                if "locked" in str(error):
+                    log.debug("delivery worker %s: the ledger is busy; trying again", self.name)
+                else:
+                    log.warning("delivery worker %s: ledger unavailable (%s); retrying", self.name,
+                                error.__class__.__name__)
                 handled = 0
             except Exception:  # keep the thread alive: the next pass may succeed
                 log.exception("delivery worker %s: unexpected error", self.name)
