@@ -30,7 +30,19 @@ run: $(VENV)/.installed
 	$(BIN)/connector db upgrade
 	BIND=$(BIND) $(BIN)/gunicorn -c gunicorn.conf.py
 
-test: $(VENV)/.installed-test
+# Browser tests drive Debian's Chromium through Playwright; Playwright never downloads one.
+CHROMIUM ?= /usr/bin/chromium
+
+$(CHROMIUM):
+	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	elif command -v sudo >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then \
+		sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else \
+		echo "Chromium is missing and cannot be installed here: browser tests will be skipped (install Debian's chromium)"; \
+	fi
+
+test: $(VENV)/.installed-test | $(CHROMIUM)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:

@@ -1,0 +1,154 @@
+"""The status page in a real browser: Playwright driving Debian's Chromium (never a downloaded one)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from connector.samples import sample_bytes
+from tests.crm import PROJECT_ROOT, crm_emulators
+from tests.servers import gunicorn
+from tests.signing import SECRET, signed_headers
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = PROJECT_ROOT / "tests" / "artifacts"
+PASSWORD = "s3cret-page"
+
+if not Path(CHROMIUM).exists():
+    if os.environ.get("CI"):
+        pytest.fail("Chromium is missing: `make test` installs Debian's chromium package", pytrace=False)
+    pytest.skip("Debian's chromium is not installed (make test installs it)", allow_module_level=True)
+
+sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    with crm_emulators(tmp_path) as crms:
+        for name, value in crms.environ.items():
+            monkeypatch.setenv(name, value)
+        config = {
+            "database": {"url": f"sqlite:///{tmp_path / 'ledger.db'}"},
+            "receiver": {"secrets": "${OKENDO_WEBHOOK_SECRETS}"},
+            "destinations": crms.destinations(),
+            "mappings": {"files": [str(PROJECT_ROOT / "mappings" / "hubspot.yaml"),
+                                   str(PROJECT_ROOT / "mappings" / "salesforce.yaml")],
+                         # A mapping error a person fixes: it writes a property HubSpot lacks.
+                         "overrides": {"hubspot_contact_from_review": {"fields": {"favourite_colour": "'teal'"}}}},
+            "worker": {"poll_interval_s": 0.2, "backoff_base_s": 0.1, "backoff_max_s": 0.2, "max_attempts": 2},
+            "status": {"admin_password": "${CONNECTOR_ADMIN_PASSWORD}"},
+        }
+        env = {"OKENDO_WEBHOOK_SECRETS": SECRET, "CONNECTOR_ADMIN_PASSWORD": PASSWORD, **crms.environ}
+        with gunicorn(tmp_path, config, env=env) as server:
+            yield server, crms
+
+
+@pytest.fixture
+def browser():
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        yield browser
+        browser.close()
+
+
+def post(base_url: str, name: str, message_id: str, mutate=None) -> None:
+    body = sample_bytes(name)
+    if mutate:
+        document = json.loads(body)
+        mutate(document)
+        body = json.dumps(document).encode()
+    response = requests.post(f"{base_url}/webhooks/okendo", data=body, headers=signed_headers(body, message_id), timeout=5)
+    assert response.status_code == 202
+
+
+def wait_for(page, url: str, predicate, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        page.goto(url)
+        if predicate(page):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{url} never showed what was expected:\n{page.inner_text('main')[:3000]}")
+        time.sleep(0.5)
+
+
+def test_an_operator_sees_the_story_and_fixes_a_failure(site, browser):
+    server, crms = site
+    base = server.base_url
+    ARTIFACTS.mkdir(exist_ok=True)
+
+    # Unauthenticated visitors are sent to the login page; the API answers 401.
+    anonymous = browser.new_page()
+    anonymous.goto(f"{base}/status/events")
+    assert anonymous.url.startswith(f"{base}/status/login")
+    assert anonymous.request.get(f"{base}/api/stats").status == 401
+    anonymous.close()
+
+    page = browser.new_page()
+    page.goto(f"{base}/status")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r".*/status/?$"))
+
+    post(base, "review.create", "msg-b1", lambda d: d["resource"].update(
+        body='<script>window.pwned = true</script>Loved it <b>really</b>'))
+    post(base, "survey_response.create", "msg-b2")
+
+    # The counts arrive: the review's contact is dead (HubSpot lacks favourite_colour), and so,
+    # after its retries, is the review's note, which waited for that contact in vain.
+    wait_for(page, f"{base}/status", lambda p: p.locator("[data-test=received]").inner_text() == "2"
+             and p.locator('tr[data-destination="hubspot"] td[data-state="dead"]').inner_text() == "2"
+             and p.locator('tr[data-destination="salesforce"] td[data-state="delivered"]').inner_text() == "4")
+    assert page.locator('tr[data-destination="hubspot"] td[data-state="delivered"]').inner_text() == "2"
+    page.screenshot(path=str(ARTIFACTS / "overview.png"), full_page=True)
+
+    # Filter the list down to what failed, and open it.
+    page.goto(f"{base}/status/events")
+    page.select_option("select[name=state]", "dead")
+    page.click("form.filters button[type=submit]")
+    rows = page.locator("table[data-test=events] tr[data-event-id]")
+    assert rows.count() == 1
+    rows.first.locator("a").first.click()
+    page.wait_for_url(re.compile(r".*/status/events/\d+$"))
+    dead_row = page.locator('tr[data-mapping="hubspot_contact_from_review"]')
+    assert dead_row.locator("[data-test=delivery-state]").inner_text() == "dead"
+    assert "favourite_colour" in dead_row.inner_text()
+
+    # The review body is shown as text: its script never ran.
+    assert page.evaluate("window.pwned") is None
+    assert "<script>window.pwned = true</script>" in page.locator("[data-test=payload]").inner_text()
+    page.screenshot(path=str(ARTIFACTS / "event-detail.png"), full_page=True)
+
+    # A POST without the CSRF token is refused, even signed in.
+    event_url = page.url
+    refused = page.request.post(event_url + "/replay")
+    assert refused.status == 400
+
+    # Fix the cause in HubSpot, replay the dead delivery, and watch it become delivered;
+    # then the note, from the bulk replay of what is still dead.
+    crms.hubspot.add_property("contacts", "favourite_colour")
+    dead_row.locator("[data-test=replay-delivery]").click()
+    page.wait_for_url(event_url)
+    assert "Replaying 1 delivery(ies)." in page.locator(".flash").inner_text()
+    wait_for(page, event_url, lambda p: p.locator('tr[data-mapping="hubspot_contact_from_review"] '
+                                                   '[data-test=delivery-state]').inner_text() == "delivered")
+    assert crms.hubspot.find("contacts", email="harriet.quill@example.com")["properties"]["favourite_colour"] == "teal"
+
+    page.goto(f"{base}/status/events?state=dead")
+    page.click("[data-test=bulk-replay]")
+    assert page.locator("[data-test=replay-count]").inner_text().startswith("1 delivery(ies) will be queued again")
+    page.click("[data-test=confirm-replay]")
+    wait_for(page, event_url, lambda p: p.locator('tr[data-mapping="hubspot_review_note"] '
+                                                   '[data-test=delivery-state]').inner_text() == "delivered")
+    note = crms.hubspot.find("notes", okendo_source_key="review:30087cea-f3ab-40c4-9bf9-dd72e8285b6d")
+    contact = crms.hubspot.find("contacts", email="harriet.quill@example.com")
+    assert crms.hubspot.associations("notes", note["id"]) == [("contacts", contact["id"], 202)]
