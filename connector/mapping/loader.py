@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -154,8 +156,33 @@ def _compile(spec: MappingSpec, origin: str, settings: Settings, lookups: dict[s
     )
 
 
+_compiled: dict[str, MappingSet] = {}
+
+
+def _fingerprint(settings: Settings) -> str:
+    """Everything compiling depends on: the mappings section, the files' bytes, the destinations' types."""
+    parts = [settings.mappings.model_dump_json(), settings.source,
+             json.dumps({name: d.type for name, d in settings.destinations.items()}, sort_keys=True)]
+    for listed in settings.mappings.files:
+        try:
+            parts.append(settings.resolve_path(listed).read_bytes().decode("utf-8", "replace"))
+        except OSError as error:
+            parts.append(f"<unreadable {listed}: {error}>")
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
+
+
 def load_mappings(settings: Settings) -> MappingSet:
-    """Every mapping the config names, compiled; raises MappingError listing all problems."""
+    """Every mapping the config names, compiled; raises MappingError listing all problems.
+
+    Compiling is the slow part (Jinja), so an unchanged configuration is compiled once per process.
+    """
+    key = _fingerprint(settings)
+    if key not in _compiled:
+        _compiled[key] = _load_mappings(settings)
+    return _compiled[key]
+
+
+def _load_mappings(settings: Settings) -> MappingSet:
     collector = _Collector()
     config = settings.mappings
     lookups: dict[str, Any] = {}
