@@ -289,3 +289,12 @@ def test_every_list_query_uses_an_index(sqlite_url, args):
             # A filter is answered from an index, not by reading rows until enough match.
             assert not re.search(r"\bSCAN (events|deliveries)\b(?! USING)", plan), plan
         # Unfiltered: a walk down the rowid from the newest event, stopped by LIMIT.
+
+
+def test_bulk_replay_acts_on_exactly_what_the_filtered_list_shows(seeded):
+    client = seeded.test_client()
+    basic = {"Authorization": "Basic " + base64.b64encode(f"admin:{PASSWORD}".encode()).decode()}
+    listed = client.get("/api/events", query_string={"text": "msg-review.update"}, headers=basic).get_json()["events"]
+    assert [e["id"] for e in listed] == [2]  # found by its message id
+    preview = client.post("/api/replay", json={"text": "msg-review.update", "dry_run": True}, headers=basic).get_json()
+    assert preview == {"would_replay": 4, "held_by_a_worker": 0}  # that event's four deliveries

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, func, or_, select
+from sqlalchemy import Connection, func, select
 
 from connector.ledger.models import (
     Delivery,
@@ -26,6 +26,7 @@ from connector.ledger.models import (
     RecordLink,
     utcnow,
 )
+from connector.ledger.selection import event_conditions
 
 _events = Event.__table__
 _deliveries = Delivery.__table__
@@ -63,22 +64,10 @@ class EventFilter:
 
 def _event_conditions(selection: EventFilter) -> list[Any]:
     e = _events
-    conditions: list[Any] = []
+    conditions = event_conditions(topic=selection.topic, since=selection.since, until=selection.until,
+                                  text=selection.text)
     if selection.state in EVENT_STATES:
         conditions.append(e.c.state == selection.state)
-    if selection.topic:
-        resource_type, _, topic = selection.topic.partition(".")
-        conditions.append(e.c.resource_type == resource_type)
-        if topic:
-            conditions.append(e.c.topic == topic)
-    if selection.since:
-        conditions.append(e.c.received_at >= selection.since)
-    if selection.until:
-        conditions.append(e.c.received_at < selection.until)
-    if selection.text:
-        needle = selection.text.strip()
-        conditions.append(or_(e.c.customer_email == needle.lower(), e.c.resource_id == needle,
-                              e.c.message_id == needle))
     if selection.before:
         conditions.append(e.c.id < selection.before)
     return conditions

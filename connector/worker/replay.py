@@ -14,6 +14,7 @@ from sqlalchemy import Engine, and_, func, or_, select, update
 
 from connector.ledger.database import write_transaction
 from connector.ledger.models import Delivery, DeliveryState, Event, EventState, utcnow
+from connector.ledger.selection import event_conditions
 
 _deliveries = Delivery.__table__
 _events = Event.__table__
@@ -31,7 +32,7 @@ class ReplayFilter:
     destination: str | None = None
     since: datetime | None = None
     until: datetime | None = None
-    text: str | None = None  # an email or a resource id
+    text: str | None = None  # an email, a resource id or a message id
 
     def is_empty(self) -> bool:
         return not (self.event_ids or self.delivery_ids or self.states or self.topic or self.destination
@@ -56,21 +57,10 @@ def _conditions(selection: ReplayFilter, now: datetime) -> list:
         conditions.append(d.c.state.in_(selection.states))
     if selection.destination:
         conditions.append(d.c.destination == selection.destination)
-    event_conditions = []
-    if selection.topic:
-        resource_type, _, topic = selection.topic.partition(".")
-        event_conditions.append(e.c.resource_type == resource_type)
-        if topic:
-            event_conditions.append(e.c.topic == topic)
-    if selection.since:
-        event_conditions.append(e.c.received_at >= selection.since)
-    if selection.until:
-        event_conditions.append(e.c.received_at < selection.until)
-    if selection.text:
-        needle = selection.text.strip()
-        event_conditions.append(or_(e.c.customer_email == needle.lower(), e.c.resource_id == needle))
-    if event_conditions:
-        conditions.append(d.c.event_id.in_(select(e.c.id).where(*event_conditions)))
+    chosen_events = event_conditions(topic=selection.topic, since=selection.since, until=selection.until,
+                                     text=selection.text)
+    if chosen_events:
+        conditions.append(d.c.event_id.in_(select(e.c.id).where(*chosen_events)))
     return conditions
 
 
