@@ -95,6 +95,17 @@ def ledger(app: Flask) -> sa.Engine:
     return app.extensions[EXTENSION_KEY].engine
 
 
+@pytest.fixture
+def crms(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Both CRM emulators, with the environment a destination needs to reach them."""
+    from tests.crm import crm_emulators
+
+    with crm_emulators(tmp_path) as emulators:
+        for name, value in emulators.environ.items():
+            monkeypatch.setenv(name, value)
+        yield emulators
+
+
 def event_rows(engine: sa.Engine) -> list[sa.Row]:
     with engine.connect() as connection:
         return list(connection.execute(sa.text("SELECT * FROM events ORDER BY id")))

@@ -10,11 +10,12 @@ from pathlib import Path
 
 from svix.webhooks import Webhook
 
+from connector.samples import sample_bytes, sample_paths
+
 SECRET = "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 OTHER_SECRET = "whsec_" + base64.b64encode(bytes(range(100, 132))).decode()
 UNKNOWN_SECRET = "whsec_" + base64.b64encode(bytes(range(200, 232))).decode()
 
-from connector.samples import sample_bytes, sample_paths
 
 SAMPLE_PATHS = sample_paths()
 # The reference copy the package's samples were taken from, when it is beside the checkout.

@@ -17,7 +17,6 @@ from connector.logs import RedactingFilter, configure_logging, logging_config_di
 from connector.mapping.loader import load_mappings
 from connector.worker.runner import Worker
 from tests.conftest import make_app
-from tests.crm import Crms, crm_emulators
 from tests.servers import gunicorn
 from tests.signing import SECRET, sample_bytes, signed_headers
 from tests.test_worker import ingest, make_settings
@@ -174,13 +173,6 @@ def test_receiver_json_logs_carry_message_and_event_ids_and_never_the_secret(roo
     assert rejected["level"] == "WARNING" and rejected["message_id"] == "[REDACTED]"
     assert SECRET not in stream.getvalue() and SECRET_KEY_PART not in stream.getvalue()
 
-
-@pytest.fixture
-def crms(tmp_path, monkeypatch) -> Iterator[Crms]:
-    with crm_emulators(tmp_path) as crms:
-        for name, value in crms.environ.items():
-            monkeypatch.setenv(name, value)
-        yield crms
 
 
 def test_worker_json_logs_carry_delivery_ids_and_keep_tokens_out_of_tracebacks(root_logging, sqlite_url, crms):

@@ -12,7 +12,6 @@ import re
 import threading
 import time
 from collections import Counter as Tally
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from connector.ledger.migrate import upgrade
 from connector.runtime import EXTENSION_KEY
 from connector.worker.planner import plan_received
 from tests.conftest import make_app
-from tests.crm import PROJECT_ROOT, STORY, Crms, crm_emulators
+from tests.crm import PROJECT_ROOT, STORY
 from tests.servers import free_port, gunicorn
 from tests.signing import SECRET, sample_bytes, signed_headers
 from tests.test_worker import drain, ingest, make_settings
@@ -256,13 +255,6 @@ def test_a_scrape_still_answers_when_the_ledger_is_down():
 
 # --- the worker and the CRM calls ---------------------------------------------------------------
 
-
-@pytest.fixture
-def crms(tmp_path, monkeypatch) -> Iterator[Crms]:
-    with crm_emulators(tmp_path) as crms:
-        for name, value in crms.environ.items():
-            monkeypatch.setenv(name, value)
-        yield crms
 
 
 @pytest.fixture

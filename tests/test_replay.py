@@ -20,6 +20,7 @@ from connector.config import Settings, settings_from_mapping
 from connector.ledger import create_ledger_engine
 from connector.ledger.migrate import upgrade
 from connector.ledger.models import Delivery, utcnow
+from connector.mapping.loader import load_mappings
 from connector.receiver.signature import SignatureVerifier
 from connector.samples import sample_bytes
 from connector.worker import claims
@@ -33,7 +34,6 @@ from tests.test_retention import (
     config_file,
     drain,
     dry_settings,
-    mappings_for,
     variant,
 )
 from tests.test_worker import (
@@ -46,7 +46,6 @@ from tests.test_worker import (
 )
 
 # Fixtures: the CRM emulators, a ledger draining into them, and a ledger delivering in dry-run mode.
-crms = test_worker.crms
 ledger = test_worker.ledger
 dry = test_retention.dry
 
@@ -212,7 +211,7 @@ def test_leased_rows_are_left_alone_and_reported_as_held(dry):
     done = ingest(engine, variant("review.create", "done"))
     drain(settings, engine)
     busy = ingest(engine, variant("review.create", "busy"))
-    plan_received(engine, mappings_for(settings))
+    plan_received(engine, load_mappings(settings))
     claimed = claims.claim(engine, "other-worker:1", limit=50, lease_s=60)
     assert {c.event_id for c in claimed} == {busy} and len(claimed) == 4
     selection = ReplayFilter(topic="review.create")
@@ -243,7 +242,7 @@ def test_the_cli_says_how_many_rows_a_worker_holds(runner, tmp_path, dry):
     ingest(engine, variant("review.create", "cli-done"))
     drain(settings, engine)
     busy = ingest(engine, variant("review.create", "cli-busy"))
-    plan_received(engine, mappings_for(settings))
+    plan_received(engine, load_mappings(settings))
     claims.claim(engine, "other-worker:2", limit=50, lease_s=60)
     path = config_file(tmp_path, {"database": {"url": settings.database.url}})
 
@@ -471,7 +470,7 @@ def test_connector_replay_of_an_unmapped_event_maps_it_again(runner, tmp_path, d
     engine = create_ledger_engine(unmapped_settings)
     upgrade(engine)
     event = ingest(engine, "survey_response.create")
-    plan_received(engine, mappings_for(unmapped_settings))
+    plan_received(engine, load_mappings(unmapped_settings))
     assert event_state(engine, event) == "unmapped"
     path = config_file(tmp_path, {"database": {"url": db_url}})
 

@@ -25,7 +25,6 @@ from connector.config import Settings, settings_from_mapping
 from connector.ledger import create_ledger_engine
 from connector.ledger.migrate import upgrade
 from connector.ledger.models import Delivery, Event, utcnow
-from connector.mapping.engine import MappingSet
 from connector.mapping.loader import load_mappings
 from connector.samples import sample_bytes
 from connector.worker import retention
@@ -38,14 +37,13 @@ from tests import test_worker
 from tests.crm import PROJECT_ROOT
 from tests.test_worker import (
     delivery,
-    due,
+    drain,
     ingest,
     review_note,
     states,
 )
 
-# The CRM emulators and a ledger draining into them (fixtures of tests/test_worker.py).
-crms = test_worker.crms
+# A ledger draining into the CRM emulators (a fixture of tests/test_worker.py).
 ledger = test_worker.ledger
 
 SHIPPED_MAPPINGS = [str(PROJECT_ROOT / "mappings" / "hubspot.yaml"), str(PROJECT_ROOT / "mappings" / "salesforce.yaml")]
@@ -62,32 +60,6 @@ def dry_settings(db_url: str, **retention_config) -> Settings:
         "worker": {"batch_size": 200, "lease_s": 30, "poll_interval_s": 0.05},
         "retention": retention_config,
     }, environ={})
-
-
-_compiled: dict[str, MappingSet] = {}
-
-
-def mappings_for(settings: Settings) -> MappingSet:
-    """Compiling the shipped mappings takes most of a second: once per distinct configuration."""
-    key = settings.mappings.model_dump_json() + repr(sorted(settings.destinations))
-    if key not in _compiled:
-        _compiled[key] = load_mappings(settings)
-    return _compiled[key]
-
-
-def drain(settings: Settings, engine: sa.Engine, *, rounds: int = 200) -> Worker:
-    """tests.test_worker.drain, with the compiled mappings reused."""
-    worker = Worker(settings, mappings_for(settings), engine, prune_enabled=False)
-    idle = 0
-    for _ in range(rounds):
-        if worker.run_once():
-            idle = 0
-            continue
-        idle += 1
-        if not due(engine) or idle > 40:
-            break
-        time.sleep(0.05)
-    return worker
 
 
 @pytest.fixture
@@ -194,7 +166,7 @@ def test_prune_removes_finished_old_events_with_their_deliveries_and_attempts_an
     for event, state in ((pending, "pending"), (retrying, "retrying"), (dead, "dead")):
         set_state(engine, event, "salesforce_contact_from_loyalty_customer", state)
     unmapped = ingest(engine, variant("survey_response.create", "unmapped"))
-    plan_received(engine, mappings_for(settings_from_mapping({"mappings": {"files": []}}, environ={})))
+    plan_received(engine, load_mappings(settings_from_mapping({"mappings": {"files": []}}, environ={})))
     received = ingest(engine, variant("loyalty_customer.create", "received"))  # not planned yet
 
     assert {delivery(engine, m, skipped).state for m in ("hubspot_contact_from_loyalty_customer",
@@ -397,7 +369,7 @@ def test_the_worker_prunes_on_its_interval(db_url, clock):
     upgrade(engine)
     old = finished_events(settings, engine, ["w1", "w2", "w3"], days=11)
     young = finished_events(settings, engine, ["w4"], days=9)
-    worker = Worker(settings, mappings_for(settings), engine)
+    worker = Worker(settings, load_mappings(settings), engine)
 
     worker._maybe_prune()
     assert event_ids(engine) == set(young)  # the three old ones went, in batches of two
@@ -423,7 +395,7 @@ def test_the_worker_does_not_prune_when_retention_is_off(db_url, clock, retentio
     engine = create_ledger_engine(settings)
     upgrade(engine)
     ids = finished_events(settings, engine, ["x1", "x2"], days=400)
-    worker = Worker(settings, mappings_for(settings), engine, prune_enabled=enabled)
+    worker = Worker(settings, load_mappings(settings), engine, prune_enabled=enabled)
     worker._maybe_prune()
     clock.now += 10 * 3600
     worker._maybe_prune()
@@ -439,7 +411,7 @@ def test_running_worker_threads_prune_by_themselves(db_url, clock):
     old = finished_events(settings, engine, ["t1", "t2"], days=11)
     pending = ingest(engine, variant("loyalty_customer.create", "t3"))
     age(engine, [pending], days=11)  # old, but not delivered yet: the running worker delivers it first
-    worker = Worker(settings, mappings_for(settings), engine).start(threads=2)
+    worker = Worker(settings, load_mappings(settings), engine).start(threads=2)
     try:
         deadline = time.monotonic() + 10
         while event_ids(engine) & set(old) and time.monotonic() < deadline:
@@ -463,7 +435,7 @@ def test_a_worker_on_a_freshly_booted_host_prunes_on_its_first_pass(db_url, cloc
     upgrade(engine)
     finished_events(settings, engine, ["boot"], days=11)
     clock.now = 120.0  # time.monotonic() counts from boot on Linux: two minutes of uptime
-    worker = Worker(settings, mappings_for(settings), engine)
+    worker = Worker(settings, load_mappings(settings), engine)
     try:
         worker._maybe_prune()
         assert event_ids(engine) == set()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import time
 from itertools import count
 
 import pytest
@@ -17,19 +17,12 @@ from connector.receiver.envelope import classify
 from connector.samples import sample_bytes
 from connector.worker.replay import ReplayFilter, replay
 from connector.worker.runner import Worker
-from tests.crm import PROJECT_ROOT, STORY, Crms, crm_emulators
+from tests.crm import PROJECT_ROOT, STORY, Crms
 
 REVIEW = "30087cea-f3ab-40c4-9bf9-dd72e8285b6d"
 HARRIET = "harriet.quill@example.com"
 _message_ids = count()
 
-
-@pytest.fixture
-def crms(tmp_path, monkeypatch) -> Iterator[Crms]:
-    with crm_emulators(tmp_path) as crms:
-        for name, value in crms.environ.items():
-            monkeypatch.setenv(name, value)
-        yield crms
 
 
 def make_settings(db_url: str, crms: Crms, **worker) -> Settings:
@@ -74,8 +67,6 @@ def drain(settings: Settings, engine: sa.Engine, *, rounds: int = 200) -> Worker
         idle += 1
         if not due(engine) or idle > 40:
             break
-        import time
-
         time.sleep(0.05)
     return worker
 
