@@ -202,6 +202,37 @@ class ObservabilityConfig(_Section):
     log_format: Literal["text", "json"] = "text"
 
 
+# Hosts to which the Okendo API key may travel over plain HTTP: local emulators only.
+_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+class OkendoApiConfig(_Section):
+    """Okendo's Merchant REST API, used by `connector okendo subscribe` and `list` (never by the server).
+
+    REFERENCE.md §8: base URL https://api.okendo.io/enterprise (HTTPS only), HTTP Basic with
+    the Okendo user id as the username and the 32-character API key as the password.
+    """
+
+    api_base_url: str = "https://api.okendo.io/enterprise"
+    user_id: str | None = None
+    api_key: str | None = None
+    timeout_s: float = Field(15.0, gt=0, le=120)
+
+    @field_validator("api_base_url")
+    @classmethod
+    def _https_or_loopback(cls, url: str) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        # The API key travels in every request: plain HTTP only to this machine (a local emulator).
+        if parts.scheme == "https" and parts.hostname:
+            return url.rstrip("/")
+        if parts.scheme == "http" and parts.hostname in _LOOPBACK_HOSTS:
+            return url.rstrip("/")
+        raise ValueError("must be an https:// URL such as https://api.okendo.io/enterprise "
+                         "(http:// only to localhost, for a local emulator)")
+
+
 class Settings(_Section):
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     mappings: MappingsConfig = Field(default_factory=MappingsConfig)
@@ -211,6 +242,7 @@ class Settings(_Section):
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     status: StatusConfig = Field(default_factory=StatusConfig)
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
+    okendo: OkendoApiConfig = Field(default_factory=OkendoApiConfig)
 
     # Where the file lives: relative paths in it are relative to this folder.
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
