@@ -465,5 +465,79 @@ def okendo_list(ctx: Context) -> None:
         click.echo(f"    {len(subscription.events)} event(s): {', '.join(subscription.events) or 'none'}")
 
 
+@main.command()
+@click.argument("samples", nargs=-1, metavar="[SAMPLE.json|NAME]...")
+@click.option("--all", "send_all", is_flag=True, help="Post every shipped sample (creates, then updates, then deletes).")
+@click.option("--url", help="The connector's webhook endpoint; a base URL gets /webhooks/okendo. "
+                            "Default: http://127.0.0.1:8000/webhooks/okendo, where `make run` serves.")
+@click.option("--id", "message_id", help="The message id (webhook-id); default: a new msg_… id for each event.")
+@click.option("--secret", help="Signing secret; default: the first of $OKENDO_WEBHOOK_SECRETS "
+                               "(prefer the variable: options show in `ps` and shell history).")
+@click.option("--redeliver", is_flag=True,
+              help="Post each event a second time with the same message id, as Svix retries: a duplicate.")
+@click.option("--svix-headers", is_flag=True, help="Send svix-id/-timestamp/-signature instead of webhook-*.")
+@click.option("--timeout", type=click.FloatRange(0.1, 120), default=10.0, show_default=True, help="Seconds per post.")
+def send(samples: tuple[str, ...], send_all: bool, url: str | None, message_id: str | None, secret: str | None,
+         redeliver: bool, svix_headers: bool, timeout: float) -> None:
+    """Sign events exactly as Svix does and post them to the connector, printing each answer.
+
+    Each argument is a JSON file or a shipped sample's name (review.create, loyalty_customer.update, ...;
+    see --all). Exits 1 when the connector does not acknowledge a post.
+    """
+    from connector.onboarding import samples as sample_bodies
+    from connector.onboarding import signed_post
+
+    if send_all and samples:
+        raise click.UsageError("give sample names or files, or --all, not both")
+    if not send_all and not samples:
+        raise click.UsageError("name a sample (e.g. `connector send review.create`), a JSON file, or use --all")
+    try:
+        target = signed_post.webhook_url(url or signed_post.DEFAULT_URL)
+        if message_id is not None:
+            message_id = signed_post.check_message_id(message_id)
+        signing_secret = signed_post.signing_secret(secret)
+        bodies = sample_bodies.all_shipped() if send_all else [sample_bodies.load(name) for name in samples]
+    except (signed_post.SendError, sample_bodies.SampleError) as error:
+        raise click.ClickException(str(error)) from None
+    if message_id is not None and len(bodies) > 1:
+        raise click.UsageError("--id names one event's message id: send one event with it")
+    family = "svix" if svix_headers else "webhook"
+
+    refused, new, duplicates = 0, 0, 0
+    for sample in bodies:
+        problem = sample_bodies.json_problem(sample.body)
+        if problem:
+            click.echo(f"note: {sample.label} is {problem}; the connector stores it as invalid", err=True)
+        msg_id = message_id or signed_post.new_message_id()
+        first_event = None
+        for attempt in range(2 if redeliver else 1):
+            headers = signed_post.signed_headers(sample.body, msg_id, signing_secret, family=family)
+            try:
+                answer = signed_post.post(target, sample.body, headers, timeout)
+            except signed_post.SendError as error:
+                raise click.ClickException(str(error)) from None
+            again = " (again, same message id)" if attempt else ""
+            click.echo(f"{sample.label} -> {target}  {msg_id}{again}")
+            click.echo(f"  {signed_post.shown(answer)}")
+            click.echo(f"  {signed_post.meaning(answer)}")
+            event_id = (answer.data or {}).get("event_id")
+            if not answer.acknowledged:
+                refused += 1
+                break
+            if (answer.data or {}).get("duplicate"):
+                duplicates += 1
+            else:
+                new += 1
+            if attempt and event_id != first_event:
+                click.echo(f"  expected the redelivery to be event {first_event} again", err=True)
+                refused += 1
+            first_event = event_id
+    if len(bodies) > 1 or redeliver:
+        click.echo(f"{new + duplicates + refused} post(s): {new} new, {duplicates} duplicate(s), "
+                   f"{refused} not acknowledged")
+    if refused:
+        raise click.ClickException(f"{refused} post(s) not acknowledged by {target}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
