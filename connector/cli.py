@@ -539,5 +539,26 @@ def send(samples: tuple[str, ...], send_all: bool, url: str | None, message_id: 
         raise click.ClickException(f"{refused} post(s) not acknowledged by {target}")
 
 
+@main.command()
+@pass_context
+def doctor(ctx: Context) -> None:
+    """Check everything a first run needs, one line per check with what to do when it fails."""
+    from connector.onboarding.doctor import FAIL, WARN, run_checks
+
+    failures = warnings = 0
+    for check in run_checks(ctx.config_path):
+        line = f"{check.status:<5}{check.name}: {check.summary}"
+        if check.fix and check.status in (FAIL, WARN):
+            line += f" -> {check.fix}"
+        click.echo(line)
+        for detail in check.details:
+            click.echo(f"       {detail}")
+        failures += check.status == FAIL
+        warnings += check.status == WARN
+    if failures:
+        raise click.ClickException(f"{failures} check(s) failed, {warnings} warning(s): fix the lines marked FAIL")
+    click.echo("all checks passed" + (f", {warnings} warning(s)" if warnings else ""))
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
