@@ -22,6 +22,7 @@ from connector.config import (
     Settings,
     load_settings,
 )
+from connector.logs import configure_logging
 from connector.mapping.engine import MappingSet
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "FAIL", "skip"
@@ -60,6 +61,7 @@ def run_checks(config_path: Path | None) -> Iterator[Check]:
                     "`connector check` repeats this)", tuple(line.strip() for line in rest))
         yield Check("everything else", SKIP, "needs a valid config")
         return
+    configure_logging(settings)  # the secrets it holds are redacted from anything a library logs
     yield Check("config", OK, f"{settings.source} is valid")
 
     mappings = yield from _mappings(settings)
@@ -170,7 +172,10 @@ def _destination(settings: Settings, mappings: MappingSet | None, name: str) -> 
     # One attempt per call: the doctor wants an answer, not the worker's patience.
     quick = settings.model_copy(update={"destinations": {
         **settings.destinations, name: config.model_copy(update={"retry_attempts": 1})}})
-    destination = build_destination(name, quick)
+    try:
+        destination = build_destination(name, quick)
+    except Exception as error:  # e.g. an unreadable private key file
+        return Check(label, FAIL, f"cannot set up {crm}: {type(error).__name__}: {error}", _CRM_FIXES[config.type])
     try:
         problems = destination.check_remote(mappings)
     except Exception as error:  # a CRM library may raise anything; the doctor reports it
