@@ -82,8 +82,9 @@ def start_embedded_worker(gunicorn_worker) -> None:  # type: ignore[no-untyped-d
     from connector.runtime import EXTENSION_KEY
     from connector.worker.runner import Worker
 
-    runtime = gunicorn_worker.wsgi.extensions[EXTENSION_KEY]
-    if not runtime.settings.worker.embedded:
+    # Another WSGI app served with this gunicorn.conf.py (a benchmark baseline) has no runtime.
+    runtime = getattr(gunicorn_worker.wsgi, "extensions", {}).get(EXTENSION_KEY)
+    if runtime is None or not runtime.settings.worker.embedded:
         return
     _embedded = Worker(runtime.settings, runtime.mappings, runtime.engine,
                        limit_share=max(int(gunicorn_worker.cfg.workers), 1)).start()
