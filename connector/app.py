@@ -11,6 +11,7 @@ from flask import Flask
 from connector.config import Settings, load_settings, settings_from_mapping
 from connector.health import init_observability
 from connector.ledger import create_ledger_engine
+from connector.ledger.intake import EventIntake
 from connector.logs import configure_logging
 from connector.mapping.engine import MappingSet
 from connector.mapping.loader import load_mappings
@@ -43,8 +44,10 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, *, mappings: 
     # One byte of headroom lets the receiver tell "exactly the limit" from "over it".
     app.config["MAX_CONTENT_LENGTH"] = settings.receiver.max_body_bytes + 1
     verifier = SignatureVerifier(settings.receiver.secrets)
+    engine = create_ledger_engine(settings)
     app.extensions[EXTENSION_KEY] = Runtime(
-        settings=settings, engine=create_ledger_engine(settings), verifier=verifier, mappings=mappings
+        settings=settings, engine=engine, verifier=verifier, mappings=mappings,
+        intake=EventIntake(engine, wait_s=settings.database.busy_timeout_ms / 1000),
     )
     app.register_blueprint(receiver_bp)
     init_status(app)

@@ -1,4 +1,4 @@
-"""What one app instance holds: settings, ledger engine, signature verifier and mappings."""
+"""What one app instance holds: settings, ledger engine and intake, signature verifier and mappings."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from flask import current_app
 from sqlalchemy import Engine
 
 from connector.config import Settings
+from connector.ledger.intake import EventIntake
 from connector.mapping.engine import MappingSet
 from connector.receiver.signature import SignatureVerifier
 
@@ -20,6 +21,7 @@ class Runtime:
     engine: Engine
     verifier: SignatureVerifier
     mappings: MappingSet
+    intake: EventIntake  # stores verified webhooks, several requests per commit
 
 
 def runtime() -> Runtime:

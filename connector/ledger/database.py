@@ -8,14 +8,16 @@ never block the writer, a busy timeout so writers queue instead of failing, and
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 
 from connector.config import ConfigError, DatabaseConfig, Settings
+from connector.ledger.gate import WriteGate, gate_for
 
 
 def normalize_url(raw: str, base_dir: Path | None = None) -> URL:
@@ -35,11 +37,18 @@ SUPPORTED_BACKENDS = ("sqlite", "postgresql")
 WRITE_OPTION = "ledger_write"
 
 
+# SQLite file ledgers: the gate our writers queue at, and how long each engine waits there.
+_write_gates: WeakKeyDictionary[Engine, tuple[WriteGate, float]] = WeakKeyDictionary()
+
+
 @contextmanager
 def write_transaction(engine: Engine) -> Iterator[Connection]:
-    """A transaction that will write: on SQLite it holds the write lock from the start."""
-    with engine.connect().execution_options(**{WRITE_OPTION: True}) as connection, connection.begin():
-        yield connection
+    """A transaction that will write: on SQLite it holds the write lock from the start,
+    taken in turn with the other writers of this ledger (see gate.py)."""
+    gated = _write_gates.get(engine)
+    with gated[0].turn(gated[1]) if gated else nullcontext():
+        with engine.connect().execution_options(**{WRITE_OPTION: True}) as connection, connection.begin():
+            yield connection
 
 
 def _install_sqlite_pragmas(engine: Engine, config: DatabaseConfig) -> None:
@@ -96,4 +105,6 @@ def create_ledger_engine(settings: Settings) -> Engine:
     engine = create_engine(url, **kwargs)
     if backend == "sqlite":
         _install_sqlite_pragmas(engine, config)
+        if url.database and url.database != ":memory:":
+            _write_gates[engine] = (gate_for(url.database), config.busy_timeout_ms / 1000)
     return engine

@@ -7,10 +7,11 @@ wins, the other reads the winner's id.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from connector.ledger.database import write_transaction
@@ -46,13 +47,8 @@ class StoredEvent:
     created: bool  # False: a redelivery of a message already in the ledger
 
 
-def record_event(engine: Engine, incoming: IncomingEvent) -> StoredEvent:
-    """Insert the event, or find the one already stored under its message id.
-
-    Returns only after the transaction has committed, so the caller may
-    acknowledge. Database errors propagate: the caller must not acknowledge.
-    """
-    row = {
+def _row(incoming: IncomingEvent) -> dict:
+    return {
         "message_id": incoming.message_id,
         "received_at": incoming.received_at,
         "webhook_timestamp": incoming.webhook_timestamp,
@@ -67,17 +63,37 @@ def record_event(engine: Engine, incoming: IncomingEvent) -> StoredEvent:
         "headers": incoming.headers,
         "body": incoming.body,
     }
-    statement = (
-        _DIALECT_INSERTS[engine.dialect.name](_events)
-        .values(row)
-        .on_conflict_do_nothing(index_elements=["message_id"])
-        .returning(_events.c.id)
-    )
+
+
+# Built once per dialect: the values come as parameters, so the compiled form is cached.
+_INSERTS = {
+    name: insert(_events).on_conflict_do_nothing(index_elements=["message_id"]).returning(_events.c.id)
+    for name, insert in _DIALECT_INSERTS.items()
+}
+_FIND_BY_MESSAGE_ID = select(_events.c.id).where(_events.c.message_id == bindparam("message_id"))
+
+
+def record_events(engine: Engine, incomings: Sequence[IncomingEvent]) -> list[StoredEvent]:
+    """Insert the events in one transaction (one commit, one fsync), or find those already
+    stored under their message ids; a result per event, in order.
+
+    Returns only after the transaction has committed, so the caller may
+    acknowledge every one of them. Database errors propagate: the caller must
+    acknowledge none.
+    """
+    statement = _INSERTS[engine.dialect.name]
+    stored = []
     with write_transaction(engine) as connection:
-        new_id = connection.execute(statement).scalar_one_or_none()
-        if new_id is not None:
-            return StoredEvent(event_id=new_id, created=True)
-        existing = connection.execute(
-            select(_events.c.id).where(_events.c.message_id == incoming.message_id)
-        ).scalar_one()
-        return StoredEvent(event_id=existing, created=False)
+        for incoming in incomings:
+            new_id = connection.execute(statement, _row(incoming)).scalar_one_or_none()
+            if new_id is not None:
+                stored.append(StoredEvent(event_id=new_id, created=True))
+                continue
+            existing = connection.execute(_FIND_BY_MESSAGE_ID, {"message_id": incoming.message_id}).scalar_one()
+            stored.append(StoredEvent(event_id=existing, created=False))
+    return stored
+
+
+def record_event(engine: Engine, incoming: IncomingEvent) -> StoredEvent:
+    """Insert the event, or find the one already stored under its message id (see record_events)."""
+    return record_events(engine, [incoming])[0]

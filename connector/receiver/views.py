@@ -15,7 +15,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from connector import metrics
-from connector.ledger import IncomingEvent, record_event
+from connector.ledger import IncomingEvent
+from connector.ledger.intake import LedgerWriteTimeout
 from connector.ledger.models import MESSAGE_ID_MAX
 from connector.receiver.envelope import classify
 from connector.runtime import runtime
@@ -142,8 +143,8 @@ def receive_okendo_webhook() -> tuple[Response, int]:
         verified_by_secret=verified_by,
     )
     try:
-        stored = record_event(rt.engine, incoming)
-    except SQLAlchemyError as error:
+        stored = rt.intake.store(incoming)
+    except (SQLAlchemyError, LedgerWriteTimeout) as error:
         # Never acknowledge what is not stored: Svix will retry.
         log.error("webhook %s not stored, answering 503: %s", message_id, error.__class__.__name__,
                   extra={"message_id": message_id, "reason": "ledger_unavailable"})
