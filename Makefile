@@ -1,13 +1,15 @@
 # Two commands on a fresh machine with Python 3.11+ and make:
 #   make run    install into .venv, migrate the SQLite ledger, serve under gunicorn
 #   make test   install into .venv with the test tools, run the whole suite
+# And, not part of `make test`:
+#   make bench  install the benchmark tools, measure ingest and drain, write bench/RESULTS.md
 
 PYTHON ?= python3
 VENV ?= .venv
 BIND ?= 127.0.0.1:8000
 BIN := $(VENV)/bin
 
-.PHONY: run test install check-python clean
+.PHONY: run test bench install check-python clean
 
 check-python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (found %s); set PYTHON=python3.x" % sys.version.split()[0])'
@@ -44,6 +46,14 @@ $(CHROMIUM):
 
 test: $(VENV)/.installed-test | $(CHROMIUM)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	@touch $@ $(VENV)/.installed $(VENV)/.installed-test
+
+# Takes about 8 minutes; see bench/README.md. BENCH_DATABASE_URL=skip leaves PostgreSQL out.
+bench: $(VENV)/.installed-bench
+	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,85 @@
+"""`python -m bench` (what `make bench` runs): every benchmark, then bench/RESULTS.md.
+
+Environment:
+  BENCH_DATABASE_URL     PostgreSQL to measure on (default postgresql://postgres@127.0.0.1:5432/test;
+                         a schema of its own is created and dropped). "skip" leaves PostgreSQL out.
+  BENCH_DURATION_S       measured seconds per ingest run (default 10, after 2 s of warm-up)
+  BENCH_DRAIN_EVENTS     size of the drain backlog (default 10000)
+  BENCH_RESULTS          where to write the report (default bench/RESULTS.md)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
+from datetime import datetime, timezone
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from bench.drain import measure_drain
+from bench.ingest import measure_ingest
+from bench.machine import describe_machine
+from bench.report import render
+
+DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+log = partial(print, flush=True)
+
+
+@contextmanager
+def postgres_schema(url: str) -> Iterator[str]:
+    """A fresh schema on the server for one benchmark, dropped afterwards."""
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(sa.engine.make_url(url).set(drivername="postgresql+psycopg"))
+    with admin.begin() as connection:
+        connection.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield sa.engine.make_url(url).update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
+            hide_password=False)
+    finally:
+        with admin.begin() as connection:
+            connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.dispose()
+
+
+def main() -> int:
+    duration = float(os.environ.get("BENCH_DURATION_S", "10"))
+    drain_events = int(os.environ.get("BENCH_DRAIN_EVENTS", "10000"))
+    postgres = os.environ.get("BENCH_DATABASE_URL", DEFAULT_POSTGRES)
+    results_path = Path(os.environ.get("BENCH_RESULTS", Path(__file__).with_name("RESULTS.md")))
+    started = time.monotonic()
+    machine = describe_machine(None if postgres == "skip" else postgres)
+    log(f"benchmarking on {machine['cpus']} CPUs, Python {machine['python']}, SQLite {machine['sqlite']}, "
+          f"PostgreSQL {machine['postgresql']}", flush=True)
+
+    ingest, drains = [], []
+    with tempfile.TemporaryDirectory(prefix="okendo-bench-") as scratch:
+        workdir = Path(scratch)
+        ingest += measure_ingest(workdir, "sqlite", f"sqlite:///{workdir / 'ingest.db'}",
+                                 duration_s=duration, warmup_s=2, log=log)
+        if postgres != "skip":
+            with postgres_schema(postgres) as url:
+                ingest += measure_ingest(workdir, "postgresql", url, duration_s=duration, warmup_s=2, log=log)
+        drains.append(measure_drain(workdir / "drain-sqlite", "sqlite", f"sqlite:///{workdir / 'drain.db'}",
+                                    events=drain_events, log=log))
+        if postgres != "skip":
+            with postgres_schema(postgres) as url:
+                drains.append(measure_drain(workdir / "drain-postgresql", "postgresql", url, events=drain_events,
+                                            log=log))
+
+    elapsed = time.monotonic() - started
+    report = render(machine=machine, ingest=ingest, drains=drains,
+                    when=datetime.now(tz=timezone.utc), elapsed_s=elapsed, duration_s=duration)
+    results_path.write_text(report)
+    print(f"\n{report}\nwritten to {results_path} in {elapsed / 60:.1f} minutes", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""Pre-signed Okendo deliveries for the ingest benchmark, built from the shipped samples.
+
+Each request has a unique message id and resource id, and is signed with the real `svix`
+package exactly as Svix signs a delivery, before the clock starts.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+from svix.webhooks import Webhook
+
+from connector.samples import sample_paths
+
+SECRET = "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+
+_ID_KEYS = ("reviewId", "loyaltyCustomerId", "loyaltyTransactionId", "surveyResponseId")
+
+
+def _templates() -> list[dict]:
+    return [json.loads(path.read_bytes()) for path in sample_paths()]
+
+
+def signed_requests(count: int, label: str, secret: str = SECRET) -> list[tuple[dict[str, str], bytes]]:
+    """`count` (headers, body) pairs, message ids `{label}-{n}`, cycling through every topic."""
+    templates = _templates()
+    webhook = Webhook(secret)
+    now = datetime.now(tz=timezone.utc)
+    timestamp = str(int(now.timestamp()))
+    requests = []
+    for n in range(count):
+        document = json.loads(json.dumps(templates[n % len(templates)]))
+        document["sequenceNumber"] = str(6_000_000_000_000 + n)
+        for key in _ID_KEYS:
+            if key in document["resource"]:
+                document["resource"][key] = f"{label}-{n}"
+        body = json.dumps(document).encode()
+        message_id = f"msg_{label}_{n}"
+        requests.append(({
+            "webhook-id": message_id,
+            "webhook-timestamp": timestamp,
+            "webhook-signature": webhook.sign(message_id, now, body.decode()),
+            "content-type": "application/json",
+        }, body))
+    return requests
