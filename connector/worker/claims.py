@@ -3,9 +3,11 @@
 A claim is one short write transaction: SQLite serialises it with BEGIN
 IMMEDIATE; PostgreSQL with a transaction-scoped advisory lock (so two workers
 never claim two events of one resource at once) and `FOR UPDATE SKIP LOCKED`
-on the rows. Each claim takes, per (destination, resource), only the
-deliveries of the lowest-sequence event, and never a resource another worker
-holds: deliveries for one resource and destination never run concurrently.
+on the rows. A claim takes one kind of delivery (destination and mapping) so
+that a backlog leaves in full CRM batches; per (destination, resource) only the
+oldest open event, and per event its mappings one after the other; never a
+resource another worker holds: deliveries for one resource and destination
+never run concurrently.
 Nor a delivery whose target CRM record (a contact keyed by email) another
 worker is writing: a lookup-then-create must not race another one. A dead
 worker's leases simply expire.
@@ -16,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, and_, or_, select, text, update
+from sqlalchemy import Connection, Engine, and_, or_, select, text, update
 
 from connector.ledger.database import write_transaction
 from connector.ledger.models import Delivery, DeliveryState, utcnow
@@ -47,31 +49,47 @@ class Claimed:
 
 
 def claim(engine: Engine, owner: str, limit: int, lease_s: float, now: datetime | None = None) -> list[Claimed]:
+    """Lease up to `limit` due deliveries, all of one kind (destination and mapping) when possible.
+
+    One kind per claim is what lets a backlog go out in full CRM batches (100 records per
+    HubSpot call, 200 per Salesforce collection) instead of a few records for each of a dozen
+    kinds. Order is kept: a delivery is taken only when its event is the oldest still open for
+    its resource (in any kind of that destination), and when no earlier mapping of its event for
+    that destination is still open (a note waits for the contact it is attached to).
+    """
     now = now or utcnow()
     d = _deliveries
-    due = (select(d.c.id, d.c.event_id, d.c.mapping, d.c.destination, d.c.resource_type, d.c.resource_id,
-                  d.c.sequence_key, d.c.position, d.c.attempts, d.c.created_at, d.c.target_key, d.c.replayed_at)
-           .where(d.c.state.in_(DeliveryState.DUE),
-                  or_(d.c.next_attempt_at.is_(None), d.c.next_attempt_at <= now),
-                  or_(d.c.lease_expires_at.is_(None), d.c.lease_expires_at <= now))
-           .order_by(d.c.next_attempt_at, d.c.id)
-           .limit(limit * 4))
+    due = and_(d.c.state.in_(DeliveryState.DUE),
+               or_(d.c.next_attempt_at.is_(None), d.c.next_attempt_at <= now),
+               or_(d.c.lease_expires_at.is_(None), d.c.lease_expires_at <= now))
+    columns = (d.c.id, d.c.event_id, d.c.mapping, d.c.destination, d.c.resource_type, d.c.resource_id,
+               d.c.sequence_key, d.c.position, d.c.attempts, d.c.created_at, d.c.target_key, d.c.replayed_at)
+    window = limit * 4
     held = (select(d.c.destination, d.c.resource_type, d.c.resource_id, d.c.target_key).distinct()
             .where(d.c.lease_expires_at > now, d.c.state.in_(DeliveryState.DUE)))
     with write_transaction(engine) as connection:
         if connection.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CLAIM_LOCK_KEY})
-            due = due.with_for_update(skip_locked=True)
-        candidates = connection.execute(due).all()
-        if not candidates:
+        oldest = _select_due(connection, select(*columns).where(due).order_by(d.c.next_attempt_at, d.c.id)
+                             .limit(window))
+        if not oldest:
             return []
         busy_resources, busy_targets = set(), set()
         for row in connection.execute(held):
             busy_resources.add((row.destination, row.resource_type, row.resource_id))
             if row.target_key:
                 busy_targets.add((row.destination, row.target_key))
-        free = [row for row in candidates if (row.destination, row.target_key) not in busy_targets]
-        chosen = _one_event_per_resource(free, busy_resources, limit)
+        chosen: list = []
+        kinds = list(dict.fromkeys((row.destination, row.mapping) for row in oldest))
+        for destination, mapping in kinds[:_KINDS_TRIED]:
+            candidates = _select_due(connection, select(*columns).where(
+                due, d.c.destination == destination, d.c.mapping == mapping)
+                .order_by(d.c.next_attempt_at, d.c.id).limit(window))
+            chosen = _in_order(connection, candidates, busy_resources, busy_targets, limit)
+            if chosen:
+                break
+        if not chosen:  # every kind tried waits for another: take what is free across kinds
+            chosen = _in_order(connection, oldest, busy_resources, busy_targets, limit)
         if not chosen:
             return []
         connection.execute(
@@ -83,21 +101,59 @@ def claim(engine: Engine, owner: str, limit: int, lease_s: float, now: datetime 
                     row.replayed_at is not None) for row in chosen]
 
 
-def _one_event_per_resource(candidates: list, busy: set[tuple], limit: int) -> list:
-    """Per (destination, resource): all due deliveries of its lowest-sequence event, in mapping order."""
+# How many kinds (oldest first) a claim looks at before taking a mixed batch.
+_KINDS_TRIED = 4
+
+
+def _select_due(connection: Connection, query) -> list:  # type: ignore[no-untyped-def]
+    if connection.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    return connection.execute(query).all()
+
+
+def _in_order(connection: Connection, candidates: list, busy_resources: set[tuple], busy_targets: set[tuple],
+              limit: int) -> list:
+    """The candidates that may go now, in event and mapping order, at most `limit`."""
+    free = [row for row in candidates if (row.destination, row.target_key) not in busy_targets
+            and (row.destination, row.resource_type, row.resource_id) not in busy_resources]
+    if not free:
+        return []
+    d = _deliveries
+    open_rows = []
+    for destination in {row.destination for row in free}:
+        mine = [row for row in free if row.destination == destination]
+        resource_ids = list({row.resource_id for row in mine if row.resource_id is not None})
+        event_ids = list({row.event_id for row in mine})
+        for chunk in _chunks(resource_ids):
+            open_rows += connection.execute(select(d.c.destination, d.c.resource_type, d.c.resource_id,
+                                                   d.c.sequence_key, d.c.event_id, d.c.position).where(
+                d.c.state.in_(DeliveryState.DUE), d.c.destination == destination, d.c.resource_id.in_(chunk))).all()
+        for chunk in _chunks(event_ids):
+            open_rows += connection.execute(select(d.c.destination, d.c.resource_type, d.c.resource_id,
+                                                   d.c.sequence_key, d.c.event_id, d.c.position).where(
+                d.c.state.in_(DeliveryState.DUE), d.c.destination == destination, d.c.event_id.in_(chunk))).all()
+    # The oldest open event of each resource, and the first open mapping of each event.
     lowest: dict[tuple, tuple[str, int]] = {}
-    for row in candidates:
+    first_position: dict[tuple[str, int], int] = {}
+    for row in open_rows:
         resource = (row.destination, row.resource_type, row.resource_id)
-        if resource in busy:
-            continue
         rank = (row.sequence_key or "", row.event_id)
-        if resource not in lowest or rank < lowest[resource]:
+        if row.resource_id is not None and (resource not in lowest or rank < lowest[resource]):
             lowest[resource] = rank
-    chosen = [row for row in candidates
-              if lowest.get((row.destination, row.resource_type, row.resource_id)) == (row.sequence_key or "",
-                                                                                      row.event_id)]
+        key = (row.destination, row.event_id)
+        first_position[key] = min(first_position.get(key, row.position), row.position)
+    chosen = [row for row in free
+              if (row.resource_id is None
+                  or lowest.get((row.destination, row.resource_type, row.resource_id)) == (row.sequence_key or "",
+                                                                                           row.event_id))
+              and first_position.get((row.destination, row.event_id), row.position) == row.position]
     chosen.sort(key=lambda row: (row.event_id, row.position))
     return chosen[:limit]
+
+
+def _chunks(values: list, size: int = 500):  # type: ignore[no-untyped-def]
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
 
 
 def renew(engine: Engine, owner: str, ids: list[int], lease_s: float) -> None:

@@ -116,7 +116,8 @@ class Worker:
 
     def run_once(self, index: int = 0) -> int:
         """One pass: plan received events, claim a batch, deliver it. Returns deliveries handled."""
-        plan_received(self.engine, self.mappings, limit=self.config.batch_size)
+        # Plan ahead of delivery, so a claim finds a backlog's deliveries of one kind together.
+        plan_received(self.engine, self.mappings, limit=self.config.batch_size * 5)
         claimed = claims.claim(self.engine, self.name, self.config.batch_size, self.config.lease_s)
         if not claimed:
             return 0
