@@ -248,3 +248,10 @@ def test_backlogs_are_batched(ledger, crms):
     assert sum(len(c.body["inputs"]) for c in creates) == 150 and len(creates) <= 4
     collections = crms.salesforce.calls(path="/composite/sobjects")
     assert len(collections) <= 8
+    # Each delivery's attempt keeps its own share of the batch call, not the whole batch again.
+    for mapping, records in (("hubspot_contact_from_review", "inputs"), ("salesforce_review", "records")):
+        row = delivery(engine, mapping, 1)
+        [attempt] = attempts(engine, row.id)
+        requests = attempt.requests if isinstance(attempt.requests, list) else json.loads(attempt.requests)
+        assert len(requests[0]["body"][records]) == 1 and requests[0]["batch_size"] > 1
+        assert "shopper0@example.com" in json.dumps(requests[0]["body"])

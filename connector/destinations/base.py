@@ -146,6 +146,16 @@ def call_with_retries(
     return retrying(attempt)
 
 
+def share_of(request: dict[str, Any], list_key: str, records: list[Any]) -> dict[str, Any]:
+    """One delivery's share of a batch request: its own records, and how big the batch was.
+
+    Each delivery's attempt keeps what was sent for it; storing the whole body on
+    every delivery of a batch of n would store that batch n times.
+    """
+    body = request["body"]
+    return {**request, "body": {**body, list_key: records}, "batch_size": len(body[list_key])}
+
+
 def unknown_record(crm_object: str, operation: Operation) -> str:
     """Why an update or delete found nothing to act on."""
     if operation.key is not None:

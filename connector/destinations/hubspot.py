@@ -26,6 +26,7 @@ from connector.destinations.base import (
     Destination,
     LinkStore,
     Result,
+    share_of,
     Work,
     call_with_retries,
     rounds,
@@ -195,7 +196,7 @@ class HubSpotDestination(Destination):
             # HubSpot's upsert cannot tell create from update: find out first, so
             # create-only properties are sent for new records only.
             existing = self._read_ids(crm_object, id_property, list(by_value))
-        inputs = []
+        inputs, input_by_value = [], {}
         for value, group in by_value.items():
             properties: dict[str, Any] = {}
             for _, work in group:  # several events for one record: later ones win
@@ -203,7 +204,8 @@ class HubSpotDestination(Destination):
                     properties.update(as_strings(work.operation.create_only_properties))
                 properties.update(as_strings(work.operation.properties))
             properties[id_property] = value
-            inputs.append({"idProperty": id_property, "id": value, "properties": properties})
+            input_by_value[value] = {"idProperty": id_property, "id": value, "properties": properties}
+            inputs.append(input_by_value[value])
         body = {"inputs": inputs}
         response = self._call(self._objects.upsert_with_http_info, crm_object, body)
         written: dict[str, tuple[str, bool | None]] = {}
@@ -220,7 +222,8 @@ class HubSpotDestination(Destination):
             for index, work in group:
                 if value in written:
                     record_id, new = written[value]
-                    results[index] = Result(OK, record_id=record_id, created=new, requests=[request])
+                    results[index] = Result(OK, record_id=record_id, created=new,
+                                            requests=[share_of(request, "inputs", [input_by_value[value]])])
                 elif value in failed:
                     results[index] = Result.failed(failed[value])
         self._associate([(i, w) for i, w in items if results[i] is not None and results[i].status == OK],
@@ -287,7 +290,8 @@ class HubSpotDestination(Destination):
             if record_id is None and len(created) == len(order):
                 record_id = str(created[position].id)  # HubSpot answers in request order when all succeed
             if record_id is not None:
-                results[index] = Result(OK, record_id=record_id, created=True, requests=[request])
+                results[index] = Result(OK, record_id=record_id, created=True,
+                                        requests=[share_of(request, "inputs", [inputs[position]])])
         errors = list(getattr(response, "errors", None) or [])
         for index in order:
             if results[index] is None:
@@ -308,7 +312,8 @@ class HubSpotDestination(Destination):
                 failed[str(value)] = record_error(error)
         for index, _work, record_id in items:
             if record_id in updated:
-                results[index] = Result(OK, record_id=record_id, created=False, requests=[request])
+                results[index] = Result(OK, record_id=record_id, created=False, requests=[share_of(
+                    request, "inputs", [{"id": record_id, "properties": merged[record_id]}])])
             elif record_id in failed:
                 error = failed[record_id]
                 results[index] = Result.skipped(f"{crm_object} {record_id} no longer exists in HubSpot") \
@@ -376,7 +381,8 @@ class HubSpotDestination(Destination):
         self._call(self._objects.archive_with_http_info, crm_object, body)
         request = {"method": "POST", "path": f"/crm/v3/objects/{crm_object}/batch/archive", "body": body}
         for index, record_id in targets:
-            results[index] = Result(OK, record_id=record_id, requests=[request])
+            results[index] = Result(OK, record_id=record_id,
+                                    requests=[share_of(request, "inputs", [{"id": record_id}])])
 
     # --- lookups and associations ------------------------------------------------
 
@@ -441,6 +447,7 @@ class HubSpotDestination(Destination):
         targets = self._resolve_targets(items, links, results)
         batches: dict[tuple[str, str], list[dict[str, Any]]] = {}
         owners: dict[tuple[str, str], list[int]] = {}
+        shares: dict[tuple[tuple[str, str], int], list[dict[str, Any]]] = {}
         for index, work in items:
             for position, ref in enumerate(work.operation.associations):
                 if (index, position) not in targets:
@@ -451,6 +458,7 @@ class HubSpotDestination(Destination):
                     "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": ref.hubspot_type}],
                 })
                 owners.setdefault(pair, []).append(index)
+                shares.setdefault((pair, index), []).append(batches[pair][-1])
         for (from_object, to_object), inputs in batches.items():
             body = {"inputs": inputs}
             try:
@@ -461,8 +469,9 @@ class HubSpotDestination(Destination):
                 continue
             request = {"method": "POST", "path": f"/crm/v4/associations/{from_object}/{to_object}/batch/create",
                        "body": body}
-            for index in owners[(from_object, to_object)]:
-                results[index].requests.append(request)  # type: ignore[union-attr]
+            for index in dict.fromkeys(owners[(from_object, to_object)]):
+                results[index].requests.append(  # type: ignore[union-attr]
+                    share_of(request, "inputs", shares[((from_object, to_object), index)]))
 
     # --- checks and setup ----------------------------------------------------------
 

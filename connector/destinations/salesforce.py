@@ -24,6 +24,7 @@ from connector.destinations.base import (
     Destination,
     LinkStore,
     Result,
+    share_of,
     Work,
     call_with_retries,
     rounds,
@@ -248,11 +249,11 @@ class SalesforceDestination(Destination):
         body = {"allOrNone": False, "records": records}
         answers = self._restful(path, method, json=body, idempotent=idempotent)
         request = {"method": method, "path": f"/services/data/v{self.config.api_version}/{path}", "body": body}
-        for group, answer in zip(owners, answers or []):
+        for record, group, answer in zip(records, owners, answers or []):
             for index in group:
                 if answer.get("success"):
-                    results[index] = Result(OK, record_id=answer.get("id"),
-                                            created=answer.get("created", created), requests=[request])
+                    results[index] = Result(OK, record_id=answer.get("id"), created=answer.get("created", created),
+                                            requests=[share_of(request, "records", [record])])
                 else:
                     results[index] = Result.failed(record_error(answer))
 
