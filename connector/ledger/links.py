@@ -61,6 +61,30 @@ class LedgerLinks:
 
 
 
+    def apply_all(self, connection: Connection, changes: list[tuple[str, Operation, Result]]) -> None:
+        """`apply` for a whole batch: the links written in one statement, in the caller's transaction."""
+        upserts: dict[tuple[str, str, str, str], str] = {}
+        for destination, operation, result in changes:
+            if result.status != OK or operation.source is None or not result.record_id:
+                continue
+            if operation.action == "delete":
+                upserts.pop((destination, operation.object, operation.source.type, operation.source.id), None)
+                self.forget(connection, destination, operation.object, operation.source)
+            else:
+                upserts[(destination, operation.object, operation.source.type, operation.source.id)] = result.record_id
+        if not upserts:
+            return
+        insert = _INSERTS[connection.dialect.name](_links)
+        now = utcnow()
+        connection.execute(
+            insert.on_conflict_do_update(
+                index_elements=["destination", "crm_object", "source_type", "source_id"],
+                set_={"crm_record_id": insert.excluded.crm_record_id, "updated_at": insert.excluded.updated_at}),
+            [{"destination": destination, "crm_object": crm_object, "source_type": source_type,
+              "source_id": source_id, "crm_record_id": record_id, "updated_at": now}
+             for (destination, crm_object, source_type, source_id), record_id in upserts.items()],
+        )
+
     def apply(self, connection: Connection, destination: str, operation: Operation, result: Result) -> None:
         """Keep the link table in step with a delivered operation, in the caller's transaction.
 

@@ -195,17 +195,24 @@ class BatchProcessor:
                 {"delivery_id": f.claimed.id, "started_at": now, "duration_ms": f.duration_ms, "outcome": f.outcome,
                  "http_status": f.http_status, "error": f.error, "error_class": f.error_class, "worker": self.owner,
                  "requests": _json_safe(f.requests)} for f in finished])
+            changed: dict[ordering.Resource, tuple[ordering.Version, int]] = {}
+            link_changes = []
             for f in finished:
                 if f.state not in (DeliveryState.DELIVERED, DeliveryState.SKIPPED):
                     continue
                 item = f.claimed
                 if works is not None and results is not None and item.id in works:
-                    self.links.apply(connection, item.destination, works[item.id].operation, results[item.id])
+                    link_changes.append((item.destination, works[item.id].operation, results[item.id]))
                 if item.resource_type and item.resource_id and item.sequence_key:
                     resource = (item.destination, item.resource_type, item.resource_id)
                     topic = events[item.event_id].topic if item.event_id in events else None
-                    versions[resource] = ordering.advance(connection, resource, item.sequence_key, item.event_id,
-                                                          topic == "delete", versions.get(resource))
+                    version = ordering.advanced(versions.get(resource), item.sequence_key, topic == "delete")
+                    versions[resource] = version
+                    event_id = item.event_id if version.sequence_key == item.sequence_key else \
+                        changed.get(resource, (version, item.event_id))[1]
+                    changed[resource] = (version, event_id)
+            self.links.apply_all(connection, link_changes)
+            ordering.save(connection, changed)
         self._report(finished, events, now)
 
     def _report(self, finished: list[Finished], events: dict[int, EventFacts], now: datetime) -> None:

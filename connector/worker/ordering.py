@@ -48,15 +48,25 @@ def stale_reason(current: Version | None, sequence_key: str | None, topic: str |
     return None
 
 
-def advance(connection: Connection, resource: Resource, sequence_key: str, event_id: int, deleted: bool,
-            current: Version | None) -> Version:
-    """Record that this event was applied (never moving the version backwards)."""
+def advanced(current: Version | None, sequence_key: str, deleted: bool) -> Version:
+    """The version once this event is applied (never moving backwards; a delete stays deleted)."""
     if current is not None and int(current.sequence_key) > int(sequence_key):
         sequence_key = current.sequence_key
-    deleted = deleted or (current.deleted if current else False)
-    destination, resource_type, resource_id = resource
-    values = {"sequence_key": sequence_key, "event_id": event_id, "deleted": deleted, "updated_at": utcnow()}
-    connection.execute(_INSERTS[connection.dialect.name](_versions).values(
-        destination=destination, resource_type=resource_type, resource_id=resource_id, **values,
-    ).on_conflict_do_update(index_elements=["destination", "resource_type", "resource_id"], set_=values))
-    return Version(sequence_key, deleted)
+    return Version(sequence_key, deleted or (current.deleted if current else False))
+
+
+def save(connection: Connection, versions: dict[Resource, tuple[Version, int]]) -> None:
+    """Store the new versions (with the event that set each) in one statement."""
+    if not versions:
+        return
+    insert = _INSERTS[connection.dialect.name](_versions)
+    now = utcnow()
+    connection.execute(
+        insert.on_conflict_do_update(
+            index_elements=["destination", "resource_type", "resource_id"],
+            set_={"sequence_key": insert.excluded.sequence_key, "event_id": insert.excluded.event_id,
+                  "deleted": insert.excluded.deleted, "updated_at": insert.excluded.updated_at}),
+        [{"destination": destination, "resource_type": resource_type, "resource_id": resource_id,
+          "sequence_key": version.sequence_key, "event_id": event_id, "deleted": version.deleted, "updated_at": now}
+         for (destination, resource_type, resource_id), (version, event_id) in versions.items()],
+    )
