@@ -50,6 +50,9 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
+_PLAN_AHEAD_BATCHES = 5
+
+
 class Worker:
     def __init__(self, settings: Settings, mappings: MappingSet, engine: Engine, *,
                  destinations: Mapping[str, Destination] | None = None, limit_share: int = 1,
@@ -116,8 +119,11 @@ class Worker:
 
     def run_once(self, index: int = 0) -> int:
         """One pass: plan received events, claim a batch, deliver it. Returns deliveries handled."""
-        # Plan ahead of delivery, so a claim finds a backlog's deliveries of one kind together.
-        plan_received(self.engine, self.mappings, limit=self.config.batch_size * 5)
+        # Plan ahead of delivery, so a claim finds a backlog's deliveries of one kind together;
+        # in batch-sized steps, so the events being mapped never crowd a worker's memory.
+        for _ in range(_PLAN_AHEAD_BATCHES):
+            if plan_received(self.engine, self.mappings, limit=self.config.batch_size) < self.config.batch_size:
+                break
         claimed = claims.claim(self.engine, self.name, self.config.batch_size, self.config.lease_s)
         if not claimed:
             return 0
