@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import Connection, Engine, and_, delete, or_, select
+from sqlalchemy import Connection, Engine, delete, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 
 from connector.ledger.database import write_transaction
@@ -32,7 +32,9 @@ class LedgerLinks:
         query = select(_links.c.source_type, _links.c.source_id, _links.c.crm_record_id).where(
             _links.c.destination == destination,
             _links.c.crm_object == crm_object,
-            or_(*(and_(_links.c.source_type == kind, _links.c.source_id == ident) for kind, ident in wanted)),
+            # One statement shape whatever the number of sources (an expanding IN of pairs), so
+            # SQLAlchemy's compiled cache holds one entry, not one per batch size.
+            tuple_(_links.c.source_type, _links.c.source_id).in_(list(wanted)),
         )
         with self.engine.connect() as connection:
             return {wanted[(row.source_type, row.source_id)]: row.crm_record_id for row in connection.execute(query)}

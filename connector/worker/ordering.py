@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, and_, or_, select
+from sqlalchemy import Connection, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 
 from connector.ledger.models import ResourceVersion, utcnow
@@ -31,8 +31,9 @@ def load(connection: Connection, resources: set[Resource]) -> dict[Resource, Ver
     if not resources:
         return {}
     v = _versions
-    query = select(v.c.destination, v.c.resource_type, v.c.resource_id, v.c.sequence_key, v.c.deleted).where(or_(
-        *(and_(v.c.destination == d, v.c.resource_type == t, v.c.resource_id == i) for d, t, i in resources)))
+    # An expanding IN of triples: one statement shape (and one compiled-cache entry) for any batch.
+    query = select(v.c.destination, v.c.resource_type, v.c.resource_id, v.c.sequence_key, v.c.deleted).where(
+        tuple_(v.c.destination, v.c.resource_type, v.c.resource_id).in_(list(resources)))
     return {(row.destination, row.resource_type, row.resource_id): Version(row.sequence_key, row.deleted)
             for row in connection.execute(query)}
 

@@ -90,8 +90,11 @@ def plan_received(engine: Engine, mappings: MappingSet, limit: int = 500) -> int
         new_rows = [delivery_row(event, position, outcome) for event in rows if event.id in mine
                     for position, outcome in enumerate(outcomes[event.id])]
         if new_rows:
-            connection.execute(_INSERTS[connection.dialect.name](_deliveries).values(new_rows)
-                               .on_conflict_do_nothing(index_elements=["event_id", "mapping", "destination"]))
+            # executemany, not one multi-row VALUES: a statement per batch size would fill
+            # SQLAlchemy's compiled cache with large statements.
+            connection.execute(_INSERTS[connection.dialect.name](_deliveries)
+                               .on_conflict_do_nothing(index_elements=["event_id", "mapping", "destination"]),
+                               new_rows)
         planned = [event_id for event_id in mine if outcomes[event_id]]
         unmapped = [event_id for event_id in mine if not outcomes[event_id]]
         if planned:
