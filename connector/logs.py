@@ -41,6 +41,7 @@ SECRET_ENV_VARS = (
     "SALESFORCE_PRIVATE_KEY",
     "CONNECTOR_ADMIN_PASSWORD",
     "CONNECTOR_SESSION_KEY",
+    "OKENDO_API_KEY",
 )
 # Shorter literal values are not redacted: a two-letter "secret" would blank out half the log.
 MIN_SECRET_LENGTH = 4
