@@ -170,6 +170,8 @@ class Delivery(Base):
         Index("ix_deliveries_destination_resource", "destination", "resource_type", "resource_id"),
         Index("ix_deliveries_lease_expires_at", "lease_expires_at"),
         Index("ix_deliveries_destination_target_key", "destination", "target_key"),
+        Index("ix_deliveries_destination_mapping_state_next_attempt_at", "destination", "mapping", "state",
+              "next_attempt_at"),
         Index("ix_deliveries_event_id", "event_id"),
         # The status page's filters: by delivery state (and destination), newest events first.
         Index("ix_deliveries_state_event_id", "state", "event_id"),

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, Engine, and_, or_, select, text, update
+from sqlalchemy import Connection, Engine, and_, or_, select, text, tuple_, update
 
 from connector.ledger.database import write_transaction
 from connector.ledger.models import Delivery, DeliveryState, utcnow
@@ -122,12 +122,13 @@ def _in_order(connection: Connection, candidates: list, busy_resources: set[tupl
     open_rows = []
     for destination in {row.destination for row in free}:
         mine = [row for row in free if row.destination == destination]
-        resource_ids = list({row.resource_id for row in mine if row.resource_id is not None})
+        resources = list({(row.resource_type, row.resource_id) for row in mine if row.resource_id is not None})
         event_ids = list({row.event_id for row in mine})
-        for chunk in _chunks(resource_ids):
+        for chunk in _chunks(resources):  # (destination, resource type, id): ix_deliveries_destination_resource
             open_rows += connection.execute(select(d.c.destination, d.c.resource_type, d.c.resource_id,
                                                    d.c.sequence_key, d.c.event_id, d.c.position).where(
-                d.c.state.in_(DeliveryState.DUE), d.c.destination == destination, d.c.resource_id.in_(chunk))).all()
+                d.c.state.in_(DeliveryState.DUE), d.c.destination == destination,
+                tuple_(d.c.resource_type, d.c.resource_id).in_(chunk))).all()
         for chunk in _chunks(event_ids):
             open_rows += connection.execute(select(d.c.destination, d.c.resource_type, d.c.resource_id,
                                                    d.c.sequence_key, d.c.event_id, d.c.position).where(
