@@ -193,7 +193,11 @@ def test_worker_json_logs_carry_delivery_ids_and_keep_tokens_out_of_tracebacks(r
         raise RuntimeError(f"HubSpot client bug, token {hubspot_token}, header Bearer {UNREGISTERED_BEARER}")
 
     worker.destinations["hubspot"].deliver = broken
+    # A claim takes one kind of delivery at a time: a few passes deliver what is due.
     assert worker.run_once() > 0
+    for _ in range(5):
+        if not worker.run_once():
+            break
     engine.dispose()
 
     lines = json_lines(stream.getvalue())
@@ -205,9 +209,11 @@ def test_worker_json_logs_carry_delivery_ids_and_keep_tokens_out_of_tracebacks(r
     assert {line["outcome"] for line in outcomes if line["destination"] == "salesforce"} == {"delivered"}
     assert {(line["outcome"], line["level"]) for line in outcomes if line["destination"] == "hubspot"} \
         == {("retry", "WARNING")}
-    [crash] = [line for line in lines if "exception" in line]
-    assert crash["destination"] == "hubspot" and "RuntimeError" in crash["exception"]
-    assert "token [REDACTED]" in crash["exception"] and "Bearer [REDACTED]" in crash["exception"]
+    crashes = [line for line in lines if "exception" in line]
+    assert crashes
+    for crash in crashes:
+        assert crash["destination"] == "hubspot" and "RuntimeError" in crash["exception"]
+        assert "token [REDACTED]" in crash["exception"] and "Bearer [REDACTED]" in crash["exception"]
     text = stream.getvalue()
     assert hubspot_token not in text and UNREGISTERED_BEARER not in text
 

@@ -255,3 +255,28 @@ def test_backlogs_are_batched(ledger, crms):
         requests = attempt.requests if isinstance(attempt.requests, list) else json.loads(attempt.requests)
         assert len(requests[0]["body"][records]) == 1 and requests[0]["batch_size"] > 1
         assert "shopper0@example.com" in json.dumps(requests[0]["body"])
+
+
+def test_a_claim_takes_one_kind_and_keeps_each_resource_and_event_in_order(ledger):
+    settings, engine = ledger
+    from connector.worker import claims
+    from connector.worker.planner import plan_received
+
+    create = ingest(engine, "review.create")
+    update = ingest(engine, "review.update")  # the same review, a newer sequence
+    other = json.loads(sample_bytes("review.create"))
+    other["resource"]["reviewId"] = "another-review"
+    other["resource"]["reviewer"]["email"] = "someone.else@example.com"
+    second = ingest(engine, other)
+    plan_received(engine, load_mappings(settings))
+
+    first = claims.claim(engine, "worker:1", limit=200, lease_s=60)
+    # One kind (destination and mapping), from both reviews' creates: a full batch for one CRM call.
+    assert len({(c.destination, c.mapping) for c in first}) == 1
+    assert {c.event_id for c in first} == {create, second}
+    kind = (first[0].destination, first[0].mapping)
+    # While those are out, nothing else of those reviews for that CRM may go: neither the create's
+    # next mapping (its note waits for the contact), nor the update (the create is still open).
+    rest = claims.claim(engine, "worker:2", limit=200, lease_s=60)
+    assert all(c.destination != kind[0] for c in rest)
+    assert update not in {c.event_id for c in rest}
