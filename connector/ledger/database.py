@@ -7,13 +7,14 @@ never block the writer, a busy timeout so writers queue instead of failing, and
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 
 from connector.config import ConfigError, DatabaseConfig, Settings
@@ -35,6 +36,20 @@ def normalize_url(raw: str, base_dir: Path | None = None) -> URL:
 
 SUPPORTED_BACKENDS = ("sqlite", "postgresql")
 WRITE_OPTION = "ledger_write"
+
+
+_DIALECT_INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+
+
+def upsert_all(connection: Connection, table: Table, keys: Sequence[str], rows: list[dict[str, Any]]) -> None:
+    """Insert the rows, or update the other columns of those already there (by `keys`), as one
+    executemany: a single statement shape whatever the number of rows."""
+    if not rows:
+        return
+    insert = _DIALECT_INSERTS[connection.dialect.name](table)
+    updated = [name for name in rows[0] if name not in keys]
+    connection.execute(insert.on_conflict_do_update(
+        index_elements=list(keys), set_={name: insert.excluded[name] for name in updated}), rows)
 
 
 # SQLite file ledgers: the gate our writers queue at, and how long each engine waits there.

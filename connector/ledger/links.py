@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from sqlalchemy import Connection, Engine, delete, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 
-from connector.ledger.database import write_transaction
+from connector.ledger.database import upsert_all, write_transaction
 from connector.ledger.models import RecordLink, utcnow
 from connector.destinations.base import OK, Result
 from connector.mapping.operations import Operation, SourceRef
@@ -76,16 +76,11 @@ class LedgerLinks:
                 upserts[(destination, operation.object, operation.source.type, operation.source.id)] = result.record_id
         if not upserts:
             return
-        insert = _INSERTS[connection.dialect.name](_links)
         now = utcnow()
-        connection.execute(
-            insert.on_conflict_do_update(
-                index_elements=["destination", "crm_object", "source_type", "source_id"],
-                set_={"crm_record_id": insert.excluded.crm_record_id, "updated_at": insert.excluded.updated_at}),
-            [{"destination": destination, "crm_object": crm_object, "source_type": source_type,
-              "source_id": source_id, "crm_record_id": record_id, "updated_at": now}
-             for (destination, crm_object, source_type, source_id), record_id in upserts.items()],
-        )
+        upsert_all(connection, _links, ("destination", "crm_object", "source_type", "source_id"), [
+            {"destination": destination, "crm_object": crm_object, "source_type": source_type,
+             "source_id": source_id, "crm_record_id": record_id, "updated_at": now}
+            for (destination, crm_object, source_type, source_id), record_id in upserts.items()])
 
     def apply(self, connection: Connection, destination: str, operation: Operation, result: Result) -> None:
         """Keep the link table in step with a delivered operation, in the caller's transaction.

@@ -11,12 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, select, tuple_
-from sqlalchemy.dialects import postgresql, sqlite
-
+from connector.ledger.database import upsert_all
 from connector.ledger.models import ResourceVersion, utcnow
 
 _versions = ResourceVersion.__table__
-_INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 Resource = tuple[str, str, str]  # (destination, resource type, resource id)
 
@@ -60,14 +58,8 @@ def save(connection: Connection, versions: dict[Resource, tuple[Version, int]]) 
     """Store the new versions (with the event that set each) in one statement."""
     if not versions:
         return
-    insert = _INSERTS[connection.dialect.name](_versions)
     now = utcnow()
-    connection.execute(
-        insert.on_conflict_do_update(
-            index_elements=["destination", "resource_type", "resource_id"],
-            set_={"sequence_key": insert.excluded.sequence_key, "event_id": insert.excluded.event_id,
-                  "deleted": insert.excluded.deleted, "updated_at": insert.excluded.updated_at}),
-        [{"destination": destination, "resource_type": resource_type, "resource_id": resource_id,
-          "sequence_key": version.sequence_key, "event_id": event_id, "deleted": version.deleted, "updated_at": now}
-         for (destination, resource_type, resource_id), (version, event_id) in versions.items()],
-    )
+    upsert_all(connection, _versions, ("destination", "resource_type", "resource_id"), [
+        {"destination": destination, "resource_type": resource_type, "resource_id": resource_id,
+         "sequence_key": version.sequence_key, "event_id": event_id, "deleted": version.deleted, "updated_at": now}
+        for (destination, resource_type, resource_id), (version, event_id) in versions.items()])
