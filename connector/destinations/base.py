@@ -207,3 +207,12 @@ def rounds(works: Sequence[Work]) -> list[list[int]]:
             split.append([])
         split[number].append(index)
     return split
+
+
+def in_rounds(works: Sequence[Work], deliver_round: Callable[[Sequence[Work]], list[Result]]) -> list[Result]:
+    """Deliver a batch round by round (see `rounds`): one result per work item, in order."""
+    results = [Result.failed(DeliveryError(ErrorClass.RETRY_SOON, "not attempted"))] * len(works)
+    for round_indexes in rounds(works):
+        for index, result in zip(round_indexes, deliver_round([works[i] for i in round_indexes])):
+            results[index] = result
+    return results

@@ -20,14 +20,14 @@ from simple_salesforce.exceptions import SalesforceError
 
 from connector.config import SalesforceDestinationConfig
 from connector.destinations.base import (
-    OK,
     Destination,
     LinkStore,
+    OK,
     Result,
-    share_of,
     Work,
     call_with_retries,
-    rounds,
+    in_rounds,
+    share_of,
     target_missing,
     unknown_record,
 )
@@ -160,11 +160,7 @@ class SalesforceDestination(Destination):
     # --- delivery ------------------------------------------------------------------
 
     def deliver(self, works: Sequence[Work], links: LinkStore) -> list[Result]:
-        results: list[Result] = [Result.failed(DeliveryError(ErrorClass.RETRY_SOON, "not attempted"))] * len(works)
-        for round_indexes in rounds(works):
-            for index, result in zip(round_indexes, self._deliver_round([works[i] for i in round_indexes], links)):
-                results[index] = result
-        return results
+        return in_rounds(works, lambda round_works: self._deliver_round(round_works, links))
 
     def _deliver_round(self, works: Sequence[Work], links: LinkStore) -> list[Result]:
         results: list[Result | None] = [None] * len(works)
