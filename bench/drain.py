@@ -27,7 +27,7 @@ from connector.ledger.migrate import upgrade
 from connector.receiver.envelope import classify
 from tests.crm import PROJECT_ROOT, crm_emulators
 from tests.servers import gunicorn
-from tests.workload import build_plan
+from tests.workload import build_plan, work_left
 
 HUBSPOT_LIMIT = (190, 10.0)  # HubSpot Professional/Enterprise private apps: 190 requests per 10 s
 LATENCY_S = (0.05, 0.15)  # every emulated CRM call takes 50-150 ms
@@ -110,13 +110,6 @@ class _RssSampler(threading.Thread):
         self.join()
 
 
-def _left(engine: sa.Engine) -> int:
-    with engine.connect() as connection:
-        return connection.execute(sa.text(
-            "SELECT (SELECT count(*) FROM events WHERE state = 'received') + "
-            "(SELECT count(*) FROM deliveries WHERE state IN ('pending', 'retrying'))")).scalar_one()
-
-
 def measure_drain(workdir: Path, backend: str, database_url: str, *, events: int, log=print) -> DrainResult:
     workdir.mkdir(parents=True)
     plan = build_plan(events, random.Random(7))
@@ -142,7 +135,7 @@ def measure_drain(workdir: Path, backend: str, database_url: str, *, events: int
             sampler = _RssSampler(server.process.pid)
             sampler.start()
             deadline = started + 900
-            while (left := _left(engine)) > 0:
+            while (left := work_left(engine)) > 0:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"{left} deliveries still open after 15 minutes:\n{server.log()[-3000:]}")
                 time.sleep(0.2)

@@ -21,7 +21,7 @@ from connector.ledger.database import normalize_url
 from tests.crm import PROJECT_ROOT, crm_emulators
 from tests.servers import gunicorn
 from tests.signing import SECRET, signed_headers
-from tests.workload import build_plan
+from tests.workload import build_plan, work_left
 
 EVENTS = int(os.environ.get("E2E_EVENTS", "1000"))
 ARTIFACTS = PROJECT_ROOT / "tests" / "artifacts"
@@ -77,13 +77,7 @@ def test_a_signed_backlog_drains_into_both_crms_exactly_once(db_url, tmp_path, m
             ingest_seconds = time.monotonic() - started
             engine = sa.create_engine(normalize_url(db_url))
             deadline = time.monotonic() + 600
-            while True:
-                with engine.connect() as connection:
-                    left = connection.execute(sa.text(
-                        "SELECT (SELECT count(*) FROM events WHERE state = 'received') + "
-                        "(SELECT count(*) FROM deliveries WHERE state IN ('pending', 'retrying'))")).scalar_one()
-                if left == 0:
-                    break
+            while (left := work_left(engine)) > 0:
                 assert time.monotonic() < deadline, f"{left} still undelivered\n{server.log()[-3000:]}"
                 time.sleep(0.5)
             drain_seconds = time.monotonic() - started

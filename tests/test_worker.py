@@ -18,6 +18,7 @@ from connector.samples import sample_bytes
 from connector.worker.replay import ReplayFilter, replay
 from connector.worker.runner import Worker
 from tests.crm import PROJECT_ROOT, STORY, Crms
+from tests.workload import work_left
 
 REVIEW = "30087cea-f3ab-40c4-9bf9-dd72e8285b6d"
 HARRIET = "harriet.quill@example.com"
@@ -65,17 +66,12 @@ def drain(settings: Settings, engine: sa.Engine, *, rounds: int = 200) -> Worker
             idle = 0
             continue
         idle += 1
-        if not due(engine) or idle > 40:
+        if not work_left(engine) or idle > 40:
             break
         time.sleep(0.05)
     return worker
 
 
-def due(engine: sa.Engine) -> int:
-    with engine.connect() as connection:
-        return connection.execute(sa.text(
-            "SELECT count(*) FROM deliveries WHERE state IN ('pending', 'retrying')")).scalar_one() + \
-            connection.execute(sa.text("SELECT count(*) FROM events WHERE state = 'received'")).scalar_one()
 
 
 def states(engine: sa.Engine) -> dict[str, int]:

@@ -19,7 +19,8 @@ from connector.ledger import create_ledger_engine
 from connector.ledger.migrate import upgrade
 from connector.samples import sample_bytes
 from tests.crm import PROJECT_ROOT, Crms, crm_emulators
-from tests.test_worker import due, ingest, states
+from tests.test_worker import ingest, states
+from tests.workload import work_left
 
 
 @pytest.fixture
@@ -84,7 +85,7 @@ def test_two_workers_drain_one_backlog_and_write_each_record_once(setup, tmp_pat
     backlog(engine, 60)
     workers = [start_worker(config, tmp_path / f"worker{i}.log") for i in range(2)]
     try:
-        wait_until(lambda: due(engine) == 0, what="the backlog to drain")
+        wait_until(lambda: work_left(engine) == 0, what="the backlog to drain")
     finally:
         for process in workers:
             process.send_signal(signal.SIGTERM)
@@ -115,7 +116,7 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_nothing(setup, t
 
     survivor = start_worker(config, tmp_path / "survivor.log")
     try:
-        wait_until(lambda: due(engine) == 0, timeout=90, what="the survivor to finish after the leases expire")
+        wait_until(lambda: work_left(engine) == 0, timeout=90, what="the survivor to finish after the leases expire")
     finally:
         survivor.send_signal(signal.SIGTERM)
         assert survivor.wait(timeout=30) == 0

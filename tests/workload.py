@@ -9,6 +9,8 @@ import json
 import random
 from dataclasses import dataclass, field
 
+import sqlalchemy as sa
+
 from connector.samples import sample_bytes
 
 
@@ -80,3 +82,11 @@ def build_plan(total: int, rng: random.Random) -> Plan:
     # Redeliveries: Svix sends some messages again, with the same id.
     plan.messages.extend(rng.sample(plan.messages, k=len(plan.messages) // 30))
     return plan
+
+
+def work_left(engine: sa.Engine) -> int:
+    """Events not yet planned plus deliveries still pending or retrying: 0 once all is drained."""
+    with engine.connect() as connection:
+        return connection.execute(sa.text(
+            "SELECT (SELECT count(*) FROM events WHERE state = 'received') + "
+            "(SELECT count(*) FROM deliveries WHERE state IN ('pending', 'retrying'))")).scalar_one()
