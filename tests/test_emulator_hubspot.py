@@ -82,19 +82,33 @@ def test_batch_upsert_by_email_creates_then_updates(client: HubSpot, emulator: H
     assert emulator.find("contacts", email="ANN@example.com")["id"] == record["id"]  # type: ignore[index]
 
 
-def test_batch_upsert_partial_failure_is_a_207_with_errors(client: HubSpot, emulator: HubSpotEmulator) -> None:
-    result, status, _ = client.crm.contacts.batch_api.upsert_with_http_info(
-        contacts.BatchInputSimplePublicObjectBatchInputUpsert(inputs=[
-            upsert_input("good@example.com", firstname="Good"), upsert_input("bad@example.com", nope="x")]),
+def test_one_invalid_input_fails_the_whole_batch_upsert_and_writes_nothing(client: HubSpot,
+                                                                          emulator: HubSpotEmulator) -> None:
+    # "Any errors with a single contact in your batch will prevent the entire batch from processing"
+    # (https://developers.hubspot.com/docs/methods/contacts/batch_create_or_update): a 400 naming no input.
+    with pytest.raises(contacts.ApiException) as caught:
+        client.crm.contacts.batch_api.upsert_with_http_info(
+            contacts.BatchInputSimplePublicObjectBatchInputUpsert(inputs=[
+                upsert_input("good@example.com", firstname="Good"), upsert_input("bad@example.com", nope="x")]),
+            _request_timeout=TIMEOUT)
+    assert caught.value.status == 400
+    error = body(caught.value)
+    assert error["category"] == "VALIDATION_ERROR" and "PROPERTY_DOESNT_EXIST" in error["message"]
+    assert "ids" not in (error.get("context") or {})
+    assert emulator.records("contacts") == []
+
+
+def test_batch_update_of_a_missing_record_is_a_207_with_errors(client: HubSpot, emulator: HubSpotEmulator) -> None:
+    good = emulator.add_record("contacts", {"email": "good@example.com"})
+    result, status, _ = client.crm.contacts.batch_api.update_with_http_info(
+        contacts.BatchInputSimplePublicObjectBatchInput(inputs=[
+            contacts.SimplePublicObjectBatchInput(id=good, properties={"firstname": "Good"}),
+            contacts.SimplePublicObjectBatchInput(id="999999", properties={"firstname": "Gone"})]),
         _request_timeout=TIMEOUT)
-    assert status == 207
-    assert isinstance(result, contacts.BatchResponseSimplePublicUpsertObjectWithErrors)
-    assert result.num_errors == 1
-    assert [r.properties["email"] for r in result.results] == ["good@example.com"]
-    error = result.errors[0]
-    assert (error.status, error.category, error.context) == ("error", "VALIDATION_ERROR", {"ids": ["bad@example.com"]})
-    assert "PROPERTY_DOESNT_EXIST" in error.message
-    assert [r["properties"]["email"] for r in emulator.records("contacts")] == ["good@example.com"]
+    assert status == 207 and result.num_errors == 1
+    assert [r.id for r in result.results] == [good]
+    assert (result.errors[0].category, result.errors[0].context["ids"]) == ("OBJECT_NOT_FOUND", ["999999"])
+    assert emulator.find("contacts", email="good@example.com")["properties"]["firstname"] == "Good"
 
 
 def test_unknown_property_is_a_400_with_hubspots_message(client: HubSpot, emulator: HubSpotEmulator) -> None:

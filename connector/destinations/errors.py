@@ -2,7 +2,8 @@
 
 Every failure is classified into one of four classes; the CRM's own message
 is kept verbatim so the status page can show it. The vocabularies of both
-CRMs are mapped as data (REFERENCE.md §2.5-2.6, §3.4).
+CRMs are mapped as data (https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/errorcodes.htm,
+https://developers.hubspot.com/docs/api-reference/error-handling).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class DeliveryError(Exception):
     status: int | None = None  # the HTTP status, when there was a response
     code: str | None = None  # the CRM's error code (errorCode / statusCode / category)
     retry_after: float | None = None  # seconds, when the CRM said (Retry-After) or its policy implies
+    refs: tuple[str, ...] = ()  # the inputs a whole-batch error names (HubSpot's context ids), if any
 
     def __str__(self) -> str:
         parts = [self.error_class.value]
@@ -53,7 +55,8 @@ SALESFORCE_CODES: dict[str, ErrorClass] = {
     "INVALID_AUTH_HEADER": ErrorClass.REAUTHENTICATE,
 }
 
-# HubSpot 429 policies (REFERENCE.md §3.4): how long until a retry can work.
+# HubSpot 429 policies (https://developers.hubspot.com/docs/developer-tooling/platform/usage-guidelines):
+# how long until a retry can work.
 HUBSPOT_RATE_POLICIES: dict[str, tuple[ErrorClass, float]] = {
     "TEN_SECONDLY_ROLLING": (ErrorClass.RETRY_SOON, 10.0),
     "SECONDLY": (ErrorClass.RETRY_SOON, 1.0),

@@ -29,6 +29,7 @@ from connector.destinations.base import (
     Work,
     call_with_retries,
     in_rounds,
+    isolating,
     share_of,
     target_missing,
     unknown_record,
@@ -82,11 +83,18 @@ def classify(error: BaseException) -> DeliveryError:
             code = policy or code
         if status == 0 or status is None:  # the SDK wraps SSL and protocol errors as status 0
             return DeliveryError(ErrorClass.RETRY_SOON, message, None, "CONNECTION")
-        return DeliveryError(error_class, message, status, code, retry_after)
+        return DeliveryError(error_class, message, status, code, retry_after, named_ids(body))
     if isinstance(error, urllib3.exceptions.HTTPError):
         kind = "TIMEOUT" if isinstance(error, (urllib3.exceptions.TimeoutError,)) or "timed out" in str(error) else "CONNECTION"
         return DeliveryError(ErrorClass.RETRY_SOON, f"{type(error).__name__}: {error}", None, kind)
     return DeliveryError(ErrorClass.RETRY_SOON, f"{type(error).__name__}: {error}", None, "UNEXPECTED")
+
+
+def named_ids(body: dict[str, Any]) -> tuple[str, ...]:
+    """The input ids an error body names in `context.ids`, at its top or in its `errors`."""
+    contexts = [body.get("context")] + [e.get("context") for e in body.get("errors") or [] if isinstance(e, dict)]
+    return tuple(str(value) for context in contexts if isinstance(context, dict)
+                 for value in context.get("ids") or [] if isinstance(context.get("ids"), list))
 
 
 def record_error(error: Any) -> DeliveryError:
@@ -94,6 +102,22 @@ def record_error(error: Any) -> DeliveryError:
     category = getattr(error, "category", None)
     message = getattr(error, "message", None) or "HubSpot rejected this record"
     return DeliveryError(HUBSPOT_CATEGORIES.get(category, ErrorClass.PERMANENT), message, 207, category)
+
+
+def errors_by_ref(response: Any) -> dict[str, DeliveryError]:
+    """The per-input errors of a 207 answer, by the id (or objectWriteTraceId) each one names."""
+    failed: dict[str, DeliveryError] = {}
+    for error in getattr(response, "errors", None) or []:
+        for value in (getattr(error, "context", None) or {}).get("ids", []) or []:
+            failed[str(value)] = record_error(error)
+    return failed
+
+
+def named_by(field: str) -> Callable[[DeliveryError, Sequence[dict[str, Any]]], set[int]]:
+    """The inputs a whole-batch error names in its context ids, found by one of their fields."""
+    def named(error: DeliveryError, inputs: Sequence[dict[str, Any]]) -> set[int]:
+        return {position for position, item in enumerate(inputs) if str(item.get(field)) in error.refs}
+    return named
 
 
 class HubSpotDestination(Destination):
@@ -202,26 +226,28 @@ class HubSpotDestination(Destination):
             properties[id_property] = value
             input_by_value[value] = {"idProperty": id_property, "id": value, "properties": properties}
             inputs.append(input_by_value[value])
-        body = {"inputs": inputs}
-        response = self._call(self._objects.upsert_with_http_info, crm_object, body)
-        written: dict[str, tuple[str, bool | None]] = {}
-        for record in getattr(response, "results", None) or []:
-            value = (record.properties or {}).get(id_property)
-            if value is not None:
-                written[str(value)] = (str(record.id), getattr(record, "new", None))
-        failed: dict[str, DeliveryError] = {}
-        for error in getattr(response, "errors", None) or []:
-            for value in (getattr(error, "context", None) or {}).get("ids", []) or []:
-                failed[str(value)] = record_error(error)
-        request = {"method": "POST", "path": f"/crm/v3/objects/{crm_object}/batch/upsert", "body": body}
+
+        def send(part: Sequence[dict[str, Any]]) -> list[Any]:
+            response = self._call(self._objects.upsert_with_http_info, crm_object, {"inputs": list(part)})
+            written: dict[str, tuple[str, bool | None]] = {}
+            for record in getattr(response, "results", None) or []:
+                value = (record.properties or {}).get(id_property)
+                if value is not None:
+                    written[str(value).lower()] = (str(record.id), getattr(record, "new", None))
+            failed = errors_by_ref(response)
+            return [written.get(item["id"].lower()) or failed.get(item["id"]) for item in part]
+
+        outcomes = dict(zip(by_value, isolating(inputs, send, named_by("id"))))
+        request = {"method": "POST", "path": f"/crm/v3/objects/{crm_object}/batch/upsert", "body": {"inputs": inputs}}
         for value, group in by_value.items():
+            outcome = outcomes[value]
             for index, work in group:
-                if value in written:
-                    record_id, new = written[value]
+                if isinstance(outcome, DeliveryError):
+                    results[index] = Result.failed(outcome)
+                elif outcome is not None:
+                    record_id, new = outcome
                     results[index] = Result(OK, record_id=record_id, created=new,
                                             requests=[share_of(request, "inputs", [input_by_value[value]])])
-                elif value in failed:
-                    results[index] = Result.failed(failed[value])
         self._associate([(i, w) for i, w in items if results[i] is not None and results[i].status == OK],
                         links, results)
 
@@ -261,7 +287,9 @@ class HubSpotDestination(Destination):
             properties = {**as_strings(work.operation.create_only_properties), **as_strings(work.operation.properties)}
             if self.config.source_key_property and work.operation.source is not None:
                 properties[self.config.source_key_property] = source_key(work.operation.source)
-            item: dict[str, Any] = {"properties": properties}
+            # objectWriteTraceId comes back on the record created and on the error of a failed input,
+            # so every answer finds its input.
+            item: dict[str, Any] = {"properties": properties, "objectWriteTraceId": str(index)}
             associations = [
                 {"to": {"id": targets[(index, position)]},
                  "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": ref.hubspot_type}]}
@@ -273,47 +301,48 @@ class HubSpotDestination(Destination):
             order.append(index)
         if not inputs:
             return
-        body = {"inputs": inputs}
-        response = self._call(self._objects.create_with_http_info, crm_object, body, idempotent=False)
-        request = {"method": "POST", "path": f"/crm/v3/objects/{crm_object}/batch/create", "body": body}
-        created = list(getattr(response, "results", None) or [])
-        key_property = self.config.source_key_property
-        by_source_key = {(record.properties or {}).get(key_property): str(record.id) for record in created} \
-            if key_property else {}
-        for position, index in enumerate(order):
-            work = items[[i for i, _ in items].index(index)][1]
-            record_id = by_source_key.get(source_key(work.operation.source)) if key_property and work.operation.source else None
-            if record_id is None and len(created) == len(order):
-                record_id = str(created[position].id)  # HubSpot answers in request order when all succeed
-            if record_id is not None:
-                results[index] = Result(OK, record_id=record_id, created=True,
+
+        def send(part: Sequence[dict[str, Any]]) -> list[Any]:
+            response = self._call(self._objects.create_with_http_info, crm_object, {"inputs": list(part)},
+                                  idempotent=False)
+            created = {str(getattr(record, "object_write_trace_id", None)): str(record.id)
+                       for record in getattr(response, "results", None) or []}
+            failed = errors_by_ref(response)
+            return [created.get(item["objectWriteTraceId"]) or failed.get(item["objectWriteTraceId"]) for item in part]
+
+        request = {"method": "POST", "path": f"/crm/v3/objects/{crm_object}/batch/create", "body": {"inputs": inputs}}
+        for position, (index, outcome) in enumerate(zip(order, isolating(inputs, send, named_by("objectWriteTraceId")))):
+            if isinstance(outcome, DeliveryError):
+                results[index] = Result.failed(outcome)
+            elif outcome is not None:
+                results[index] = Result(OK, record_id=outcome, created=True,
                                         requests=[share_of(request, "inputs", [inputs[position]])])
-        errors = list(getattr(response, "errors", None) or [])
-        for index in order:
-            if results[index] is None:
-                results[index] = Result.failed(record_error(errors[0]) if errors else DeliveryError(
+            else:
+                results[index] = Result.failed(DeliveryError(
                     ErrorClass.RETRY_SOON, "HubSpot created no record for this operation"))
 
     def _update_ids(self, crm_object: str, items: list[tuple[int, Work, str]], results: list[Result | None]) -> None:
         merged: dict[str, dict[str, Any]] = {}  # one input per record: HubSpot refuses duplicate ids in a batch
         for _, work, record_id in items:
             merged.setdefault(record_id, {}).update(as_strings(work.operation.properties))
-        body = {"inputs": [{"id": record_id, "properties": properties} for record_id, properties in merged.items()]}
-        response = self._call(self._objects.update_with_http_info, crm_object, body)
-        request = {"method": "POST", "path": f"/crm/v3/objects/{crm_object}/batch/update", "body": body}
-        updated = {str(record.id) for record in getattr(response, "results", None) or []}
-        failed: dict[str, DeliveryError] = {}
-        for error in getattr(response, "errors", None) or []:
-            for value in (getattr(error, "context", None) or {}).get("ids", []) or []:
-                failed[str(value)] = record_error(error)
+        inputs = [{"id": record_id, "properties": properties} for record_id, properties in merged.items()]
+
+        def send(part: Sequence[dict[str, Any]]) -> list[Any]:
+            response = self._call(self._objects.update_with_http_info, crm_object, {"inputs": list(part)})
+            updated = {str(record.id) for record in getattr(response, "results", None) or []}
+            failed = errors_by_ref(response)
+            return [True if item["id"] in updated else failed.get(item["id"]) for item in part]
+
+        outcomes = dict(zip(merged, isolating(inputs, send, named_by("id"))))
+        request = {"method": "POST", "path": f"/crm/v3/objects/{crm_object}/batch/update", "body": {"inputs": inputs}}
         for index, _work, record_id in items:
-            if record_id in updated:
+            outcome = outcomes[record_id]
+            if outcome is True:
                 results[index] = Result(OK, record_id=record_id, created=False, requests=[share_of(
                     request, "inputs", [{"id": record_id, "properties": merged[record_id]}])])
-            elif record_id in failed:
-                error = failed[record_id]
+            elif isinstance(outcome, DeliveryError):
                 results[index] = Result.skipped(f"{crm_object} {record_id} no longer exists in HubSpot") \
-                    if error.code == "OBJECT_NOT_FOUND" else Result.failed(error)
+                    if outcome.code == "OBJECT_NOT_FOUND" else Result.failed(outcome)
 
     def _ids_by_key_or_link(self, crm_object: str, items: list[tuple[int, Work]],
                             links: LinkStore) -> dict[int, str]:
@@ -456,18 +485,22 @@ class HubSpotDestination(Destination):
                 owners.setdefault(pair, []).append(index)
                 shares.setdefault((pair, index), []).append(batches[pair][-1])
         for (from_object, to_object), inputs in batches.items():
-            body = {"inputs": inputs}
-            try:
-                self._call(self._associations.create_with_http_info, from_object, to_object, body)
-            except DeliveryError as error:
-                for index in owners[(from_object, to_object)]:
-                    results[index] = Result.failed(error)
-                continue
+            def send(part: Sequence[dict[str, Any]], pair: tuple[str, str] = (from_object, to_object)) -> list[Any]:
+                response = self._call(self._associations.create_with_http_info, *pair, {"inputs": list(part)})
+                failed = errors_by_ref(response)
+                return [failed.get(item["from"]["id"], True) for item in part]
+
+            outcomes = isolating(inputs, send)
             request = {"method": "POST", "path": f"/crm/v4/associations/{from_object}/{to_object}/batch/create",
-                       "body": body}
+                       "body": {"inputs": inputs}}
+            failures = {index: outcome for index, outcome in zip(owners[(from_object, to_object)], outcomes)
+                        if isinstance(outcome, DeliveryError)}
             for index in dict.fromkeys(owners[(from_object, to_object)]):
-                results[index].requests.append(  # type: ignore[union-attr]
-                    share_of(request, "inputs", shares[((from_object, to_object), index)]))
+                if index in failures:
+                    results[index] = Result.failed(failures[index])
+                else:
+                    results[index].requests.append(  # type: ignore[union-attr]
+                        share_of(request, "inputs", shares[((from_object, to_object), index)]))
 
     # --- checks and setup ----------------------------------------------------------
 

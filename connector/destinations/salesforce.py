@@ -27,6 +27,7 @@ from connector.destinations.base import (
     Work,
     call_with_retries,
     in_rounds,
+    isolating,
     share_of,
     target_missing,
     unknown_record,
@@ -242,12 +243,24 @@ class SalesforceDestination(Destination):
             owners.append([index for index, _ in group])
         if not records:
             return
+
+        def send(part: Sequence[dict[str, Any]]) -> list[Any]:
+            answers = self._restful(path, method, json={"allOrNone": False, "records": list(part)},
+                                    idempotent=idempotent)
+            return list(answers or []) + [None] * (len(part) - len(answers or []))
+
+        # allOrNone false fails a bad record alone, but a record Salesforce cannot deserialise (a text
+        # where a number belongs) fails the whole request: find it, and send the others without it.
+        outcomes = isolating(records, send)
         body = {"allOrNone": False, "records": records}
-        answers = self._restful(path, method, json=body, idempotent=idempotent)
         request = {"method": method, "path": f"/services/data/v{self.config.api_version}/{path}", "body": body}
-        for record, group, answer in zip(records, owners, answers or []):
+        for record, group, answer in zip(records, owners, outcomes):
             for index in group:
-                if answer.get("success"):
+                if isinstance(answer, DeliveryError):
+                    results[index] = Result.failed(answer)
+                elif answer is None:
+                    continue
+                elif answer.get("success"):
                     results[index] = Result(OK, record_id=answer.get("id"), created=answer.get("created", created),
                                             requests=[share_of(request, "records", [record])])
                 else:

@@ -68,6 +68,7 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # seconds to sleep before answering (longer than a client timeout = a timeout)
     drop: bool = False  # close the connection without answering
+    drop_after: bool = False  # do the work, then close the connection: the answer is lost, the change is not
     times: int = 1
     name: str = "fault"
 
@@ -210,6 +211,13 @@ class Emulator:
                 return
         reply = self._dispatch(request)
         self._log(request, reply.status, fault.name if fault is not None else None)
+        if fault is not None and fault.drop_after:
+            http.close_connection = True
+            try:
+                http.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
         self._finish(http, request, reply)
 
     def _finish(self, http: BaseHTTPRequestHandler, request: Request, reply: Reply) -> None:

@@ -25,7 +25,8 @@ import re
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
@@ -35,6 +36,11 @@ from tests.emulators.base import Emulator, Fault, Reply, Request
 
 BATCH_LIMIT = 100  # v3 object batch endpoints accept 100 inputs (REFERENCE §3.3, "API semantics")
 ASSOCIATION_BATCH_LIMIT = 2000  # v4 association batches are larger (HubSpot docs; not in REFERENCE)
+# Statuses with which one input's failure fails its whole v3 batch: nothing is written and the error
+# names no input ("any errors with a single contact in your batch will prevent the entire batch from
+# processing": https://developers.hubspot.com/docs/methods/contacts/batch_create_or_update). Missing
+# records (404) stay per input, in a 207.
+WHOLE_BATCH_STATUSES = frozenset({400, 409})
 SEARCH_LIMIT = 200  # a search page holds at most 200 results (REFERENCE §3.3)
 SEARCH_TOTAL_LIMIT = 10_000  # and a query reaches at most 10,000 (REFERENCE §3.3)
 LIST_LIMIT = 100
@@ -166,6 +172,7 @@ class HubSpotEmulator(Emulator):
         # (from_key, from_id, to_key, to_id) -> {(category, type_id)}; both directions are stored
         self._edges: dict[tuple[str, str, str, str], set[tuple[str, int]]] = {}
         self._created_mono: dict[tuple[str, str], float] = {}
+        self._undo: list[Callable[[], None]] | None = None  # while a batch runs: how to take it back
         self._seed_schema()
         for object_type, names in self._initial_properties.items():
             if self._find_type(object_type) is None:
@@ -516,10 +523,31 @@ class HubSpotEmulator(Emulator):
             return Reply(partial, body)
         return Reply(ok, body)
 
-    def _batch_outcome(self, outcomes: list[tuple[str, dict[str, Any] | HubSpotError]], ok: int) -> Reply:
-        """Apply the batch rule: all inputs failed -> the first failure answers the whole request (as a
-        one-input batch does at HubSpot); some failed -> 207 with one error per failed input."""
+    @contextmanager
+    def _all_or_nothing(self) -> Iterator[None]:
+        """Run a batch so that an error raised out of it takes back every change it made."""
+        self._undo = []
+        try:
+            yield
+        except BaseException:
+            for undo in reversed(self._undo):
+                undo()
+            raise
+        finally:
+            self._undo = None
+
+    def _batch_outcome(self, outcomes: list[tuple[str, dict[str, Any] | HubSpotError]], ok: int, *,
+                       whole_batch: bool = True) -> Reply:
+        """Apply the batch rules: an invalid input (400) or a conflict (409) fails the whole batch with
+        that input's error, naming no input; all inputs failed -> the first failure answers the whole
+        request (as a one-input batch does at HubSpot); some failed otherwise -> 207 with one error per
+        failed input. Run inside `_all_or_nothing`, so a whole-batch failure writes nothing. v4 association
+        batches report an invalid object id per input (`whole_batch=False`)."""
         failures = [(ref, o) for ref, o in outcomes if isinstance(o, HubSpotError)]
+        rejected = next((error for _, error in failures if error.status in WHOLE_BATCH_STATUSES), None) \
+            if whole_batch else None
+        if rejected is not None:
+            raise rejected
         if outcomes and len(failures) == len(outcomes):
             raise failures[0][1]
         results = [o for _, o in outcomes if not isinstance(o, HubSpotError)]
@@ -617,7 +645,7 @@ class HubSpotEmulator(Emulator):
 
     @staticmethod
     def _invalid_message(problems: list[dict[str, Any]]) -> str:
-        return "Property values were not valid: " + json.dumps(problems, separators=(",", ":"))
+        return "Property values were not valid: " + json.dumps(problems, separators=(",", ":"), ensure_ascii=False)
 
     def _invalid(self, problems: list[dict[str, Any]]) -> HubSpotError:
         details = [{"message": p["message"], "code": p["error"], "context": {"propertyName": [p["name"]]}}
@@ -675,7 +703,8 @@ class HubSpotEmulator(Emulator):
             if len(text) > MAX_STRING:
                 return None, self._problem(name, f"{name} is longer than {MAX_STRING} characters", "MAX_LENGTH")
             if otype.key == "contacts" and name == "email":
-                if not _EMAIL.match(text):
+                # HubSpot refuses internationalised addresses (non-ASCII local part or domain).
+                if not text.isascii() or not _EMAIL.match(text):
                     return None, self._problem(name, f"Email address {text} is invalid", "INVALID_EMAIL")
                 return text.lower(), None  # HubSpot stores contact emails lower-cased
             return text, None
@@ -751,6 +780,8 @@ class HubSpotEmulator(Emulator):
         record = _Record(str(self._next_id), {k: v for k, v in values.items() if v is not None}, now, now)
         otype.records[record.id] = record
         self._created_mono[(otype.key, record.id)] = time.monotonic()
+        if self._undo is not None:
+            self._undo.append(lambda: otype.records.pop(record.id, None))
         for to_key, to_id, category, type_id in edges:
             self._associate(otype.key, record.id, to_key, to_id, category, type_id)
         return record
@@ -758,6 +789,10 @@ class HubSpotEmulator(Emulator):
     def _update(self, otype: _ObjectType, record: _Record, raw: Any) -> _Record:
         values = self._validate(otype, raw, creating=False)
         self._check_unique(otype, values, record.id)
+        if self._undo is not None:
+            before, updated_at = dict(record.properties), record.updated_at
+            self._undo.append(lambda: (record.properties.clear(), record.properties.update(before),
+                                       setattr(record, "updated_at", updated_at)))
         for name, value in values.items():
             if value is None:
                 record.properties.pop(name, None)
@@ -819,6 +854,11 @@ class HubSpotEmulator(Emulator):
         return edges
 
     def _associate(self, from_key: str, from_id: str, to_key: str, to_id: str, category: str, type_id: int) -> None:
+        if self._undo is not None:
+            for edge in ((from_key, from_id, to_key, to_id), (to_key, to_id, from_key, from_id)):
+                before = set(self._edges[edge]) if edge in self._edges else None
+                self._undo.append(lambda edge=edge, before=before: self._edges.__setitem__(edge, before)
+                                  if before is not None else self._edges.pop(edge, None))
         self._edges.setdefault((from_key, from_id, to_key, to_id), set()).add((category, type_id))
         inverse = self._association_types[type_id].inverse
         self._edges.setdefault((to_key, to_id, from_key, from_id), set()).add(
@@ -903,62 +943,65 @@ class HubSpotEmulator(Emulator):
     def _batch_upsert(self, request: Request) -> Reply:
         otype = self._type(request.params["objectType"])
         inputs = self._inputs(self._json(request))
-        for item in inputs:
-            if not item.get("idProperty"):
-                raise _validation("idProperty is required for upsert")
-            self._unique(otype, item["idProperty"])  # a non-unique idProperty fails the whole call
-        self._no_duplicates([str(i.get("id", "")).casefold() for i in inputs])
-        outcomes: list[tuple[str, dict[str, Any] | HubSpotError]] = []
-        for item in inputs:
-            ref, id_property = str(item.get("id", "")), item["idProperty"]
-            try:
-                record = self._lookup(otype, ref, id_property)
-                if record is None:
-                    properties = {**(item.get("properties") or {}), id_property: ref}
-                    result = self._render(otype, self._create(otype, properties, []), write=True) | {"new": True}
-                else:
-                    result = self._render(otype, self._update(otype, record, item.get("properties")),
-                                          write=True) | {"new": False}
-                outcomes.append((ref, result))
-            except HubSpotError as error:
-                outcomes.append((ref, error))
-        return self._batch_outcome(outcomes, 200)
+        with self._all_or_nothing():
+            for item in inputs:
+                if not item.get("idProperty"):
+                    raise _validation("idProperty is required for upsert")
+                self._unique(otype, item["idProperty"])  # a non-unique idProperty fails the whole call
+            self._no_duplicates([str(i.get("id", "")).casefold() for i in inputs])
+            outcomes: list[tuple[str, dict[str, Any] | HubSpotError]] = []
+            for item in inputs:
+                ref, id_property = str(item.get("id", "")), item["idProperty"]
+                try:
+                    record = self._lookup(otype, ref, id_property)
+                    if record is None:
+                        properties = {**(item.get("properties") or {}), id_property: ref}
+                        result = self._render(otype, self._create(otype, properties, []), write=True) | {"new": True}
+                    else:
+                        result = self._render(otype, self._update(otype, record, item.get("properties")),
+                                              write=True) | {"new": False}
+                    outcomes.append((ref, result))
+                except HubSpotError as error:
+                    outcomes.append((ref, error))
+            return self._batch_outcome(outcomes, 200)
 
     def _batch_create(self, request: Request) -> Reply:
         otype = self._type(request.params["objectType"])
         outcomes: list[tuple[str, dict[str, Any] | HubSpotError]] = []
-        for index, item in enumerate(self._inputs(self._json(request))):
-            # A create input has no id: errors name its objectWriteTraceId, else its position.
-            ref = str(item.get("objectWriteTraceId") or index)
-            try:
-                record = self._create(otype, item.get("properties"), item.get("associations"))
-                result = self._render(otype, record, write=True)
-                if item.get("objectWriteTraceId"):
-                    result["objectWriteTraceId"] = item["objectWriteTraceId"]
-                outcomes.append((ref, result))
-            except HubSpotError as error:
-                outcomes.append((ref, error))
-        return self._batch_outcome(outcomes, 201)
+        with self._all_or_nothing():
+            for index, item in enumerate(self._inputs(self._json(request))):
+                # A create input has no id: errors name its objectWriteTraceId, else its position.
+                ref = str(item.get("objectWriteTraceId") or index)
+                try:
+                    record = self._create(otype, item.get("properties"), item.get("associations"))
+                    result = self._render(otype, record, write=True)
+                    if item.get("objectWriteTraceId"):
+                        result["objectWriteTraceId"] = item["objectWriteTraceId"]
+                    outcomes.append((ref, result))
+                except HubSpotError as error:
+                    outcomes.append((ref, error))
+            return self._batch_outcome(outcomes, 201)
 
     def _batch_update(self, request: Request) -> Reply:
         otype = self._type(request.params["objectType"])
         inputs = self._inputs(self._json(request))
-        for item in inputs:
-            if item.get("idProperty"):
-                self._unique(otype, item["idProperty"])
-        self._no_duplicates([str(i.get("id", "")).casefold() for i in inputs])
-        outcomes: list[tuple[str, dict[str, Any] | HubSpotError]] = []
-        for item in inputs:
-            ref = str(item.get("id", ""))
-            try:
-                record = self._lookup(otype, ref, item.get("idProperty"))
-                if record is None:
-                    raise self._not_found(otype, ref, item.get("idProperty"))
-                outcomes.append((ref, self._render(otype, self._update(otype, record, item.get("properties")),
-                                                   write=True)))
-            except HubSpotError as error:
-                outcomes.append((ref, error))
-        return self._batch_outcome(outcomes, 200)
+        with self._all_or_nothing():
+            for item in inputs:
+                if item.get("idProperty"):
+                    self._unique(otype, item["idProperty"])
+            self._no_duplicates([str(i.get("id", "")).casefold() for i in inputs])
+            outcomes: list[tuple[str, dict[str, Any] | HubSpotError]] = []
+            for item in inputs:
+                ref = str(item.get("id", ""))
+                try:
+                    record = self._lookup(otype, ref, item.get("idProperty"))
+                    if record is None:
+                        raise self._not_found(otype, ref, item.get("idProperty"))
+                    outcomes.append((ref, self._render(otype, self._update(otype, record, item.get("properties")),
+                                                       write=True)))
+                except HubSpotError as error:
+                    outcomes.append((ref, error))
+            return self._batch_outcome(outcomes, 200)
 
     def _batch_read(self, request: Request) -> Reply:
         otype = self._type(request.params["objectType"])
@@ -1091,7 +1134,10 @@ class HubSpotEmulator(Emulator):
         folded = actual.casefold() if actual is not None else None
         value = condition.get("value")
         wanted = str(value).casefold() if value is not None else None
-        values = [str(v).casefold() for v in condition.get("values") or []]
+        # IN / NOT_IN compare string values as sent with the lower-cased index: a value with an
+        # upper-case letter never matches ("string values must be lowercase" for IN and NOT_IN,
+        # https://developers.hubspot.com/docs/api-reference/search/guide).
+        values = [str(v) for v in condition.get("values") or []]
         if operator == "EQ":
             return folded == wanted
         if operator == "NEQ":
@@ -1182,20 +1228,21 @@ class HubSpotEmulator(Emulator):
     def _v4_batch_create(self, request: Request) -> Reply:
         source, target = self._v4_pair(request)
         outcomes: list[tuple[str, dict[str, Any] | HubSpotError]] = []
-        for item in self._inputs(self._json(request), ASSOCIATION_BATCH_LIMIT):
-            ref = str((item.get("from") or {}).get("id", ""))
-            try:
-                types = [self._association_type(source, target, spec) for spec in item.get("types") or []]
-                if not types:
-                    raise _validation("At least one association type is required")
-                from_id = self._require(source, ref)
-                to_id = self._require(target, (item.get("to") or {}).get("id"))
-                for category, type_id in types:
-                    self._associate(source.key, from_id, target.key, to_id, category, type_id)
-                outcomes.append((ref, self._labels_pair(source, from_id, target, to_id, types)))
-            except HubSpotError as error:
-                outcomes.append((ref, error))
-        return self._batch_outcome(outcomes, 201)
+        with self._all_or_nothing():
+            for item in self._inputs(self._json(request), ASSOCIATION_BATCH_LIMIT):
+                ref = str((item.get("from") or {}).get("id", ""))
+                try:
+                    types = [self._association_type(source, target, spec) for spec in item.get("types") or []]
+                    if not types:
+                        raise _validation("At least one association type is required")
+                    from_id = self._require(source, ref)
+                    to_id = self._require(target, (item.get("to") or {}).get("id"))
+                    for category, type_id in types:
+                        self._associate(source.key, from_id, target.key, to_id, category, type_id)
+                    outcomes.append((ref, self._labels_pair(source, from_id, target, to_id, types)))
+                except HubSpotError as error:
+                    outcomes.append((ref, error))
+            return self._batch_outcome(outcomes, 201, whole_batch=False)
 
     def _v4_batch_default(self, request: Request) -> Reply:
         # The SDK maps only 200 here, so a 207 would reach the caller as None (REFERENCE §3.3): any bad

@@ -853,7 +853,8 @@ class SalesforceEmulator(Emulator):
             if fdef.type in TEXT_TYPES and len(value) > fdef.length:
                 raise RecordError("STRING_TOO_LONG", f"{fdef.label}: data value too large: {value} "
                                   f"(max length={fdef.length})", [fdef.name])
-            if fdef.type == "email" and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", value):
+            # Email fields take ASCII addresses only (an internationalised one is refused).
+            if fdef.type == "email" and (not value.isascii() or not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", value)):
                 raise RecordError("INVALID_EMAIL_ADDRESS", f"{fdef.label}: invalid email address: {value}", [fdef.name])
             if fdef.picklist and value not in fdef.picklist:
                 raise RecordError("INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
