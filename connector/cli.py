@@ -56,12 +56,17 @@ def main(ctx: click.Context, config_path: Path | None) -> None:
     ctx.obj = Context(config_path)
 
 
+_STRICT_HELP = "Fail when a mapping reads a payload path found in no sample nor Okendo's documented fields."
+
+
 @main.command()
 @click.option("--remote", is_flag=True, help="Also check each CRM: credentials, and every object and field the mappings write.")
+@click.option("--strict", is_flag=True, help=_STRICT_HELP)
 @pass_context
-def check(ctx: Context, remote: bool) -> None:
+def check(ctx: Context, remote: bool, strict: bool) -> None:
     """Validate the configuration and mappings without serving; exit 1 with the problems found."""
     from connector.ledger.database import normalize_url
+    from connector.mapping.path_check import unknown_path_warnings
 
     settings = ctx.settings()
     secrets = len(settings.receiver.secrets)
@@ -81,8 +86,23 @@ def check(ctx: Context, remote: bool) -> None:
     for mapping in mappings.mappings:
         click.echo(f"    {mapping.name}: {', '.join(mapping.patterns)} -> {mapping.spec.destination} "
                    f"{mapping.spec.object} {mapping.spec.operation}")
+    warnings = unknown_path_warnings(mappings.mappings)
+    _fail_if_strict(warnings, strict)
+    _print_warnings(warnings)
     if remote:
         _check_remote(settings, mappings)
+
+
+def _fail_if_strict(unknown_paths: list[str], strict: bool) -> None:
+    if strict and unknown_paths:
+        raise click.ClickException(f"{len(unknown_paths)} payload path(s) in no sample nor Okendo's documented "
+                                   "fields (--strict):\n" + "\n".join(f"  {line}" for line in unknown_paths))
+
+
+def _print_warnings(unknown_paths: list[str]) -> None:
+    # On stderr: `preview` prints its JSON on stdout.
+    for line in unknown_paths:
+        click.echo(f"warning: {line}", err=True)
 
 
 def _check_remote(settings: Settings, mappings: MappingSet) -> None:
@@ -149,12 +169,15 @@ def setup_hubspot(ctx: Context, yes: bool) -> None:
 @main.command()
 @click.argument("event_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--mapping", "mapping_name", help="Only this mapping.")
+@click.option("--strict", is_flag=True, help=_STRICT_HELP + " Paths in EVENT_FILE count as known.")
 @pass_context
-def preview(ctx: Context, event_file: Path, mapping_name: str | None) -> None:
+def preview(ctx: Context, event_file: Path, mapping_name: str | None, strict: bool) -> None:
     """Print, as JSON, the operations each destination would perform for EVENT_FILE.
 
     EVENT_FILE is an Okendo webhook body. No network call is made.
     """
+    from connector.mapping.path_check import unknown_path_warnings
+    from connector.okendo import event_name as okendo_event_name
     from connector.receiver.envelope import classify
 
     settings = ctx.settings()
@@ -167,10 +190,17 @@ def preview(ctx: Context, event_file: Path, mapping_name: str | None) -> None:
     envelope = classify(body)
     if envelope.state != "received":
         raise click.ClickException(f"{event_file}: the connector would store this event as {envelope.state}: {envelope.reason}")
-    outcomes = mappings.plan(json.loads(body), only=mapping_name)
+    document = json.loads(body)
+    event_name = okendo_event_name(str(envelope.resource_type), str(envelope.topic))
+    previewed = [mapping for mapping in mappings.mappings
+                 if mapping.handles(event_name) and mapping_name in (None, mapping.name)]
+    warnings = unknown_path_warnings(previewed, document, str(event_file))
+    _fail_if_strict(warnings, strict)
+    outcomes = mappings.plan(document, only=mapping_name)
     click.echo(json.dumps([outcome.to_json() for outcome in outcomes], indent=2, ensure_ascii=False))
     if not outcomes:
-        click.echo(f"no enabled mapping handles {envelope.resource_type}.{envelope.topic}", err=True)
+        click.echo(f"no enabled mapping handles {event_name}", err=True)
+    _print_warnings(warnings)
 
 
 @main.group()
