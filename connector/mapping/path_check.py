@@ -18,6 +18,8 @@ from functools import cache
 from typing import Any
 
 from connector import okendo
+# `_scope` is how the engine turns a webhook body into what expressions see: known paths come from it,
+# so they follow whatever it puts in scope (the `event` names included).
 from connector.mapping.engine import CompiledMapping, _scope
 from connector.mapping.loader import KNOWN_EVENTS
 from connector.mapping.paths import ITEMS, ROOTS, Path, parse, reads, shown
