@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from connector import okendo
+from connector.mapping.control_characters import strip_from_value
 from connector.mapping.expressions import EvaluationError, Evaluator, plain
 from connector.mapping.operations import (
     FAILED,
@@ -73,6 +74,26 @@ def _identifier(value: Any, where: str) -> str | None:
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise EvaluationError(f"{where}: expected text or a number, got {type(value).__name__}")
     return str(value)
+
+
+def _without_control_characters(value: Any, what: str, warnings: list[str]) -> Any:
+    """The value with control characters stripped from its text; a warning names `what` and how many went.
+
+    A text made of control characters only has no value (None), so it is left
+    out rather than blanking the CRM property.
+    """
+    cleaned, removed = strip_from_value(value)
+    if removed:
+        warnings.append(f"{what}: removed {removed} control character(s)")
+        if cleaned == "":
+            return None
+    return cleaned
+
+
+def _key_text(value: Any, where: str, what: str, warnings: list[str]) -> str | None:
+    """A key value as text without control characters; None when missing or empty."""
+    text = _identifier(value, where)
+    return None if text is None else _without_control_characters(text, what, warnings)
 
 
 def _scope(document: Mapping[str, Any], lookups: Mapping[str, Any]) -> dict[str, Any]:
@@ -177,7 +198,7 @@ class MappingSet:
 
         key = None
         if spec.key is not None and mapping.key_value is not None:
-            key_value = _identifier(mapping.key_value(scope), "key.value")
+            key_value = _key_text(mapping.key_value(scope), "key.value", f"key {spec.key.field}", warnings)
             if key_value is not None:
                 key = RecordKey(spec.key.field, key_value)
             elif spec.operation == "upsert":
@@ -193,6 +214,8 @@ class MappingSet:
                 value = plain(field.evaluate(scope), where)
             except EvaluationError as error:
                 raise EvaluationError(f"{where}: {error}") from None
+            # Before max_length, so the cut counts only characters that are kept.
+            value = _without_control_characters(value, f"field {field.name}", warnings)
             if isinstance(value, str) and field.spec.max_length is not None:
                 value = value[: field.spec.max_length]
             if field.spec.template is not None and isinstance(value, str) and not value.strip():
@@ -209,7 +232,7 @@ class MappingSet:
 
         associations = []
         for position, association in enumerate(mapping.associations):
-            reference = self._association(association, scope, f"associations.{position}")
+            reference = self._association(association, scope, f"associations.{position}", warnings)
             if reference is not None:
                 associations.append(reference)
                 continue
@@ -230,11 +253,14 @@ class MappingSet:
         )
 
     @staticmethod
-    def _association(association: CompiledAssociation, scope: dict[str, Any], where: str) -> AssociationRef | None:
+    def _association(
+        association: CompiledAssociation, scope: dict[str, Any], where: str, warnings: list[str]
+    ) -> AssociationRef | None:
         spec = association.spec
         key = source = None
         if spec.key is not None and association.key_value is not None:
-            value = _identifier(association.key_value(scope), f"{where}.key.value")
+            what = f"association to {spec.to} (key {spec.key.field})"
+            value = _key_text(association.key_value(scope), f"{where}.key.value", what, warnings)
             key = RecordKey(spec.key.field, value) if value is not None else None
         if spec.source is not None and association.source_id is not None:
             source_id = _identifier(association.source_id(scope), f"{where}.source.id")
