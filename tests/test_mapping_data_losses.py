@@ -1,5 +1,6 @@
 """Okendo data the shipped mappings used to lose on the way to the CRMs, planned and delivered.
 
+- a survey answer's own words (`customAnswer`, beside a choice such as "Other");
 - text carrying U+0000 or other control characters, which went through unchanged.
 
 Payloads are the shipped samples, changed here in the test (the samples stay copies of
@@ -21,6 +22,7 @@ from connector.destinations.hubspot import HubSpotDestination
 from connector.destinations.ratelimit import RateLimiter
 from connector.destinations.salesforce import SalesforceDestination
 from connector.mapping.engine import MappingSet
+from connector.mapping.expressions import compile_expression, plain
 from connector.mapping.loader import load_mappings
 from connector.mapping.operations import Outcome
 from connector.samples import sample_bytes
@@ -30,7 +32,11 @@ from tests.emulators.salesforce import SalesforceEmulator, tls_for_tests
 
 MAPPINGS = shipped_mappings()
 HARRIET = "harriet.quill@example.com"
+OMAR = "omar.lindqvist@example.org"
 REVIEW = "30087cea-f3ab-40c4-9bf9-dd72e8285b6d"
+SURVEY = "2a2d408e-bbf4-494a-b29b-08ae3914f1a7"
+HEARD = "How did you hear about us?"
+NPS = "How likely are you to recommend us to a friend?"
 
 
 def sample(name: str) -> dict:
@@ -50,6 +56,12 @@ def works_from(document: dict, destination: str) -> list[Work]:
     """The ready operations of one event for one CRM, as the worker hands them to it."""
     outcomes = [o for o in MAPPINGS.plan(document) if o.destination == destination and o.status == "ready"]
     return [Work(number, outcome.operation, 0) for number, outcome in enumerate(outcomes, start=1)]
+
+
+def survey_with_other_answer(custom: str = "my own words") -> dict:
+    document = sample("survey_response.create")
+    document["resource"]["answeredQuestions"][0].update(answer="Other", customAnswer=custom)
+    return document
 
 
 # --- the two emulated CRMs -------------------------------------------------------------------------
@@ -118,6 +130,61 @@ def note_body(emulator: HubSpotEmulator, source: str) -> str:
     note = emulator.find("notes", okendo_source_key=source)
     assert note is not None, f"no note for {source}"
     return note["properties"]["hs_note_body"]
+
+
+# --- (a) a survey answer's own words -----------------------------------------------------------------
+
+
+def test_an_other_answer_keeps_the_shoppers_words_in_both_crms():
+    outcomes = outcomes_for(survey_with_other_answer())
+    note = ready_properties(outcomes["hubspot_survey_response_note"])["hs_note_body"]
+    assert f"<li>{HEARD}: Other: my own words</li><li>{NPS}: 9</li>" in note
+    answers = ready_properties(outcomes["salesforce_survey_response"])["Answers__c"]
+    assert answers == f"{HEARD}: Other: my own words\n{NPS}: 9"
+
+
+def test_the_shoppers_words_are_escaped_in_the_hubspot_note():
+    outcomes = outcomes_for(survey_with_other_answer('a <b>friend</b> & "family"'))
+    note = ready_properties(outcomes["hubspot_survey_response_note"])["hs_note_body"]
+    assert f"<li>{HEARD}: Other: a &lt;b&gt;friend&lt;/b&gt; &amp; &#34;family&#34;</li>" in note
+    answers = ready_properties(outcomes["salesforce_survey_response"])["Answers__c"]
+    assert answers.startswith(f'{HEARD}: Other: a <b>friend</b> & "family"\n')
+
+
+@pytest.mark.parametrize("question,expected", [
+    ({"answer": "Other", "customAnswer": "my own words"}, "Other: my own words"),
+    # Several choices: the words go beside their own option, wherever it is in the list.
+    ({"answer": ["Other", "Podcast"], "customAnswer": "a friend", "customAnswerOptionText": "Other"},
+     "Other: a friend, Podcast"),
+    ({"answer": ["Podcast", "Something else"], "customAnswer": "a friend"}, "Podcast, Something else: a friend"),
+    # No choice sent: the option's own label, else the words alone.
+    ({"customAnswer": "a friend", "customAnswerOptionText": "Other"}, "Other: a friend"),
+    ({"answer": None, "customAnswer": "a friend"}, "a friend"),
+    # The words already are the answer: said once.
+    ({"answer": {"type": "other", "value": "A friend"}, "customAnswer": "A friend"}, "A friend"),
+    # Without words, the answer as `as_text` shows it.
+    ({"answer": "Other", "customAnswer": "   "}, "Other"),
+    ({"answer": 9, "answerNpsCategory": "promoter"}, "9"),
+    ({"answer": ["Podcast", {"type": "other", "value": "A friend"}]}, "Podcast, A friend"),
+    ({"text": "unanswered"}, None),
+])
+def test_answer_text_filter(question, expected):
+    scope = {"resource": {"question": question}, "event": {}, "lookups": {}}
+    assert plain(compile_expression("resource.question | answer_text", {})(scope), "test") == expected
+
+
+def test_a_missing_question_gives_no_answer_text():
+    scope = {"resource": {}, "event": {}, "lookups": {}}
+    assert compile_expression("resource.question | answer_text", {})(scope) is None
+
+
+def test_the_shoppers_words_land_in_both_crms(hubspot_crm, hubspot, salesforce_crm, salesforce, links):
+    document = survey_with_other_answer()
+    deliver_all(hubspot, document, links)
+    deliver_all(salesforce, document, links)
+    assert f"<li>{HEARD}: Other: my own words</li>" in note_body(hubspot_crm, f"survey_response:{SURVEY}")
+    [record] = salesforce_crm.find("Okendo_Survey_Response__c", Okendo_Survey_Response_Id__c=SURVEY)
+    assert record["Answers__c"] == f"{HEARD}: Other: my own words\n{NPS}: 9"
 
 
 # --- (b) control characters --------------------------------------------------------------------------

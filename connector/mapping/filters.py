@@ -282,3 +282,42 @@ def as_text(value: Any) -> str | None:
 
 
 FILTERS["as_text"] = _null_safe(as_text)
+
+
+def answer_text(question: Any) -> str | None:
+    """A survey question's answer as text, with the shopper's own words kept.
+
+    A choice such as "Other" comes with the text the shopper typed in
+    `customAnswer`; without it the CRM would only ever read "Other". Anything
+    that is not a question object is shown as `as_text` shows it.
+    """
+    if not isinstance(question, Mapping):
+        return as_text(question)
+    answer = _present(question.get("answer"))
+    custom = _present(question.get("customAnswer"))
+    if custom is None:
+        return as_text(answer) if answer is not None else None
+    option = _present(question.get("customAnswerOptionText"))
+    return _with_custom_answer(answer, as_text(custom), as_text(option) if option is not None else None)
+
+
+def _present(value: Any) -> Any:
+    """None for a missing value and for text that is only whitespace."""
+    if is_missing(value) or (isinstance(value, str) and not value.strip()):
+        return None
+    return value
+
+
+def _with_custom_answer(answer: Any, custom: str, option: str | None) -> str:
+    """`Other: my own words`: the custom text beside the choice it belongs to."""
+    if isinstance(answer, (list, tuple)) and option is not None and option in answer:
+        # Several choices: the custom text goes beside its own option, wherever it is.
+        return join([f"{item}: {custom}" if item == option else as_text(item)
+                     for item in answer if not is_missing(item)])
+    chosen = as_text(answer) if answer is not None else option
+    if chosen is None or chosen == custom:
+        return custom  # nothing to put it beside, or Okendo already sent the text as the answer
+    return f"{chosen}: {custom}"
+
+
+FILTERS["answer_text"] = _null_safe(answer_text)
