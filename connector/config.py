@@ -124,6 +124,10 @@ class HubSpotDestinationConfig(_DestinationBase):
     # A note property holding "resourceType:id", so a create whose answer was
     # lost can be found again instead of duplicated. null switches it off.
     source_key_property: str | None = "okendo_source_key"
+    # HubSpot's search is eventually consistent: a note created a moment ago may not be found yet. A
+    # retried create whose earlier attempt may have reached HubSpot waits this long after that attempt
+    # before it concludes from an empty search that the note does not exist, and creates it.
+    search_settle_s: float = Field(60.0, ge=0, le=3600)
     property_group: str = "okendo"
     # Your HubSpot account id: the status page links records to app.hubspot.com with it.
     portal_id: str | None = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
@@ -33,6 +34,9 @@ class Work:
     delivery_id: int
     operation: Operation
     previous_attempts: int = 0  # > 0: an earlier attempt may have reached the CRM
+    # When an earlier attempt's writes, if it made any, were surely done (its answer, or its lease's end):
+    # what an eventually consistent search can see only some seconds later.
+    settled_after: datetime | None = None
 
 
 @dataclass

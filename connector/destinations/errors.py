@@ -64,6 +64,10 @@ HUBSPOT_RATE_POLICIES: dict[str, tuple[ErrorClass, float]] = {
 }
 
 
+# The code of a retried create that waits for a search index to catch up before creating again.
+AWAITING_SEARCH_INDEX = "AWAITING_SEARCH_INDEX"
+
+
 def classify_status(status: int | None) -> ErrorClass:
     """The class an HTTP status implies when the body says nothing more specific."""
     if status is None or status == 429 or status >= 500 or status == 408:

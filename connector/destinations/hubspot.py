@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import hubspot.crm.associations.v4 as associations_v4
@@ -35,6 +36,7 @@ from connector.destinations.base import (
     unknown_record,
 )
 from connector.destinations.errors import (
+    AWAITING_SEARCH_INDEX,
     HUBSPOT_RATE_POLICIES,
     DeliveryError,
     ErrorClass,
@@ -102,6 +104,13 @@ def record_error(error: Any) -> DeliveryError:
     category = getattr(error, "category", None)
     message = getattr(error, "message", None) or "HubSpot rejected this record"
     return DeliveryError(HUBSPOT_CATEGORIES.get(category, ErrorClass.PERMANENT), message, 207, category)
+
+
+def awaiting_search_index(seconds: float) -> DeliveryError:
+    return DeliveryError(ErrorClass.RETRY_SOON, "an earlier attempt may have created this record and its answer "
+                         "was lost; HubSpot's search does not show it yet, so the connector waits "
+                         f"{seconds:.0f} s more for the search index before creating it again",
+                         None, AWAITING_SEARCH_INDEX, retry_after=seconds)
 
 
 def errors_by_ref(response: Any) -> dict[str, DeliveryError]:
@@ -269,6 +278,9 @@ class HubSpotDestination(Destination):
                         known[work.operation.source] = found[work.operation.source]  # type: ignore[index]
                         to_create.remove((index, work))
                         to_update.append((index, work))
+                    elif work.previous_attempts and (wait := self._unsettled_for(work)) > 0:
+                        to_create.remove((index, work))
+                        results[index] = Result.failed(awaiting_search_index(wait))
         if to_update:
             self._update_ids(crm_object, [(i, w, known[w.operation.source]) for i, w in to_update],  # type: ignore[index]
                              results)
@@ -276,6 +288,13 @@ class HubSpotDestination(Destination):
                             links, results)
         if to_create:
             self._create(crm_object, to_create, links, results)
+
+    def _unsettled_for(self, work: Work) -> float:
+        """Seconds until an empty search proves that an earlier attempt created nothing."""
+        if work.settled_after is None:
+            return 0.0
+        settled = work.settled_after + timedelta(seconds=self.config.search_settle_s)
+        return max((settled - datetime.now(UTC)).total_seconds(), 0.0)
 
     def _create(self, crm_object: str, items: list[tuple[int, Work]], links: LinkStore,
                 results: list[Result | None]) -> None:
@@ -429,17 +448,21 @@ class HubSpotDestination(Destination):
                 if (found.get(value) or found.get(value.lower()))}
 
     def _search_by_source_key(self, crm_object: str, sources: list[SourceRef]) -> dict[SourceRef, str]:
+        """Records already holding these source keys. Search matches `IN` string values only in lower
+        case (https://developers.hubspot.com/docs/api-reference/search/guide): Okendo ids may not be."""
         key_property = self.config.source_key_property
         found: dict[SourceRef, str] = {}
-        keys = {source_key(source): source for source in sources}
-        body = {"filterGroups": [{"filters": [{"propertyName": key_property, "operator": "IN",
-                                               "values": list(keys)}]}],
-                "properties": [key_property], "limit": 100}
-        response = self._call(self._search.do_search_with_http_info, crm_object, body)
-        for record in getattr(response, "results", None) or []:
-            value = (record.properties or {}).get(key_property)
-            if value in keys:
-                found[keys[value]] = str(record.id)
+        keys = {source_key(source).lower(): source for source in sources}
+        values = list(keys)
+        for start in range(0, len(values), 100):  # IN takes at most 100 values
+            body = {"filterGroups": [{"filters": [{"propertyName": key_property, "operator": "IN",
+                                                   "values": values[start:start + 100]}]}],
+                    "properties": [key_property], "limit": 200}
+            response = self._call(self._search.do_search_with_http_info, crm_object, body)
+            for record in getattr(response, "results", None) or []:
+                value = str((record.properties or {}).get(key_property) or "").lower()
+                if value in keys:
+                    found[keys[value]] = str(record.id)
         return found
 
     def _resolve_targets(self, items: list[tuple[int, Work]], links: LinkStore,

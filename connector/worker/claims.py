@@ -41,6 +41,9 @@ class Claimed:
     previous_attempts: int  # attempts before this claim (since the last replay): they count toward the maximum
     created_at: datetime  # when the retry schedule started: the delivery's creation, or its last replay
     replayed: bool = False  # replayed: tries before the replay may have reached the CRM too
+    # When the lease of a worker that died during an earlier try ran out (None: no try was abandoned):
+    # until then, that try may still have written to the CRM.
+    abandoned_lease_until: datetime | None = None
 
     @property
     def tried_before(self) -> bool:
@@ -63,7 +66,8 @@ def claim(engine: Engine, owner: str, limit: int, lease_s: float, now: datetime 
                or_(d.c.next_attempt_at.is_(None), d.c.next_attempt_at <= now),
                or_(d.c.lease_expires_at.is_(None), d.c.lease_expires_at <= now))
     columns = (d.c.id, d.c.event_id, d.c.mapping, d.c.destination, d.c.resource_type, d.c.resource_id,
-               d.c.sequence_key, d.c.position, d.c.attempts, d.c.created_at, d.c.target_key, d.c.replayed_at)
+               d.c.sequence_key, d.c.position, d.c.attempts, d.c.created_at, d.c.target_key, d.c.replayed_at,
+               d.c.lease_expires_at)
     window = limit * 4
     held = (select(d.c.destination, d.c.resource_type, d.c.resource_id, d.c.target_key).distinct()
             .where(d.c.lease_expires_at > now, d.c.state.in_(DeliveryState.DUE)))
@@ -98,7 +102,7 @@ def claim(engine: Engine, owner: str, limit: int, lease_s: float, now: datetime 
                     attempts=d.c.attempts + 1, updated_at=now))
     return [Claimed(row.id, row.event_id, row.mapping, row.destination, row.resource_type, row.resource_id,
                     row.sequence_key, row.position, row.attempts, row.replayed_at or row.created_at,
-                    row.replayed_at is not None) for row in chosen]
+                    row.replayed_at is not None, row.lease_expires_at) for row in chosen]
 
 
 # How many kinds (oldest first) a claim looks at before taking a mixed batch.

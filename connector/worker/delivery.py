@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, insert, select, update
+from sqlalchemy import Engine, bindparam, func, insert, select, update
 from sqlalchemy.exc import OperationalError
 
 from connector import metrics
 from connector.config import WorkerConfig
 from connector.destinations.base import OK, SKIPPED, Destination, Result, Work
-from connector.destinations.errors import DeliveryError, ErrorClass
+from connector.destinations.errors import AWAITING_SEARCH_INDEX, DeliveryError, ErrorClass
 from connector.ledger.database import write_transaction
 from connector.ledger.links import LedgerLinks
 from connector.ledger.models import Delivery, DeliveryAttempt, DeliveryState, Event, utcnow
@@ -83,6 +83,7 @@ class BatchProcessor:
         with self.engine.connect() as connection:
             versions = ordering.load(connection, resources)  # type: ignore[arg-type]
 
+        unanswered = self._unanswered_since(claimed)
         finished: list[Finished] = []
         works: dict[str, list[tuple[Claimed, Work, dict[str, Any]]]] = {}
         for item in claimed:
@@ -110,7 +111,8 @@ class BatchProcessor:
                 finished.append(Finished(item, DeliveryState.STALE, "stale", stale, operation=operation_json))
                 continue
             works.setdefault(item.destination, []).append(
-                (item, Work(item.id, outcome.operation, 1 if item.tried_before else 0), operation_json))  # type: ignore[arg-type]
+                (item, Work(item.id, outcome.operation, 1 if item.tried_before else 0,  # type: ignore[arg-type]
+                            unanswered.get(item.id)), operation_json))
 
         self._record(finished, versions, events)
         left_over: list[int] = []
@@ -230,6 +232,27 @@ class BatchProcessor:
                            "message_id": facts.message_id if facts else None, "destination": item.destination,
                            "mapping": item.mapping, "outcome": f.outcome, "http_status": f.http_status,
                            "crm_record_id": f.record_id, "duration_ms": f.duration_ms})
+
+    def _unanswered_since(self, claimed: list[Claimed]) -> dict[int, datetime]:
+        """For deliveries whose earlier try got no answer from the CRM (a timeout, a dropped connection,
+        a worker that died), when that try was surely over: a create it sent may have been applied, and
+        a search can show it only some seconds later. A try that got any HTTP answer applied nothing
+        the connector did not hear about."""
+        since = {item.id: item.abandoned_lease_until for item in claimed if item.abandoned_lease_until is not None}
+        retried = [item.id for item in claimed if item.tried_before]
+        if not retried:
+            return since
+        a = _attempts
+        parked = f"{ErrorClass.RETRY_SOON.value} {AWAITING_SEARCH_INDEX}%"  # a wait for the index, not a try
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(a.c.delivery_id, func.max(a.c.started_at)).where(
+                    a.c.delivery_id.in_(retried), a.c.http_status.is_(None), a.c.error_class == ErrorClass.RETRY_SOON.value,
+                    a.c.outcome.in_(("retry", "dead")), a.c.error.not_like(parked))
+                .group_by(a.c.delivery_id)).all()
+        for delivery_id, started_at in rows:
+            since[delivery_id] = max(started_at, since.get(delivery_id, started_at))
+        return since
 
     def _load_events(self, ids: set[int]) -> dict[int, EventFacts]:
         if not ids:

@@ -417,6 +417,10 @@ class HubSpotEmulator(Emulator):
         """Close the connection without answering (REFERENCE §5.1); nothing is applied."""
         return self.fail(method=method, path=path, drop=True, times=times, name="drop")
 
+    def fail_lost_answer(self, path: str | None = None, times: int = 1, *, method: str | None = None) -> Fault:
+        """Apply the request, then close the connection: the change is made, its answer never arrives."""
+        return self.fail(method=method, path=path, drop_after=True, times=times, name="lost_answer")
+
     # --- auth, rate limits, headers (base.py hooks) ----------------------------------------------
 
     def authorize(self, request: Request) -> Reply | None:

@@ -1,0 +1,112 @@
+"""A create whose answer was lost never makes a second CRM record (issue 12, item 2).
+
+The emulators apply the request and then drop the connection, as a network cut or a killed
+worker does. HubSpot's search matches `IN` string values only in lower case and lags behind
+writes (it is eventually consistent: https://developers.hubspot.com/docs/api-reference/search/guide);
+the HubSpot emulator does both. Salesforce's SOQL sees a committed record at once.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import timedelta
+
+import pytest
+
+from connector.destinations.base import OK, Work
+from connector.destinations.errors import ErrorClass
+from connector.ledger.models import utcnow
+from connector.samples import sample_bytes
+from tests.crm import deliver, works_for
+from tests.test_destination_hubspot import MAPPINGS, emulator, emulator_server, hubspot, links  # noqa: F401
+from tests.test_destination_hubspot import make_destination
+from tests.test_worker import delivery, drain, ingest, make_settings, states  # noqa: F401
+from connector.ledger import create_ledger_engine
+from connector.ledger.migrate import upgrade
+
+UPPER_IDS = [f"Rev-{n}-ABCdef" for n in range(10)]
+
+
+def review(review_id: str, sequence: int) -> dict:
+    document = json.loads(sample_bytes("review.create"))
+    document["sequenceNumber"] = str(sequence)
+    document["resource"]["reviewId"] = review_id
+    return document
+
+
+def note_works(review_ids: list[str], previous_attempts: int = 0, settled_after=None) -> list[Work]:
+    works = []
+    for number, review_id in enumerate(review_ids):
+        [note] = MAPPINGS_WORKS(review_id)
+        works.append(Work(number, note.operation, previous_attempts, settled_after))
+    return works
+
+
+def MAPPINGS_WORKS(review_id: str) -> list[Work]:  # noqa: N802 - the note work of one review
+    return [w for w in _plan(review(review_id, 1)) if w.operation.object == "notes"]
+
+
+def _plan(document: dict) -> list[Work]:
+    return [Work(1, o.operation) for o in MAPPINGS.plan(document) if o.destination == "hubspot" and o.status == "ready"]
+
+
+def test_a_lost_note_create_with_upper_case_ids_is_found_not_created_again(emulator, hubspot, links):
+    deliver(hubspot, [w for w in _plan(review(UPPER_IDS[0], 1)) if w.operation.object == "contacts"], links)
+    emulator.fail_lost_answer(path="/notes/batch/create")
+    first = deliver(hubspot, note_works(UPPER_IDS), links)
+    assert all(r.error.error_class == ErrorClass.RETRY_SOON for r in first)
+    assert len(emulator.records("notes")) == 10  # HubSpot made them; the connector never heard
+    long_ago = utcnow() - timedelta(minutes=5)
+    second = deliver(hubspot, note_works(UPPER_IDS, previous_attempts=1, settled_after=long_ago), links)
+    assert [r.status for r in second] == [OK] * 10
+    assert len(emulator.records("notes")) == 10
+    assert len(emulator.calls("POST", "/notes/batch/create")) == 1
+
+
+def test_while_search_lags_a_retried_create_waits_instead_of_creating_again(emulator, links):
+    hubspot = make_destination(emulator, search_settle_s=3)
+    hubspot.create_missing_properties(MAPPINGS)
+    deliver(hubspot, [w for w in _plan(review(UPPER_IDS[0], 1)) if w.operation.object == "contacts"], links)
+    emulator.search_lag = 2.0
+    emulator.fail_lost_answer(path="/notes/batch/create")
+    first = deliver(hubspot, note_works(UPPER_IDS), links)
+    lost_at = utcnow()
+    assert all(r.status == "failed" for r in first)
+    parked = deliver(hubspot, note_works(UPPER_IDS, previous_attempts=1, settled_after=lost_at), links)
+    assert all(r.error.code == "AWAITING_SEARCH_INDEX" and 0 < r.error.retry_after <= 3 for r in parked)
+    assert len(emulator.records("notes")) == 10 and len(emulator.calls("POST", "/notes/batch/create")) == 1
+    time.sleep(3.1)
+    found = deliver(hubspot, note_works(UPPER_IDS, previous_attempts=2, settled_after=lost_at), links)
+    assert [r.status for r in found] == [OK] * 10
+    assert len(emulator.records("notes")) == 10 and len(emulator.calls("POST", "/notes/batch/create")) == 1
+
+
+@pytest.fixture
+def lagging(db_url, crms):
+    crms.hubspot.search_lag = 10.0
+    settings = make_settings(db_url, crms)
+    settings.destinations["hubspot"].search_settle_s = 12.0
+    engine = create_ledger_engine(settings)
+    upgrade(engine)
+    yield settings, engine
+    engine.dispose()
+
+
+def test_lost_answers_with_a_ten_second_search_lag_make_exactly_one_note_each(lagging, crms):
+    settings, engine = lagging
+    for number, review_id in enumerate(UPPER_IDS):
+        ingest(engine, review(review_id, 100 + number))
+    crms.hubspot.fail_lost_answer(path="/notes/batch/create")
+    crms.salesforce.fail_lost_answer(path="/composite/sobjects$", method="POST")
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline:
+        drain(settings, engine, rounds=40)
+        if states(engine) == {"delivered": 40}:
+            break
+        time.sleep(0.5)
+    assert states(engine) == {"delivered": 40}
+    notes = crms.hubspot.records("notes")
+    assert sorted(n["properties"]["okendo_source_key"] for n in notes) == sorted(f"review:{i}" for i in UPPER_IDS)
+    # Salesforce: the Contact whose create answer was lost is found by SOQL, not created again.
+    assert len(crms.salesforce.records("Contact")) == 1
