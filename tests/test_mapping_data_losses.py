@@ -1,7 +1,8 @@
 """Okendo data the shipped mappings used to lose on the way to the CRMs, planned and delivered.
 
 - a survey answer's own words (`customAnswer`, beside a choice such as "Other");
-- text carrying U+0000 or other control characters, which went through unchanged.
+- text carrying U+0000 or other control characters, which went through unchanged;
+- a review's `containsProfanity` flag, which no mapping wrote.
 
 Payloads are the shipped samples, changed here in the test (the samples stay copies of
 Okendo's reference material).
@@ -278,3 +279,45 @@ def test_stripped_text_lands_in_both_crms(hubspot_crm, hubspot, salesforce_crm, 
     assert review["Body__c"] == CLEAN_BODY
     [contact] = salesforce_crm.find("Contact", Email=HARRIET)
     assert review["Contact__c"] == contact["Id"]
+
+
+# --- (c) containsProfanity --------------------------------------------------------------------------
+
+FLAG = "<p><em>Flagged by Okendo: contains profanity.</em></p>"
+
+
+def review_flagged(flag: Any) -> dict[str, Outcome]:
+    """The review sample's outcomes with `containsProfanity` set to `flag` (left out when None)."""
+    document = sample("review.create")
+    document["resource"].pop("containsProfanity")
+    if flag is not None:
+        document["resource"]["containsProfanity"] = flag
+    return outcomes_for(document)
+
+
+@pytest.mark.parametrize("flagged", [True, False])
+def test_contains_profanity_is_mapped_to_both_crms(flagged):
+    outcomes = review_flagged(flagged)
+    assert ready_properties(outcomes["salesforce_review"])["Contains_Profanity__c"] is flagged
+    body = ready_properties(outcomes["hubspot_review_note"])["hs_note_body"]
+    assert (FLAG in body) is flagged
+    if flagged:  # right under the heading, where a reader sees it first
+        assert body.startswith(f"<p><strong>Okendo review: 4/5 (Good)</strong> for Merino Crew Sweater - Oatmeal</p>{FLAG}")
+
+
+def test_the_checkbox_is_written_only_when_okendo_sends_the_flag():
+    written = {flag: ready_properties(review_flagged(flag)["salesforce_review"]).get("Contains_Profanity__c", "absent")
+               for flag in (True, None)}
+    assert written == {True: True, None: "absent"}  # a review without the flag leaves the checkbox as it is
+
+
+def test_a_flagged_review_lands_flagged_in_both_crms(hubspot_crm, hubspot, salesforce_crm, salesforce, links):
+    document = sample("review.create")
+    document["resource"]["containsProfanity"] = True
+    deliver_all(hubspot, document, links)
+    deliver_all(salesforce, document, links)
+
+    assert FLAG in note_body(hubspot_crm, f"review:{REVIEW}")
+    [review] = salesforce_crm.find("Okendo_Review__c", Okendo_Review_Id__c=REVIEW)
+    assert review["Contains_Profanity__c"] is True
+    assert salesforce.check_remote(MAPPINGS) == []  # the field is one the shipped mappings declare and write

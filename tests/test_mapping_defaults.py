@@ -116,7 +116,8 @@ def test_review_create_and_update(mappings, sample):
         "Body__c": "Warm without being bulky. The cuffs stretched a little after a month but it still looks great.",
         "Product_Id__c": "7301559844912", "Product_Name__c": "Merino Crew Sweater - Oatmeal",
         "Reviewer_Name__c": "Harriet Quill", "Reviewer_Email__c": HARRIET, "Is_Recommended__c": True,
-        "Verified_Buyer__c": True, "Order_Number__c": "#1042", "Review_Date__c": "2025-11-03T09:14:22.518Z",
+        "Verified_Buyer__c": True, "Contains_Profanity__c": False, "Order_Number__c": "#1042",
+        "Review_Date__c": "2025-11-03T09:14:22.518Z",
     }
     if sample == "review.update":
         review["Reply__c"] = "Thanks Harriet! Our care guide has tips on keeping cuffs in shape."

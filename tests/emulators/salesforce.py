@@ -241,8 +241,8 @@ DEFAULT_SCHEMA: dict[str, dict[str, dict[str, Any]]] = {
         "Rating__c": {"type": "double"}, "Title__c": _text(255), "Body__c": _LONG,
         "Product_Id__c": _text(64), "Product_Name__c": _text(255), "Reviewer_Name__c": _text(255),
         "Reviewer_Email__c": {"type": "email", "length": 80}, "Is_Recommended__c": {"type": "boolean"},
-        "Verified_Buyer__c": {"type": "boolean"}, "Reply__c": _LONG, "Order_Number__c": _text(32),
-        "Review_Date__c": {"type": "datetime"},
+        "Verified_Buyer__c": {"type": "boolean"}, "Contains_Profanity__c": {"type": "boolean"},
+        "Reply__c": _LONG, "Order_Number__c": _text(32), "Review_Date__c": {"type": "datetime"},
     },
     "Okendo_Loyalty_Transaction__c": {
         "Name": _text(80), "Okendo_Transaction_Id__c": _text(64, **_EXT), "Contact__c": _CONTACT_REF,
@@ -489,10 +489,6 @@ class SalesforceEmulator(Emulator):
         return self.fail(method=method, path=path or DATA_PATH, status=status, times=times,
                          body=[{"message": message, "errorCode": error_code}], headers=dict(headers or {}),
                          name=error_code)
-
-    def fail_lost_answer(self, path: str | None = None, times: int = 1, *, method: str | None = None) -> Fault:
-        """Apply the request, then close the connection: the change is made, its answer never arrives."""
-        return self.fail(method=method, path=path, drop_after=True, times=times, name="lost_answer")
 
     def fail_expired_session(self, times: int = 1, path: str | None = None) -> Fault:
         return self.fail_status(401, "INVALID_SESSION_ID", "Session expired or invalid", times=times, path=path)
