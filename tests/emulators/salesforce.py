@@ -490,6 +490,10 @@ class SalesforceEmulator(Emulator):
                          body=[{"message": message, "errorCode": error_code}], headers=dict(headers or {}),
                          name=error_code)
 
+    def fail_lost_answer(self, path: str | None = None, times: int = 1, *, method: str | None = None) -> Fault:
+        """Apply the request, then close the connection: the change is made, its answer never arrives."""
+        return self.fail(method=method, path=path, drop_after=True, times=times, name="lost_answer")
+
     def fail_expired_session(self, times: int = 1, path: str | None = None) -> Fault:
         return self.fail_status(401, "INVALID_SESSION_ID", "Session expired or invalid", times=times, path=path)
 
