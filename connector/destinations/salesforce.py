@@ -10,6 +10,7 @@ through the destination's concurrency cap.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+import threading
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -32,20 +33,37 @@ from connector.destinations.base import (
     target_missing,
     unknown_record,
 )
-from connector.destinations.errors import SALESFORCE_CODES, DeliveryError, ErrorClass, classify_status
+from connector.destinations.errors import (
+    SALESFORCE_CODES,
+    DeliveryError,
+    ErrorClass,
+    classify_status,
+    parse_retry_after,
+)
 from connector.destinations.ratelimit import shared_limiter
 from connector.destinations.salesforce_auth import PROVIDERS, Token, TokenProvider
 from connector.mapping.engine import MappingSet
 
 
 class _TimeoutSession(requests.Session):
+    """Every request with a timeout (the library's write calls take none), and the Retry-After of the
+    last answer this thread got: simple-salesforce's exceptions keep the body but not the headers."""
+
     def __init__(self, timeout: tuple[float, float]):
         super().__init__()
         self._timeout = timeout
+        self._last = threading.local()
 
     def request(self, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         kwargs.setdefault("timeout", self._timeout)
-        return super().request(*args, **kwargs)
+        self._last.retry_after = None
+        response = super().request(*args, **kwargs)
+        self._last.retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        return response
+
+    @property
+    def last_retry_after(self) -> float | None:
+        return getattr(self._last, "retry_after", None)
 
 
 def _first_error(content: Any) -> dict[str, Any]:
@@ -128,9 +146,18 @@ class SalesforceDestination(Destination):
                     failure.message = f"still refused after one re-authentication: {failure.message}"
                 raise failure from error
 
-        return call_with_retries(call, classify, self.limiter, attempts=self.config.retry_attempts,
+        return call_with_retries(call, self._classify, self.limiter, attempts=self.config.retry_attempts,
                                  max_wait=self.config.max_retry_wait_s, idempotent=idempotent,
                                  destination=self.name)
+
+    def _classify(self, error: BaseException) -> DeliveryError:
+        """`classify`, with the Retry-After the answer carried (Salesforce sends it on some 503s)."""
+        failure = classify(error)
+        if isinstance(error, SalesforceError) and self._sf is not None:
+            retry_after = self._sf.session.last_retry_after  # type: ignore[attr-defined]
+            if retry_after is not None:
+                failure.retry_after = retry_after
+        return failure
 
     def _with_usage(self, make: Callable[[Salesforce], Any], token: Token) -> Any:
         client = self._client(token)
