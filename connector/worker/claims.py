@@ -44,6 +44,9 @@ class Claimed:
     # When the lease of a worker that died during an earlier try ran out (None: no try was abandoned):
     # until then, that try may still have written to the CRM.
     abandoned_lease_until: datetime | None = None
+    # The sequence of a newer event of this resource waiting for the same mapping: that one is sent
+    # instead, and this one ends stale without a CRM call.
+    superseded_by: str | None = None
 
     @property
     def tried_before(self) -> bool:
@@ -85,15 +88,16 @@ def claim(engine: Engine, owner: str, limit: int, lease_s: float, now: datetime 
                 busy_targets.add((row.destination, row.target_key))
         chosen: list = []
         kinds = list(dict.fromkeys((row.destination, row.mapping) for row in oldest))
+        superseded: dict[int, str] = {}
         for destination, mapping in kinds[:_KINDS_TRIED]:
             candidates = _select_due(connection, select(*columns).where(
                 due, d.c.destination == destination, d.c.mapping == mapping)
                 .order_by(d.c.next_attempt_at, d.c.id).limit(window))
-            chosen = _in_order(connection, candidates, busy_resources, busy_targets, limit)
+            chosen = _in_order(connection, candidates, busy_resources, busy_targets, limit, superseded)
             if chosen:
                 break
         if not chosen:  # every kind tried waits for another: take what is free across kinds
-            chosen = _in_order(connection, oldest, busy_resources, busy_targets, limit)
+            chosen = _in_order(connection, oldest, busy_resources, busy_targets, limit, superseded)
         if not chosen:
             return []
         connection.execute(
@@ -102,7 +106,7 @@ def claim(engine: Engine, owner: str, limit: int, lease_s: float, now: datetime 
                     attempts=d.c.attempts + 1, updated_at=now))
     return [Claimed(row.id, row.event_id, row.mapping, row.destination, row.resource_type, row.resource_id,
                     row.sequence_key, row.position, row.attempts, row.replayed_at or row.created_at,
-                    row.replayed_at is not None, row.lease_expires_at) for row in chosen]
+                    row.replayed_at is not None, row.lease_expires_at, superseded.get(row.id)) for row in chosen]
 
 
 # How many kinds (oldest first) a claim looks at before taking a mixed batch.
@@ -116,8 +120,14 @@ def _select_due(connection: Connection, query) -> list:  # type: ignore[no-untyp
 
 
 def _in_order(connection: Connection, candidates: list, busy_resources: set[tuple], busy_targets: set[tuple],
-              limit: int) -> list:
-    """The candidates that may go now, in event and mapping order, at most `limit`."""
+              limit: int, superseded: dict[int, str]) -> list:
+    """The candidates that may go now, in event and mapping order, at most `limit`.
+
+    A candidate for which a newer event of its resource waits with a delivery of the same mapping is
+    superseded: it is still claimed, in its turn, so it ends stale and its event's other mappings go
+    on; the newer one writes the newest state, and the CRM never sees the older one (its workflows
+    would fire on a value about to be overwritten). `superseded` gets the newer sequence of each.
+    """
     free = [row for row in candidates if (row.destination, row.target_key) not in busy_targets
             and (row.destination, row.resource_type, row.resource_id) not in busy_resources]
     if not free:
@@ -130,17 +140,21 @@ def _in_order(connection: Connection, candidates: list, busy_resources: set[tupl
         event_ids = list({row.event_id for row in mine})
         for chunk in _chunks(resources):  # (destination, resource type, id): ix_deliveries_destination_resource
             open_rows += connection.execute(select(d.c.destination, d.c.resource_type, d.c.resource_id,
-                                                   d.c.sequence_key, d.c.event_id, d.c.position).where(
+                                                   d.c.sequence_key, d.c.event_id, d.c.position, d.c.mapping).where(
                 d.c.state.in_(DeliveryState.DUE), d.c.destination == destination,
                 tuple_(d.c.resource_type, d.c.resource_id).in_(chunk))).all()
         for chunk in _chunks(event_ids):
             open_rows += connection.execute(select(d.c.destination, d.c.resource_type, d.c.resource_id,
-                                                   d.c.sequence_key, d.c.event_id, d.c.position).where(
+                                                   d.c.sequence_key, d.c.event_id, d.c.position, d.c.mapping).where(
                 d.c.state.in_(DeliveryState.DUE), d.c.destination == destination, d.c.event_id.in_(chunk))).all()
     # The oldest open event of each resource, and the first open mapping of each event.
     lowest: dict[tuple, tuple[str, int]] = {}
+    newest: dict[tuple, tuple[str, int]] = {}  # per (destination, resource, mapping)
     first_position: dict[tuple[str, int], int] = {}
     for row in open_rows:
+        if row.resource_id is not None and row.sequence_key:
+            kind = (row.destination, row.resource_type, row.resource_id, row.mapping)
+            newest[kind] = max(newest.get(kind, ("", 0)), (row.sequence_key, row.event_id))
         resource = (row.destination, row.resource_type, row.resource_id)
         rank = (row.sequence_key or "", row.event_id)
         if row.resource_id is not None and (resource not in lowest or rank < lowest[resource]):
@@ -153,7 +167,12 @@ def _in_order(connection: Connection, candidates: list, busy_resources: set[tupl
                                                                                            row.event_id))
               and first_position.get((row.destination, row.event_id), row.position) == row.position]
     chosen.sort(key=lambda row: (row.event_id, row.position))
-    return chosen[:limit]
+    chosen = chosen[:limit]
+    for row in chosen:
+        newer = newest.get((row.destination, row.resource_type, row.resource_id, row.mapping))
+        if row.sequence_key and newer is not None and newer > (row.sequence_key, row.event_id):
+            superseded[row.id] = newer[0]
+    return chosen
 
 
 def _chunks(values: list, size: int = 500):  # type: ignore[no-untyped-def]

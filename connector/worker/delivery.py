@@ -104,6 +104,12 @@ class BatchProcessor:
                 finished.append(Finished(item, DeliveryState.SKIPPED, "skipped", outcome.reason,
                                          operation=operation_json))
                 continue
+            if item.superseded_by is not None:
+                finished.append(Finished(item, DeliveryState.STALE, "stale",
+                                         f"superseded by sequence {int(item.superseded_by)} of the same "
+                                         f"{item.resource_type}, waiting for this mapping: only the newest state "
+                                         "is sent", operation=operation_json))
+                continue
             resource = (item.destination, item.resource_type, item.resource_id)
             stale = ordering.stale_reason(versions.get(resource), item.sequence_key,  # type: ignore[arg-type]
                                           facts.topic if facts else None)
