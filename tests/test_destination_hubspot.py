@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from collections.abc import Iterator
 
 import pytest
@@ -174,10 +175,19 @@ def test_update_and_delete_of_unknown_records_are_skipped_with_the_reason(emulat
     assert results[1].reason.endswith("; nothing to delete")
 
 
-def test_a_note_whose_contact_is_missing_waits_for_it(emulator, hubspot, links):
+def test_a_note_whose_contact_is_missing_creates_it_from_the_email(emulator, hubspot, links):
     note_work = [w for w in works_for(MAPPINGS, "hubspot", "review.create") if w.operation.object == "notes"]
     [result] = deliver(hubspot, note_work, links)
-    assert result.error.error_class == ErrorClass.RETRY_SOON
+    assert result.status == OK
+    contact = emulator.find("contacts", email=HARRIET)
+    assert ("contacts", contact["id"], 202) in emulator.associations("notes", result.record_id)
+
+
+def test_a_note_whose_association_waits_retries_until_its_contact_is_written(emulator, hubspot, links):
+    [note] = [w for w in works_for(MAPPINGS, "hubspot", "review.create") if w.operation.object == "notes"]
+    waiting = [replace(ref, if_missing="wait") for ref in note.operation.associations]
+    [result] = deliver(hubspot, [Work(1, replace(note.operation, associations=waiting))], links)
+    assert result.error.error_class == ErrorClass.RETRY_SOON and result.error.code == "ASSOCIATION_TARGET_MISSING"
     assert result.error.message.startswith("association target not found yet: contacts with email " + HARRIET)
     assert emulator.records("notes") == []
 

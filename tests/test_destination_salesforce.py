@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import ssl
 import threading
 from collections.abc import Iterator
@@ -174,9 +176,19 @@ def test_deletes_are_idempotent_and_unknown_records_are_skipped(emulator, salesf
     assert ("salesforce", "Okendo_Review__c", "review", REVIEW) not in [row[:4] for row in link_rows(links)]
 
 
-def test_a_lookup_whose_contact_is_missing_waits_for_it(emulator, salesforce, links):
+def test_a_lookup_whose_contact_is_missing_creates_it_from_the_email(emulator, salesforce, links):
     review = [w for w in works_for(MAPPINGS, "salesforce", "review.create") if w.operation.object == "Okendo_Review__c"]
     [result] = deliver(salesforce, review, links)
+    assert result.status == OK
+    [contact] = emulator.find("Contact", Email=HARRIET)
+    assert contact["LastName"] == "Quill"
+    assert one(emulator, "Okendo_Review__c", Okendo_Review_Id__c=REVIEW)["Contact__c"] == contact["Id"]
+
+
+def test_a_lookup_that_waits_retries_until_its_contact_is_written(emulator, salesforce, links):
+    [review] = [w for w in works_for(MAPPINGS, "salesforce", "review.create") if w.operation.object == "Okendo_Review__c"]
+    waiting = [replace(ref, if_missing="wait") for ref in review.operation.associations]
+    [result] = deliver(salesforce, [Work(1, replace(review.operation, associations=waiting))], links)
     assert (result.error.error_class, result.error.code) == (ErrorClass.RETRY_SOON, "ASSOCIATION_TARGET_MISSING")
     assert emulator.records("Okendo_Review__c") == []
 

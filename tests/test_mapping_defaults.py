@@ -41,28 +41,44 @@ def plan(mappings: MappingSet, sample: str) -> dict[str, dict]:
     return {outcome.mapping: outcome.to_json() for outcome in outcomes}
 
 
-def hubspot_contact_association(email: str | None, loyalty_customer: str | None = None) -> dict:
-    return {
+def hubspot_contact_association(email: str | None, loyalty_customer: str | None = None, *,
+                                customer: str | None = None, source_type: str = "loyalty_customer") -> dict:
+    """The association to the shopper's contact: found through the link table first (the member, then
+    the shopper), then by email; created from the email when none is found (`if_missing: create`)."""
+    association = {
         "to": "contacts",
         "key": {"field": "email", "value": email} if email else None,
-        "source": {"type": "loyalty_customer", "id": loyalty_customer} if loyalty_customer else None,
+        "source": {"type": source_type, "id": loyalty_customer} if loyalty_customer else None,
         "hubspot_type": 202,
         "field": None,
+        "if_missing": "create",
     }
+    if customer:
+        association["identities"] = [{"type": "customer", "id": customer}]
+    return association
 
 
-def salesforce_contact_association(email: str | None, loyalty_customer: str | None = None) -> dict:
-    return {
+def salesforce_contact_association(email: str | None, loyalty_customer: str | None = None, *,
+                                   customer: str | None = None, source_type: str = "loyalty_customer",
+                                   last_name: str | None = None) -> dict:
+    association = {
         "to": "Contact",
         "key": {"field": "Email", "value": email} if email else None,
-        "source": {"type": "loyalty_customer", "id": loyalty_customer} if loyalty_customer else None,
+        "source": {"type": source_type, "id": loyalty_customer} if loyalty_customer else None,
         "hubspot_type": None,
         "field": "Contact__c",
+        "if_missing": "create",
     }
+    if customer:
+        association["identities"] = [{"type": "customer", "id": customer}]
+    if last_name or email:
+        association["create_properties"] = {"LastName": last_name or email}
+    return association
 
 
-def ready(action, obj, source, key=None, properties=None, create_only=None, associations=None) -> dict:
-    return {
+def ready(action, obj, source, key=None, properties=None, create_only=None, associations=None,
+          identities=None) -> dict:
+    operation = {
         "object": obj,
         "action": action,
         "source": {"type": source[0], "id": source[1]},
@@ -71,6 +87,9 @@ def ready(action, obj, source, key=None, properties=None, create_only=None, asso
         "create_only_properties": create_only or {},
         "associations": associations or [],
     }
+    if identities:
+        operation["identities"] = [{"type": kind, "id": value} for kind, value in identities]
+    return operation
 
 
 def assert_ready(outcome: dict, expected_operation: dict, destination: str) -> None:
@@ -123,7 +142,7 @@ def test_review_create_and_update(mappings, sample):
         review["Reply__c"] = "Thanks Harriet! Our care guide has tips on keeping cuffs in shape."
     assert_ready(outcomes["salesforce_review"], ready(
         "upsert", "Okendo_Review__c", ("review", REVIEW), ("Okendo_Review_Id__c", REVIEW), review,
-        associations=[salesforce_contact_association(HARRIET)]), "salesforce")
+        associations=[salesforce_contact_association(HARRIET, last_name="Quill")]), "salesforce")
 
 
 def test_review_delete_archives_the_note_and_deletes_the_record(mappings):
@@ -146,12 +165,12 @@ def test_loyalty_customer_create_and_update(mappings, sample, birthday):
         "upsert", "contacts", source, ("email", HARRIET), {
             "email": HARRIET, "okendo_customer_id": OKENDO_CUSTOMER,
             "okendo_loyalty_customer_id": LOYALTY_CUSTOMER, "okendo_birthday": birthday,
-        }), "hubspot")
+        }, identities=[("customer", OKENDO_CUSTOMER)]), "hubspot")
     assert_ready(outcomes["salesforce_contact_from_loyalty_customer"], ready(
         "upsert", "Contact", source, ("Email", HARRIET), {
             "Email": HARRIET, "Okendo_Customer_Id__c": OKENDO_CUSTOMER,
             "Okendo_Loyalty_Customer_Id__c": LOYALTY_CUSTOMER, "Okendo_Birthday__c": birthday,
-        }, create_only={"LastName": HARRIET}), "salesforce")
+        }, create_only={"LastName": HARRIET}, identities=[("customer", OKENDO_CUSTOMER)]), "salesforce")
 
 
 def test_loyalty_customer_delete_without_email_updates_the_linked_contact(mappings):
@@ -204,7 +223,7 @@ def test_loyalty_transaction_create_and_update(mappings, sample):
     note = outcomes["hubspot_loyalty_transaction_note"]
     body = note["operation"]["properties"].pop("hs_note_body")
     assert_ready(note, ready("upsert", "notes", (resource_type, transaction_id), None, {"hs_timestamp": ms(date)},
-                             associations=[hubspot_contact_association(HARRIET, LOYALTY_CUSTOMER)]), "hubspot")
+                             associations=[hubspot_contact_association(HARRIET, LOYALTY_CUSTOMER, customer=OKENDO_CUSTOMER)]), "hubspot")
     assert body.startswith(f"<p><strong>Okendo loyalty: {label}</strong>: {amount} points (complete)</p>")
     assert body.endswith(f"<p>Transaction {transaction_id}</p>")
     assert (f"<p>Reason: {reason}</p>" in body) == (reason is not None)
@@ -217,7 +236,8 @@ def test_loyalty_transaction_create_and_update(mappings, sample):
     assert_ready(outcomes["salesforce_loyalty_transaction"], ready(
         "upsert", "Okendo_Loyalty_Transaction__c", (resource_type, transaction_id),
         ("Okendo_Transaction_Id__c", transaction_id), expected,
-        associations=[salesforce_contact_association(HARRIET, LOYALTY_CUSTOMER)]), "salesforce")
+        associations=[salesforce_contact_association(HARRIET, LOYALTY_CUSTOMER, customer=OKENDO_CUSTOMER)]),
+        "salesforce")
 
 
 @pytest.mark.parametrize("sample,transaction_id", [
@@ -257,7 +277,7 @@ def test_survey_response_create(mappings):
         "upsert", "contacts", source, ("email", OMAR), {
             "email": OMAR, "okendo_customer_id": "5b5e0bb1-fc78-424e-ac38-0ca6bd431441",
             "okendo_last_survey_date": "2025-11-06", "okendo_last_nps_score": 9,
-        }), "hubspot")
+        }, identities=[("customer", "5b5e0bb1-fc78-424e-ac38-0ca6bd431441")]), "hubspot")
     assert_ready(outcomes["hubspot_survey_response_note"], ready(
         "upsert", "notes", source, None, {
             "hs_timestamp": ms("2025-11-06T11:02:57.300Z"),
@@ -265,18 +285,19 @@ def test_survey_response_create(mappings):
                             "<ul><li>How did you hear about us?: Podcast</li>"
                             "<li>How likely are you to recommend us to a friend?: 9</li></ul> "
                             f"<p>Response {SURVEY}, order 5821934470555</p>",
-        }, associations=[hubspot_contact_association(OMAR)]), "hubspot")
+        }, associations=[hubspot_contact_association(OMAR, "5b5e0bb1-fc78-424e-ac38-0ca6bd431441", source_type="customer")]), "hubspot")
     assert_ready(outcomes["salesforce_contact_from_survey_response"], ready(
         "upsert", "Contact", source, ("Email", OMAR), {
             "Email": OMAR, "Okendo_Customer_Id__c": "5b5e0bb1-fc78-424e-ac38-0ca6bd431441",
             "Okendo_Last_Survey_Date__c": "2025-11-06", "Okendo_Last_NPS_Score__c": 9,
-        }, create_only={"LastName": OMAR}), "salesforce")
+        }, create_only={"LastName": OMAR}, identities=[("customer", "5b5e0bb1-fc78-424e-ac38-0ca6bd431441")]), "salesforce")
     assert_ready(outcomes["salesforce_survey_response"], ready(
         "upsert", "Okendo_Survey_Response__c", source, ("Okendo_Survey_Response_Id__c", SURVEY), {
             "Name": "Post-purchase attribution", "Survey_Name__c": "Post-purchase attribution", "Channel__c": "email",
             "Answers__c": "How did you hear about us?: Podcast\nHow likely are you to recommend us to a friend?: 9",
             "NPS_Score__c": 9, "Order_Id__c": "5821934470555", "Response_Date__c": "2025-11-06T11:02:57.300Z",
-        }, associations=[salesforce_contact_association(OMAR)]), "salesforce")
+        }, associations=[salesforce_contact_association(OMAR, "5b5e0bb1-fc78-424e-ac38-0ca6bd431441", source_type="customer")]),
+        "salesforce")
 
 
 # --- missing customer keys and hostile content -----------------------------------------

@@ -140,7 +140,8 @@ def test_overview_counts_per_state_destination_and_topic(seeded):
     client = seeded.test_client()
     sign_in(client)
     page = client.get("/status").text
-    assert re.search(r'data-destination="hubspot">.*?data-state="delivered"><a[^>]*>7</a>', page, re.S)
+    # review.create waited beside its update: superseded (stale), only the update's state was sent.
+    assert re.search(r'data-destination="hubspot">.*?data-state="delivered"><a[^>]*>5</a>', page, re.S)
     assert re.search(r'<td>hubspot <span class="state">dry-run</span></td>', page)  # no credentials: runs dry
     stats = client.get("/api/stats").get_json()
     assert stats["deliveries_by_destination"]["hubspot"] == {"delivered": 5, "stale": 2} or \
@@ -167,11 +168,12 @@ def test_event_detail_shows_deliveries_attempts_operations_and_record_links(seed
     sql(seeded, "UPDATE deliveries SET crm_record_id = '901' WHERE mapping = 'hubspot_contact_from_review'")
     client = seeded.test_client()
     sign_in(client)
-    page = client.get("/status/events/1").text
+    page = client.get("/status/events/2").text  # review.update: the create before it was superseded
     assert "hubspot_review_note" in page and "salesforce_review" in page
     assert "https://app.hubspot.com/contacts/4242/record/0-1/901" in page
     assert "/crm/v3/objects/contacts/batch/upsert" in page  # the (dry-run) request of the attempt
-    detail = client.get("/api/events/1").get_json()
+    assert "superseded by sequence" in client.get("/status/events/1").text
+    detail = client.get("/api/events/2").get_json()
     assert [d["mapping"] for d in detail["deliveries"]][:2] == ["hubspot_contact_from_review", "hubspot_review_note"]
     assert detail["deliveries"][0]["attempts"][0]["outcome"] == "delivered"
     assert {o["mapping"] for o in detail["operations"]} >= {"hubspot_contact_from_review", "salesforce_review"}

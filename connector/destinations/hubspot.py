@@ -26,13 +26,14 @@ from connector.destinations.base import (
     Destination,
     LinkStore,
     OK,
+    Resolution,
     Result,
     Work,
     call_with_retries,
     in_rounds,
     isolating,
+    resolve_associations,
     share_of,
-    target_missing,
     unknown_record,
 )
 from connector.destinations.errors import (
@@ -298,7 +299,8 @@ class HubSpotDestination(Destination):
 
     def _create(self, crm_object: str, items: list[tuple[int, Work]], links: LinkStore,
                 results: list[Result | None]) -> None:
-        targets = self._resolve_targets(items, links, results)
+        resolution = self._resolve_targets(items, links, results)
+        targets = resolution.targets
         inputs, order = [], []
         for index, work in items:
             if results[index] is not None:
@@ -339,6 +341,7 @@ class HubSpotDestination(Destination):
             else:
                 results[index] = Result.failed(DeliveryError(
                     ErrorClass.RETRY_SOON, "HubSpot created no record for this operation"))
+        resolution.annotate(results)
 
     def _update_ids(self, crm_object: str, items: list[tuple[int, Work, str]], results: list[Result | None]) -> None:
         merged: dict[str, dict[str, Any]] = {}  # one input per record: HubSpot refuses duplicate ids in a batch
@@ -466,25 +469,33 @@ class HubSpotDestination(Destination):
         return found
 
     def _resolve_targets(self, items: list[tuple[int, Work]], links: LinkStore,
-                         results: list[Result | None]) -> dict[tuple[int, int], str]:
-        """CRM ids of association targets; a target that cannot be found fails its record for a retry."""
-        targets: dict[tuple[int, int], str] = {}
-        by_key: dict[tuple[str, str], list[str]] = {}
-        for _, work in items:
-            for ref in work.operation.associations:
-                if ref.key is not None:
-                    by_key.setdefault((ref.to, ref.key.field), []).append(str(ref.key.value))
-        key_ids = {(to, field): self._read_ids(to, field, values) for (to, field), values in by_key.items()}
-        for index, work in items:
-            for position, ref in enumerate(work.operation.associations):
-                record_id = key_ids.get((ref.to, ref.key.field), {}).get(str(ref.key.value)) if ref.key else None
-                if record_id is None and ref.source is not None:
-                    record_id = links.lookup(self.name, ref.to, [ref.source]).get(ref.source)
-                if record_id is not None:
-                    targets[(index, position)] = record_id
-                else:
-                    results[index] = Result.failed(target_missing(ref))
-        return targets
+                         results: list[Result | None]) -> Resolution:
+        """Association targets, found in the documented order (`resolve_associations`)."""
+        return resolve_associations(self.name, items, links, results, read_by_key=self._read_ids,
+                                    create_by_key=self._upsert_targets)
+
+    def _upsert_targets(self, crm_object: str, id_property: str,
+                        records: dict[str, dict[str, Any]]) -> dict[str, str | DeliveryError]:
+        """Write association targets that exist nowhere yet (a member's contact), by their unique key."""
+        inputs = [{"idProperty": id_property, "id": value, "properties": {**as_strings(properties), id_property: value}}
+                  for value, properties in records.items()]
+
+        def send(part: Sequence[dict[str, Any]]) -> list[Any]:
+            response = self._call(self._objects.upsert_with_http_info, crm_object, {"inputs": list(part)})
+            written = {str((r.properties or {}).get(id_property)).lower(): str(r.id)
+                       for r in getattr(response, "results", None) or []}
+            failed = errors_by_ref(response)
+            return [written.get(item["id"].lower()) or failed.get(item["id"]) for item in part]
+
+        outcomes: dict[str, str | DeliveryError] = {}
+        for start in range(0, len(inputs), self.config.batch_size):
+            chunk = inputs[start:start + self.config.batch_size]
+            try:
+                answers = isolating(chunk, send, named_by("id"))
+            except DeliveryError as error:
+                answers = [error] * len(chunk)
+            outcomes.update({item["id"]: answer for item, answer in zip(chunk, answers) if answer is not None})
+        return outcomes
 
     def _associate(self, items: list[tuple[int, Work]], links: LinkStore, results: list[Result | None]) -> None:
         """Associations of records that were upserted or updated (creates carry theirs inline)."""
@@ -492,7 +503,8 @@ class HubSpotDestination(Destination):
         if not items:
             return
         record_ids = {index: results[index].record_id for index, _ in items}  # type: ignore[union-attr]
-        targets = self._resolve_targets(items, links, results)
+        resolution = self._resolve_targets(items, links, results)
+        targets = resolution.targets
         batches: dict[tuple[str, str], list[dict[str, Any]]] = {}
         owners: dict[tuple[str, str], list[int]] = {}
         shares: dict[tuple[tuple[str, str], int], list[dict[str, Any]]] = {}
@@ -513,7 +525,10 @@ class HubSpotDestination(Destination):
                 failed = errors_by_ref(response)
                 return [failed.get(item["from"]["id"], True) for item in part]
 
-            outcomes = isolating(inputs, send)
+            try:
+                outcomes: list[Any] = isolating(inputs, send)
+            except DeliveryError as error:  # the records were written; their associations must be tried again
+                outcomes = [error] * len(inputs)
             request = {"method": "POST", "path": f"/crm/v4/associations/{from_object}/{to_object}/batch/create",
                        "body": {"inputs": inputs}}
             failures = {index: outcome for index, outcome in zip(owners[(from_object, to_object)], outcomes)
@@ -524,6 +539,7 @@ class HubSpotDestination(Destination):
                 else:
                     results[index].requests.append(  # type: ignore[union-attr]
                         share_of(request, "inputs", shares[((from_object, to_object), index)]))
+        resolution.annotate(results)
 
     # --- checks and setup ----------------------------------------------------------
 

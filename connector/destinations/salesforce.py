@@ -24,13 +24,14 @@ from connector.destinations.base import (
     Destination,
     LinkStore,
     OK,
+    Resolution,
     Result,
     Work,
     call_with_retries,
     in_rounds,
     isolating,
+    resolve_associations,
     share_of,
-    target_missing,
     unknown_record,
 )
 from connector.destinations.errors import (
@@ -230,22 +231,25 @@ class SalesforceDestination(Destination):
                 creates.setdefault(("key", str(key.value).lower()) if key else ("item", index), []).append((index, work))
             else:
                 results[index] = Result.skipped(unknown_record(sobject, work.operation))
-        lookups = self._resolve_lookups([(i, w) for i, w in items if results[i] is None], links, results)
+        lookups, resolution = self._resolve_lookups([(i, w) for i, w in items if results[i] is None], links,
+                                                    results)
         self._collection("PATCH", "composite/sobjects", [
             ({"Id": record_id}, group) for record_id, group in updates.items()], sobject, lookups, results,
             created=False)
         self._collection("POST", "composite/sobjects", [({}, group) for group in creates.values()], sobject, lookups,
                          results, created=True, idempotent=False, with_create_only=True)
+        resolution.annotate(results)
 
     def _upsert_external_id(self, sobject: str, key_field: str, items: list[tuple[int, Work]], links: LinkStore,
                             results: list[Result | None]) -> None:
-        lookups = self._resolve_lookups(items, links, results)
+        lookups, resolution = self._resolve_lookups(items, links, results)
         groups: dict[str, list[tuple[int, Work]]] = {}
         for index, work in items:
             groups.setdefault(str(work.operation.key.value), []).append((index, work))  # type: ignore[union-attr]
         self._collection("PATCH", f"composite/sobjects/{sobject}/{quote(key_field, safe='')}",
                          [({key_field: value}, group) for value, group in groups.items()], sobject, lookups, results,
                          created=None)
+        resolution.annotate(results)
 
     def _collection(self, method: str, path: str, entries: list[tuple[dict[str, Any], list[tuple[int, Work]]]],
                     sobject: str, lookups: dict[int, dict[str, str]], results: list[Result | None], *,
@@ -353,25 +357,38 @@ class SalesforceDestination(Destination):
         return ids
 
     def _resolve_lookups(self, items: list[tuple[int, Work]], links: LinkStore,
-                         results: list[Result | None]) -> dict[int, dict[str, str]]:
-        """Lookup fields to set (e.g. Contact__c), found by key or through the link table."""
-        by_key: dict[tuple[str, str], list[str]] = {}
-        for _, work in items:
-            for ref in work.operation.associations:
-                if ref.key is not None:
-                    by_key.setdefault((ref.to, ref.key.field), []).append(str(ref.key.value))
-        found = {pair: self._query_ids(pair[0], pair[1], values) for pair, values in by_key.items()}
+                         results: list[Result | None]) -> tuple[dict[int, dict[str, str]], Resolution]:
+        """Lookup fields to set (e.g. Contact__c), found in the documented order (`resolve_associations`)."""
+        resolution = resolve_associations(self.name, items, links, results, read_by_key=self._query_ids,
+                                          create_by_key=self._create_targets)
         lookups: dict[int, dict[str, str]] = {}
         for index, work in items:
-            for ref in work.operation.associations:
-                record_id = found.get((ref.to, ref.key.field), {}).get(str(ref.key.value)) if ref.key else None
-                if record_id is None and ref.source is not None:
-                    record_id = links.lookup(self.name, ref.to, [ref.source]).get(ref.source)
-                if record_id is None:
-                    results[index] = Result.failed(target_missing(ref))
-                elif ref.field:
-                    lookups.setdefault(index, {})[ref.field] = record_id
-        return lookups
+            for position, ref in enumerate(work.operation.associations):
+                if (index, position) in resolution.targets and ref.field:
+                    lookups.setdefault(index, {})[ref.field] = resolution.targets[(index, position)]
+        return lookups, resolution
+
+    def _create_targets(self, sobject: str, key_field: str,
+                        records: dict[str, dict[str, Any]]) -> dict[str, str | DeliveryError]:
+        """Create lookup targets that exist nowhere yet (a member's Contact), from their key."""
+        values = list(records)
+        entries = [{"attributes": {"type": sobject}, **records[value], key_field: value} for value in values]
+
+        def send(part: Sequence[dict[str, Any]]) -> list[Any]:
+            answers = self._restful("composite/sobjects", "POST", json={"allOrNone": False, "records": list(part)},
+                                    idempotent=False)
+            return [(a.get("id") if a.get("success") else record_error(a)) if isinstance(a, dict) else None
+                    for a in list(answers or []) + [None] * (len(part) - len(answers or []))]
+
+        outcomes: dict[str, str | DeliveryError] = {}
+        for start in range(0, len(entries), 200):
+            chunk = entries[start:start + 200]
+            try:
+                answers = isolating(chunk, send)
+            except DeliveryError as error:
+                answers = [error] * len(chunk)
+            outcomes.update({entry[key_field]: answer for entry, answer in zip(chunk, answers) if answer is not None})
+        return outcomes
 
     # --- checks ----------------------------------------------------------------------------
 

@@ -67,7 +67,17 @@ class LedgerLinks:
         """`apply` for a whole batch: the links written in one statement, in the caller's transaction."""
         upserts: dict[tuple[str, str, str, str], str] = {}
         for destination, operation, result in changes:
-            if result.status != OK or operation.source is None or not result.record_id:
+            if result.status != OK:
+                continue
+            for crm_object, source, record_id in result.learnt:
+                upserts[(destination, crm_object, source.type, source.id)] = record_id
+            if not result.record_id:
+                continue
+            if operation.action != "delete":
+                # The other ids the written record stands for (the shopper's customerId, say).
+                for source in operation.identities:
+                    upserts[(destination, operation.object, source.type, source.id)] = result.record_id
+            if operation.source is None:
                 continue
             if operation.action == "delete":
                 upserts.pop((destination, operation.object, operation.source.type, operation.source.id), None)
@@ -89,9 +99,4 @@ class LedgerLinks:
         record it wrote; a delete removes it. Dry-run results carry no record
         id and change nothing.
         """
-        if result.status != OK or operation.source is None or not result.record_id:
-            return
-        if operation.action == "delete":
-            self.forget(connection, destination, operation.object, operation.source)
-        else:
-            self.record(connection, destination, operation.object, operation.source, result.record_id)
+        self.apply_all(connection, [(destination, operation, result)])

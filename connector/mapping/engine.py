@@ -41,6 +41,8 @@ class CompiledAssociation:
     spec: AssociationSpec
     key_value: Evaluator | None
     source_id: Evaluator | None
+    identity_ids: tuple[Evaluator, ...] = ()
+    create_fields: tuple[tuple[str, Evaluator], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ class CompiledMapping:
     source_id: Evaluator | None
     fields: tuple[CompiledField, ...]
     associations: tuple[CompiledAssociation, ...]
+    identity_ids: tuple[Evaluator, ...] = ()
 
     @property
     def name(self) -> str:
@@ -111,6 +114,16 @@ def _scope(document: Mapping[str, Any], lookups: Mapping[str, Any]) -> dict[str,
         },
         "lookups": lookups,
     }
+
+
+def _identities(specs: Any, evaluators: tuple[Evaluator, ...], scope: dict[str, Any], where: str) -> list[SourceRef]:
+    """The identities whose id this event carries (the others are simply not known from it)."""
+    found = []
+    for position, (spec, evaluate) in enumerate(zip(specs, evaluators)):
+        identifier = _identifier(evaluate(scope), f"{where}.{position}.id")
+        if identifier:
+            found.append(SourceRef(spec.type, identifier))
+    return found
 
 
 def _default_source(document: Mapping[str, Any]) -> SourceRef | None:
@@ -250,6 +263,7 @@ class MappingSet:
             properties=properties,
             create_only_properties=create_only,
             associations=associations,
+            identities=_identities(spec.identities, mapping.identity_ids, scope, "identities"),
         )
 
     @staticmethod
@@ -265,6 +279,13 @@ class MappingSet:
         if spec.source is not None and association.source_id is not None:
             source_id = _identifier(association.source_id(scope), f"{where}.source.id")
             source = SourceRef(spec.source.type, source_id) if source_id is not None else None
-        if key is None and source is None:
+        identities = tuple(_identities(spec.identities, association.identity_ids, scope, f"{where}.identities"))
+        if key is None and source is None and not identities:
             return None
-        return AssociationRef(to=spec.to, key=key, source=source, hubspot_type=spec.hubspot_type, field=spec.field)
+        create_properties = {}
+        for name, evaluate in association.create_fields:
+            value = plain(evaluate(scope), f"{where}.create_fields.{name}")
+            if value is not None and value != "":
+                create_properties[name] = value
+        return AssociationRef(to=spec.to, key=key, source=source, hubspot_type=spec.hubspot_type, field=spec.field,
+                              identities=identities, if_missing=spec.if_missing, create_properties=create_properties)

@@ -139,6 +139,10 @@ def _compile(spec: MappingSpec, origin: str, settings: Settings, lookups: dict[s
                 spec=association,
                 key_value=expression(association.key.value, f"{where}.key.value") if association.key else None,
                 source_id=expression(association.source.id, f"{where}.source.id") if association.source else None,
+                identity_ids=tuple(expression(identity.id, f"{where}.identities.{number}.id")
+                                   for number, identity in enumerate(association.identities)),
+                create_fields=tuple((name, expression(value, f"{where}.create_fields.{name}"))
+                                    for name, value in association.create_fields.items()),
             )
         )
 
@@ -153,6 +157,8 @@ def _compile(spec: MappingSpec, origin: str, settings: Settings, lookups: dict[s
         source_id=source_id,
         fields=tuple(fields),
         associations=tuple(associations),
+        identity_ids=tuple(expression(identity.id, f"identities.{number}.id")
+                           for number, identity in enumerate(spec.identities)),
     )
 
 

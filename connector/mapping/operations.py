@@ -7,6 +7,7 @@ outcome; `connector preview` prints them as JSON.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -38,6 +39,14 @@ class AssociationRef:
     source: SourceRef | None = None
     hubspot_type: int | None = None
     field: str | None = None
+    identities: tuple[SourceRef, ...] = ()  # more link-table entries that may name the target
+    if_missing: str = "wait"  # wait | create | unlinked
+    create_properties: dict[str, Any] = dataclasses.field(default_factory=dict)  # `field` is taken above
+
+    @property
+    def sources(self) -> tuple[SourceRef, ...]:
+        """Every Okendo id that may name the target in the link table, in the order they are tried."""
+        return ((self.source,) if self.source is not None else ()) + self.identities
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,7 @@ class Operation:
     properties: dict[str, Any] = field(default_factory=dict)
     create_only_properties: dict[str, Any] = field(default_factory=dict)
     associations: list[AssociationRef] = field(default_factory=list)
+    identities: list[SourceRef] = field(default_factory=list)  # more Okendo ids the written record stands for
 
 
 @dataclass(frozen=True)
@@ -61,4 +71,14 @@ class Outcome:
     warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        document = asdict(self)
+        operation = document.get("operation")
+        if operation:  # leave out what is at its default, so a preview shows what matters
+            if not operation["identities"]:
+                del operation["identities"]
+            for association in operation["associations"]:
+                association["identities"] = list(association["identities"])
+                for name, default in (("identities", []), ("if_missing", "wait"), ("create_properties", {})):
+                    if association[name] == default:
+                        del association[name]
+        return document

@@ -79,6 +79,8 @@ def _expressions(spec: MappingSpec) -> Iterator[tuple[str, str, bool]]:
         yield "key.value", spec.key.value, False
     if spec.source is not None:
         yield "source.id", spec.source.id, False
+    for number, identity in enumerate(spec.identities):
+        yield f"identities.{number}.id", identity.id, False
     for name, field in spec.fields.items():
         if field.template is not None:
             yield f"fields.{name}", field.template, True
@@ -89,6 +91,10 @@ def _expressions(spec: MappingSpec) -> Iterator[tuple[str, str, bool]]:
             yield f"associations.{position}.key.value", association.key.value, False
         if association.source is not None:
             yield f"associations.{position}.source.id", association.source.id, False
+        for number, identity in enumerate(association.identities):
+            yield f"associations.{position}.identities.{number}.id", identity.id, False
+        for name, value in association.create_fields.items():
+            yield f"associations.{position}.create_fields.{name}", value, False
 
 
 @dataclass(frozen=True)

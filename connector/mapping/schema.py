@@ -61,14 +61,25 @@ class AssociationSpec(_Strict):
     to: str = Field(min_length=1)
     key: KeySpec | None = None
     source: SourceSpec | None = None
+    # Other Okendo ids the target stands for (the member's customerId): looked up in the link table
+    # after `source`, before `key`. Each one found (or learnt by `key`) is remembered for the target.
+    identities: list[SourceSpec] = Field(default_factory=list)
     hubspot_type: int | None = Field(None, ge=1)
     field: str | None = None
     required: bool = False
+    # When no identity nor key finds the target: `wait` retries (it is about to be written), `create`
+    # writes the target from its key (and `create_fields`), `unlinked` writes this record without it.
+    if_missing: Literal["wait", "create", "unlinked"] = "wait"
+    create_fields: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _has_a_target(self) -> AssociationSpec:
-        if self.key is None and self.source is None:
+        if self.key is None and self.source is None and not self.identities:
             raise ValueError("give `key` (find the target by a field) and/or `source` (find it through the link table)")
+        if self.create_fields and self.if_missing != "create":
+            raise ValueError("`create_fields` applies to `if_missing: create`")
+        if self.if_missing == "create" and self.key is None:
+            raise ValueError("`if_missing: create` needs a `key`: the target is created with it")
         return self
 
 
@@ -83,6 +94,9 @@ class MappingSpec(_Strict):
     operation: Literal["upsert", "create", "update", "delete"]
     key: KeySpec | None = None
     source: SourceSpec | None = None
+    # Other Okendo ids the written record stands for (a contact is the shopper behind customer C and
+    # loyalty member L): each is remembered in the link table, so records of any topic find it.
+    identities: list[SourceSpec] = Field(default_factory=list)
     fields: dict[str, FieldSpec] = Field(default_factory=dict)
     associations: list[AssociationSpec] = Field(default_factory=list)
 

@@ -154,8 +154,9 @@ class BatchProcessor:
     def _interpret(self, item: Claimed, result: Result, now: datetime, duration_ms: int,
                    operation_json: dict[str, Any]) -> Finished:
         common = {"duration_ms": duration_ms, "requests": result.requests, "operation": operation_json}
-        if result.status == OK:
-            return Finished(item, DeliveryState.DELIVERED, "delivered", record_id=result.record_id, **common)
+        if result.status == OK:  # a reason here says what the write went without (an association)
+            return Finished(item, DeliveryState.DELIVERED, "delivered", result.reason, record_id=result.record_id,
+                            **common)
         if result.status == SKIPPED:
             return Finished(item, DeliveryState.SKIPPED, "skipped", result.reason, **common)
         error = result.error or DeliveryError(ErrorClass.RETRY_SOON, "no result")
@@ -194,7 +195,7 @@ class BatchProcessor:
                 update(_deliveries).where(_deliveries.c.id == bindparam("delivery_id"),
                                           _deliveries.c.lease_owner == self.owner),
                 [{"delivery_id": f.claimed.id, "state": f.state,
-                  "last_error": f.error if f.state != DeliveryState.DELIVERED else None,
+                  "last_error": f.error,
                   "crm_record_id": f.record_id, "next_attempt_at": f.next_attempt_at,
                   "lease_owner": None, "lease_expires_at": None, "updated_at": now,
                   "operation": f.operation} for f in finished],
