@@ -69,3 +69,28 @@ def test_an_older_events_other_mappings_still_go_out(ledger, crms):
     assert created_rows["salesforce_survey_response"] == "stale"
     [response] = crms.salesforce.records("Okendo_Survey_Response__c")
     assert response["Survey_Name__c"] == "Renamed survey" and response["Contact__c"]
+
+
+def test_a_create_whose_answer_was_lost_is_not_superseded_by_an_update_that_would_not_look(db_url, crms):
+    from connector.ledger import create_ledger_engine
+    from connector.ledger.migrate import upgrade
+    from connector.mapping.loader import load_mappings
+    from connector.worker.runner import Worker
+    from tests.test_worker import make_settings
+
+    settings = make_settings(db_url, crms)
+    settings.destinations["hubspot"].search_settle_s = 1.0
+    engine = create_ledger_engine(settings)
+    upgrade(engine)
+    crms.hubspot.search_lag = 0.5
+    crms.hubspot.fail_lost_answer(path="/notes/batch/create")
+    ingest(engine, review("create", 7101, 2))
+    worker = Worker(settings, load_mappings(settings), engine, prune_enabled=False)
+    for _ in range(6):
+        worker.run_once()
+    assert len(crms.hubspot.records("notes")) == 1  # made, its answer lost
+    ingest(engine, review("update", 7102, 4))
+    drain(settings, engine)
+    [note] = crms.hubspot.records("notes")
+    assert "4/5" in note["properties"]["hs_note_body"]
+    engine.dispose()

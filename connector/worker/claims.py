@@ -123,8 +123,8 @@ def _in_order(connection: Connection, candidates: list, busy_resources: set[tupl
               limit: int, superseded: dict[int, str]) -> list:
     """The candidates that may go now, in event and mapping order, at most `limit`.
 
-    A candidate for which a newer event of its resource waits with a delivery of the same mapping is
-    superseded: it is still claimed, in its turn, so it ends stale and its event's other mappings go
+    A candidate never tried before for which a newer event of its resource waits with a delivery of
+    the same mapping is superseded: it is still claimed, in its turn, so it ends stale and its event's other mappings go
     on; the newer one writes the newest state, and the CRM never sees the older one (its workflows
     would fire on a value about to be overwritten). `superseded` gets the newer sequence of each.
     """
@@ -169,6 +169,10 @@ def _in_order(connection: Connection, candidates: list, busy_resources: set[tupl
     chosen.sort(key=lambda row: (row.event_id, row.position))
     chosen = chosen[:limit]
     for row in chosen:
+        if row.attempts or row.replayed_at is not None:
+            # An earlier try may have written this one (its answer lost): it goes out itself and looks
+            # before creating again; the newer one, never tried, would not know to look.
+            continue
         newer = newest.get((row.destination, row.resource_type, row.resource_id, row.mapping))
         if row.sequence_key and newer is not None and newer > (row.sequence_key, row.event_id):
             superseded[row.id] = newer[0]
