@@ -27,11 +27,25 @@ _STATE_FOR_OUTCOME = {READY: DeliveryState.PENDING, FAILED: DeliveryState.DEAD}
 
 
 def target_key(outcome: Outcome) -> str | None:
-    """Which CRM record a keyed write aims at, as a short stable text."""
+    """Which shared CRM record a write may create, as a short stable text: two deliveries with the
+    same one never run at once, so a lookup-then-create cannot race another (Salesforce has no
+    unique email to stop a second Contact).
+
+    A record keyed by a shared value (a contact by email) is that record. A record whose
+    association may create its target (`if_missing: create`: a transaction's Contact) is that
+    target: its own record is keyed by its own resource, which deliveries already never share.
+    """
     operation = outcome.operation
-    if operation is None or operation.key is None:
+    if operation is None:
         return None
-    text = f"{operation.object}|{operation.key.field}|{str(operation.key.value).lower()}"
+    creates = next((ref for ref in operation.associations if ref.if_missing == "create" and ref.key is not None),
+                   None)
+    if creates is not None:
+        text = f"{creates.to}|{creates.key.field}|{str(creates.key.value).lower()}"  # type: ignore[union-attr]
+    elif operation.key is not None:
+        text = f"{operation.object}|{operation.key.field}|{str(operation.key.value).lower()}"
+    else:
+        return None
     return text if len(text) <= 255 else "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
