@@ -118,7 +118,8 @@ class HubSpotDestinationConfig(_DestinationBase):
     base_url: str = "https://api.hubapi.com"
     timeout_s: float = Field(10.0, gt=0, le=120)
     # HubSpot allows 190 requests per 10 s on Professional/Enterprise private apps
-    # (REFERENCE.md §3.4); stay under it with a margin.
+    # (https://developers.hubspot.com/docs/developer-tooling/platform/usage-guidelines);
+    # stay under it with a margin.
     rate_limit: RateLimitConfig = Field(default_factory=lambda: RateLimitConfig(requests=170, per_seconds=10.0))
     batch_size: int = Field(100, ge=1, le=100)
     # A note property holding "resourceType:id", so a create whose answer was
@@ -137,7 +138,8 @@ class SalesforceDestinationConfig(_DestinationBase):
     type: Literal["salesforce"]
     instance_url: str | None = None
     access_token: str | None = None
-    # OAuth 2.0 (REFERENCE.md §2.7): JWT bearer (client_id + username + private key)
+    # OAuth 2.0: JWT bearer (client_id + username + private key;
+    # https://help.salesforce.com/s/articleView?id=sf.remoteaccess_oauth_jwt_flow.htm)
     # or client credentials (client_id + client_secret, My Domain login_url).
     login_url: str = "https://login.salesforce.com"
     client_id: str | None = None
@@ -213,8 +215,9 @@ _LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 class OkendoApiConfig(_Section):
     """Okendo's Merchant REST API, used by `connector okendo subscribe` and `list` (never by the server).
 
-    REFERENCE.md §8: base URL https://api.okendo.io/enterprise (HTTPS only), HTTP Basic with
-    the Okendo user id as the username and the 32-character API key as the password.
+    https://docs.okendo.io/merchant-rest-api: base URL https://api.okendo.io/enterprise
+    (HTTPS only), HTTP Basic with the Okendo user id as the username and the 32-character
+    API key as the password.
     """
 
     api_base_url: str = "https://api.okendo.io/enterprise"

@@ -1,13 +1,15 @@
 """Okendo's webhook vocabulary, kept as data.
 
 Everything the connector knows about Okendo's wire format lives here, so a new
-resource type is a new row, not new code. Source: ../shared/okendo/REFERENCE.md
-(§2 envelope, §4 resource types and topics, §5 schemas, §6 customer identity).
+resource type is a new row, not new code. Sources: Okendo's webhook topics page
+(https://docs.okendo.io/webhooks/topics: the envelope, the resource types and topics, the
+payloads and the customer fields in them) and the webhook subscription API
+(https://docs.okendo.io/merchant-rest-api/endpoints/webhooks: the resourceType enum).
 """
 
 from __future__ import annotations
 
-# resourceType -> the resource field that is its primary key (REFERENCE.md §5).
+# resourceType -> the resource field that is its primary key (https://docs.okendo.io/webhooks/topics).
 RESOURCE_ID_FIELDS: dict[str, str] = {
     "review": "reviewId",
     "loyalty_customer": "loyaltyCustomerId",
@@ -17,7 +19,7 @@ RESOURCE_ID_FIELDS: dict[str, str] = {
     "survey_response": "surveyResponseId",
 }
 
-# resourceType -> path to the shopper's email inside the resource (REFERENCE.md §6).
+# resourceType -> path to the shopper's email inside the resource (https://docs.okendo.io/webhooks/topics).
 # Reviews carry only the reviewer; every other resource carries `customer`.
 CUSTOMER_EMAIL_PATHS: dict[str, tuple[str, ...]] = {
     "review": ("reviewer", "email"),
@@ -28,10 +30,10 @@ CUSTOMER_EMAIL_PATHS: dict[str, tuple[str, ...]] = {
     "survey_response": ("customer", "email"),
 }
 
-# Every documented event uses one of these verbs (REFERENCE.md §4).
+# Every documented event uses one of these verbs (https://docs.okendo.io/webhooks/topics).
 TOPICS: frozenset[str] = frozenset({"create", "update", "delete"})
 
-# The envelope keys every event must carry (REFERENCE.md §2.1). `version` is
+# The envelope keys every event must carry (https://docs.okendo.io/webhooks/topics). `version` is
 # informative only: it echoes the subscription's version.
 ENVELOPE_KEYS: tuple[str, ...] = ("resource", "resourceType", "sequenceNumber", "topic")
 

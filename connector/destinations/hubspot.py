@@ -4,8 +4,9 @@ Calls go through the generic CRM objects API (`/crm/v3/objects/{type}/batch/...`
 which serves contacts, notes, tasks and custom objects alike, and the v4
 associations API. Bodies are plain dicts in the wire's JSON shape: the SDK
 sends them unchanged, and the dry-run destination records the same dicts.
-Pitfalls handled here are in REFERENCE.md §3: no default timeout, one
-ApiException class per sub-package, raw urllib3 errors, 207 multi-status.
+Pitfalls of hubspot-api-client (https://github.com/HubSpot/hubspot-api-python) handled
+here: no default timeout, one ApiException class per sub-package, raw urllib3 errors,
+207 multi-status.
 """
 
 from __future__ import annotations
@@ -137,7 +138,7 @@ class HubSpotDestination(Destination):
         self.name = name
         self.config = config
         client = HubSpot(access_token=config.access_token, host=config.base_url.rstrip("/"))
-        # Each property access builds a new ApiClient and connection pool: keep them (REFERENCE.md §3.1).
+        # Each property access builds a new ApiClient and connection pool: keep them.
         self._objects = client.crm.objects.batch_api
         self._search = client.crm.objects.search_api
         self._associations = client.crm.associations.v4.batch_api

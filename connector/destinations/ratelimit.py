@@ -1,9 +1,11 @@
 """Per-destination limits shared by every thread of a process.
 
-HubSpot counts requests in a rolling ten-second window (REFERENCE.md §3.4);
-Salesforce limits long-running concurrent requests (§2.6). The limiter keeps
-normal operation under both, and a 429 pauses every thread of the
-destination until the window has passed.
+HubSpot counts requests in a rolling ten-second window
+(https://developers.hubspot.com/docs/developer-tooling/platform/usage-guidelines);
+Salesforce limits long-running concurrent requests
+(https://developer.salesforce.com/docs/platform/salesforce-app-limits-cheatsheet/guide/salesforce-app-limits-platform-api.html).
+The limiter keeps normal operation under both, and a 429 pauses every thread
+of the destination until the window has passed.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """Salesforce through `simple-salesforce`: sObject Collections, upserts by external id,
 queries by email, one re-authentication on an expired session.
 
-simple-salesforce has no composite wrapper, so collections go through
-`Salesforce.restful` (REFERENCE.md §2.4). Every request has a timeout (a
-session subclass: the library's write calls take none, §2.6) and passes
-through the destination's concurrency cap.
+simple-salesforce has no composite wrapper, so collections
+(https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/resources_composite_sobjects_collections.htm)
+go through `Salesforce.restful`. Every request has a timeout (a session
+subclass: the library's write calls take none) and passes through the
+destination's concurrency cap.
 """
 
 from __future__ import annotations

@@ -1,8 +1,11 @@
 """Salesforce access tokens: a given token, OAuth 2.0 JWT bearer, or client credentials.
 
-The connector fetches tokens itself (REFERENCE.md §2.3 recommends it): the
-library's own re-login is unbounded on 401 (§2.6), and the password and SOAP
-flows are being retired (§2.7). Tokens are held in memory only.
+The connector fetches tokens itself: the library's own re-login is unbounded
+on 401 (https://github.com/simple-salesforce/simple-salesforce/issues/804), and
+the password and SOAP flows are being retired
+(https://help.salesforce.com/s/articleView?id=000886201&type=1,
+https://developer.salesforce.com/docs/platform/api/guide/api-eol-soap.html).
+Tokens are held in memory only.
 """
 
 from __future__ import annotations

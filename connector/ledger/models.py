@@ -37,7 +37,7 @@ MESSAGE_ID_MAX = 255
 RESOURCE_TYPE_MAX = 64
 TOPIC_MAX = 32
 RESOURCE_ID_MAX = 255
-SEQUENCE_MAX = 100  # digits; larger than any 64-bit number on purpose (REFERENCE.md §7)
+SEQUENCE_MAX = 100  # digits; larger than any 64-bit number on purpose: Okendo documents no maximum length
 EMAIL_MAX = 320
 
 

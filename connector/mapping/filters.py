@@ -3,7 +3,8 @@
 Every filter is null-safe: a missing input (None or Jinja's Undefined) gives
 None, so a field whose payload value is absent is simply left out instead of
 failing the record. Dates accept Okendo's ISO 8601 strings
-(`2025-11-03T09:14:22.518Z`, REFERENCE.md §5.1) and epoch milliseconds.
+(`2025-11-03T09:14:22.518Z`, as in https://docs.okendo.io/webhooks/topics) and epoch
+milliseconds.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The connector's webhook address, as a subscription gives it to Okendo: catch what cannot work before Okendo does.
 
-Okendo delivers from its servers (through Svix, REFERENCE.md §3), so the URL must be one
-they can reach: never this machine or a private network. Okendo's own validation (a 422)
-still has the last word on everything else.
+Okendo delivers from its servers (through Svix: https://docs.okendo.io/webhooks/getting-started),
+so the URL must be one they can reach: never this machine or a private network. Okendo's own
+validation (a 422) still has the last word on everything else.
 """
 
 from __future__ import annotations

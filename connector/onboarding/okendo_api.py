@@ -1,10 +1,11 @@
 """A small client of Okendo's Merchant REST API: the webhook subscription endpoints.
 
-Everything here follows ../shared/okendo/REFERENCE.md §8:
+Everything here follows Okendo's documentation (https://docs.okendo.io/merchant-rest-api and
+https://docs.okendo.io/merchant-rest-api/endpoints/webhooks):
 - base URL `https://api.okendo.io/enterprise`; HTTP Basic with the Okendo user id as the
   username and the API key as the password;
 - the version is chosen with the `okendo-api-version` header (`2025-02-01`); third-party
-  clients report that requests without it are rejected [C];
+  clients report that requests without it are rejected (Okendo's docs do not say);
 - 2 requests/s sustained with a small burst, then 429: we keep under it ourselves (a burst
   of two, then one request every half second) and, on a 429 (the same API key may be in use
   elsewhere), wait as long as `Retry-After` says, a bounded number of times;
@@ -33,7 +34,8 @@ from connector import okendo
 API_VERSION_HEADER = "okendo-api-version"
 API_VERSION = okendo.SUBSCRIPTION_API_VERSION
 SUBSCRIPTIONS_PATH = "/webhook_subscriptions"
-# 2 requests/s sustained with a small burst (§8): two at once, then one every half second.
+# 2 requests/s sustained with a small burst (Okendo's documented limit): two at once, then
+# one every half second.
 REQUESTS_PER_SECOND = 2.0
 BURST = 2
 # A 429 is retried after Retry-After this many times in all; a longer wait than
@@ -42,12 +44,13 @@ MAX_ATTEMPTS = 4
 MAX_RETRY_AFTER_S = 30.0
 # When a 429 carries no Retry-After: one second restores two requests' worth of budget.
 DEFAULT_RETRY_AFTER_S = 1.0
-PAGE_SIZE = 100  # the largest `limit` the list endpoint accepts (§8)
+PAGE_SIZE = 100  # the largest `limit` the list endpoint accepts (documented: 1-100)
 MAX_PAGES = 1000  # a `nextUrl` loop must end somewhere
 ERROR_TEXT_LIMIT = 600  # characters of an error answer worth showing
 
-# The create answer's secret field is not named in Okendo's docs (§8, §10 question 5):
-# `webhookSecret` is what the api-evangelist catalogue calls it [S]; the others are guesses
+# The create answer's secret field is not named in Okendo's docs:
+# `webhookSecret` is what the api-evangelist catalogue (github.com/api-evangelist/okendo, a
+# secondary, machine-generated source) calls it; the others are guesses
 # we accept too, and failing those, any top-level `whsec_` value.
 SECRET_FIELDS = ("webhookSecret", "secret", "signingSecret", "webhookSigningSecret")
 
@@ -79,7 +82,10 @@ class _Unavailable(Exception):
 
 @dataclass(frozen=True)
 class Subscription:
-    """A webhook subscription as Okendo describes it (§8), with its pairs as event names."""
+    """A webhook subscription as Okendo describes it, with its pairs as event names.
+
+    https://docs.okendo.io/merchant-rest-api/endpoints/webhooks
+    """
 
     subscription_id: str | None
     endpoint_url: str | None
@@ -126,7 +132,7 @@ def _shorten(text: str, limit: int = ERROR_TEXT_LIMIT) -> str:
 def error_details(response: requests.Response) -> list[str]:
     """Okendo's own words from an error answer, as short lines.
 
-    The error body is not documented (§8 lists only the statuses), so this reads the
+    The error body is not documented (Okendo's docs list only the statuses), so this reads the
     usual shapes: `message`/`error`/`detail`/`title`, and an `errors` list of strings
     or of objects with a message and a path or field. Anything else is shown as text.
     """
@@ -211,7 +217,7 @@ class OkendoApi:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    # --- the two operations (§8) -------------------------------------------------------------
+    # --- the two operations ------------------------------------------------------------------
 
     def list_subscriptions(self) -> list[Subscription]:
         """Every subscription, following `nextUrl` page after page."""
@@ -248,7 +254,7 @@ class OkendoApi:
     # --- one request, paced and retried ---------------------------------------------------------
 
     def _next_url(self, next_url: Any) -> str | None:
-        """Where the next page is. Okendo documents `nextUrl` but not its form (§8): accept an
+        """Where the next page is. Okendo documents `nextUrl` but not its form: accept an
         absolute URL on the API's own origin, a path under the base URL, or a path relative to it.
         The credentials never go to another host."""
         if not isinstance(next_url, str) or not next_url:

@@ -1,8 +1,9 @@
 """Sign an event exactly as Svix does and post it to a connector; say what the answer means.
 
 Signing is the real `svix` package's (`Webhook(secret).sign(id, timestamp, body)`), over the
-exact bytes sent (REFERENCE.md §3.3, §3.5). Each attempt carries a fresh timestamp and
-signature, and a redelivery reuses the message id, as Svix's retries do (§3.2, §7).
+exact bytes sent (https://docs.svix.com/receiving/verifying-payloads/how-manual). Each attempt
+carries a fresh timestamp and signature, and a redelivery reuses the message id, as Svix's
+retries do (https://docs.svix.com/retries).
 """
 
 from __future__ import annotations

@@ -14,9 +14,11 @@ from connector import okendo
 from connector.mapping.engine import MappingSet
 from connector.mapping.loader import KNOWN_EVENTS
 
-# The events Okendo documents or that live receivers corroborate (REFERENCE.md §4): every
-# topic of reviews and the four loyalty types, and `survey_response.create`. Survey
-# `update`/`delete` rest on a secondary, machine-generated source only [S], so a default
+# The events Okendo documents (https://docs.okendo.io/webhooks/topics,
+# https://docs.okendo.io/merchant-rest-api/endpoints/webhooks) or that live receivers
+# corroborate: every topic of reviews and the four loyalty types, and `survey_response.create`.
+# Survey `update`/`delete` rest on a secondary, machine-generated source only (the
+# api-evangelist catalogue, github.com/api-evangelist/okendo), so a default
 # subscription leaves them out (a mapping may still handle them: name them to ask Okendo).
 CORROBORATED_EVENTS: frozenset[str] = frozenset(
     [okendo.event_name(resource_type, topic)

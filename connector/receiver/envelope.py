@@ -46,7 +46,7 @@ def _dig(node: Any, path: tuple[str, ...]) -> Any:
 
 
 def _sequence(value: Any) -> str | None:
-    # A digit string (REFERENCE.md §2.1); tolerate a JSON integer, never a float or bool.
+    # A digit string (https://docs.okendo.io/webhooks/topics); tolerate a JSON integer, never a float or bool.
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         value = str(value)
     if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= SEQUENCE_MAX:

@@ -1,7 +1,8 @@
 """Svix signature verification against every configured secret.
 
 Okendo delivers through Svix; the `svix` package does the HMAC and its
-constant-time comparison (REFERENCE.md §3.3-3.4). We only choose which headers
+constant-time comparison (https://docs.svix.com/receiving/verifying-payloads/how-manual;
+the library: https://github.com/svix/svix-webhooks). We only choose which headers
 to hand it and turn each way it can fail into a short reason code.
 """
 

@@ -1,7 +1,8 @@
 """Per-resource ordering: an older event never overwrites a newer one.
 
 Okendo does not guarantee delivery order; `sequenceNumber` (a digit string,
-compared as an integer) orders the events of a resource (REFERENCE.md §7).
+compared as an integer) orders the events of a resource
+(https://docs.okendo.io/webhooks/getting-started).
 The newest event applied per (destination, resourceType, resource id) is
 kept in `resource_versions`; a delete leaves a tombstone there.
 """
