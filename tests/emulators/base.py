@@ -79,6 +79,15 @@ class Fault:
 Handler = Callable[[Request], Reply]
 
 
+def _hang_up(http: BaseHTTPRequestHandler) -> None:
+    """Close the connection without an answer (a dropped connection, as the client sees it)."""
+    http.close_connection = True
+    try:
+        http.connection.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
 class Emulator:
     """Subclasses call `self.route(method, pattern, handler)`; patterns use `{name}` for a path segment."""
 
@@ -198,11 +207,7 @@ class Emulator:
                 time.sleep(fault.delay)
             if fault.drop:
                 self._log(request, 0, fault.name)
-                http.close_connection = True
-                try:
-                    http.connection.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+                _hang_up(http)
                 return
             if fault.status is not None:
                 reply = Reply(fault.status, fault.body, dict(fault.headers))
@@ -212,11 +217,7 @@ class Emulator:
         reply = self._dispatch(request)
         self._log(request, reply.status, fault.name if fault is not None else None)
         if fault is not None and fault.drop_after:
-            http.close_connection = True
-            try:
-                http.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            _hang_up(http)
             return
         self._finish(http, request, reply)
 
