@@ -110,3 +110,42 @@ def test_lost_answers_with_a_ten_second_search_lag_make_exactly_one_note_each(la
     assert sorted(n["properties"]["okendo_source_key"] for n in notes) == sorted(f"review:{i}" for i in UPPER_IDS)
     # Salesforce: the Contact whose create answer was lost is found by SOQL, not created again.
     assert len(crms.salesforce.records("Contact")) == 1
+
+
+def test_a_worker_that_died_after_creating_leaves_no_second_note(db_url, crms):
+    """The worker claimed the note, HubSpot created it, the worker died before recording anything:
+    its lease runs out, and the next worker finds the note instead of creating it again, even
+    with the search lagging."""
+    from connector.ledger.links import LedgerLinks
+    from connector.mapping.loader import load_mappings
+    from connector.worker import claims
+    from connector.worker.planner import plan_received
+    from connector.worker.runner import Worker
+
+    settings = make_settings(db_url, crms)
+    settings.destinations["hubspot"].search_settle_s = 2.0
+    engine = create_ledger_engine(settings)
+    upgrade(engine)
+    document = review(UPPER_IDS[0], 1)
+    del document["resource"]["reviewer"]["email"]  # no contact to write first: the note is the HubSpot work
+    ingest(engine, document)
+    mappings = load_mappings(settings)
+    plan_received(engine, mappings)
+    for _ in range(20):
+        if any(c.mapping == "hubspot_review_note" for c in claims.claim(engine, "doomed", 10, lease_s=0.5)):
+            break
+        time.sleep(0.3)
+    else:
+        raise AssertionError("the note was never claimed")
+    crms.hubspot.search_lag = 1.5
+    worker = Worker(settings, mappings, engine, prune_enabled=False)
+    [note] = MAPPINGS_WORKS(UPPER_IDS[0])
+    [made] = worker.destinations["hubspot"].deliver([Work(1, note.operation)], LedgerLinks(engine))
+    assert made.status == OK  # written at HubSpot; the doomed worker never records it
+    time.sleep(0.6)  # its lease runs out
+    deadline = time.monotonic() + 20
+    while delivery(engine, "hubspot_review_note", 1).state != "delivered" and time.monotonic() < deadline:
+        drain(settings, engine, rounds=40)
+    assert [n["properties"]["okendo_source_key"] for n in crms.hubspot.records("notes")] == [f"review:{UPPER_IDS[0]}"]
+    assert delivery(engine, "hubspot_review_note", 1).state == "delivered"
+    engine.dispose()
