@@ -28,7 +28,8 @@ _PURE_ENV_REFERENCE = re.compile(r"^\s*\$\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\}\
 
 # Keys whose values are credentials, wherever they appear in the tree.
 SECRET_KEYS = frozenset(
-    {"secrets", "access_token", "client_secret", "private_key", "password", "admin_password", "api_key"}
+    {"secrets", "access_token", "client_secret", "private_key", "password", "admin_password", "viewer_password",
+     "api_key"}
 )
 
 
@@ -198,6 +199,15 @@ class RetentionConfig(_Section):
 
 class StatusConfig(_Section):
     admin_password: str | None = None
+    # How many reverse proxies stand in front of the server (a proxy on this host, a tunnel): the
+    # client's address, scheme and host are then read from that many X-Forwarded-* hops, and never
+    # from a forwarding header otherwise. With a proxy, the status page needs a password.
+    trusted_proxies: int = Field(0, ge=0, le=5)
+    # Signed-in sessions end after this long (the cookie's Max-Age).
+    session_hours: float = Field(12.0, gt=0, le=24 * 30)
+    # Send the session cookie only over HTTPS even when the request looked like plain HTTP (a TLS
+    # proxy that is not listed in trusted_proxies). Requests that arrived over HTTPS always get it.
+    cookie_secure: bool = False
 
 
 class ObservabilityConfig(_Section):

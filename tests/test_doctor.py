@@ -157,3 +157,21 @@ def test_okendo_api_credentials_and_subscription(runner, setup, monkeypatch):
         assert refused.exit_code == 1
         assert "FAIL okendo api: Okendo refused the credentials (HTTP 401" in refused.output
         assert "check OKENDO_USER_ID and OKENDO_API_KEY" in refused.output
+
+
+def test_a_public_bind_without_a_password_fails(runner, setup, monkeypatch):
+    monkeypatch.setenv("BIND", "0.0.0.0:8080")
+    result = doctor(runner, setup)
+    assert result.exit_code == 1
+    assert "0.0.0.0:8080" in line(result.output, "FAIL status page:")
+    assert "set CONNECTOR_ADMIN_PASSWORD" in line(result.output, "FAIL status page:")
+    monkeypatch.setenv("CONNECTOR_ADMIN_PASSWORD", "a long enough password")
+    assert line(doctor(runner, setup).output, "ok   status page:")
+
+
+def test_a_listed_proxy_without_a_password_fails(runner, setup):
+    tree = yaml.safe_load(setup.read_text())
+    tree["status"]["trusted_proxies"] = 1
+    setup.write_text(yaml.safe_dump(tree))
+    result = doctor(runner, setup)
+    assert result.exit_code == 1 and "trusted_proxies" in line(result.output, "FAIL status page:")

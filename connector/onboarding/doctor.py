@@ -8,6 +8,9 @@ reported, not created.
 
 from __future__ import annotations
 
+import ipaddress
+import os
+
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,8 +149,35 @@ def _webhook_secret(settings: Settings) -> Check:
 def _status_page(settings: Settings) -> Check:
     if settings.status.admin_password:
         return Check("status page", OK, "password login (CONNECTOR_ADMIN_PASSWORD)")
-    return Check("status page", WARN, "no CONNECTOR_ADMIN_PASSWORD: /status answers this machine only",
+    fix = "set CONNECTOR_ADMIN_PASSWORD and restart: without one, nothing tells a visitor from this machine"
+    if settings.status.trusted_proxies:
+        return Check("status page", FAIL, f"no CONNECTOR_ADMIN_PASSWORD behind {settings.status.trusted_proxies} "
+                     "proxy hop(s) (status.trusted_proxies): every request is refused until one is set", fix)
+    bind = os.environ.get("BIND", "127.0.0.1:8000")
+    if not binds_loopback_only(bind):
+        return Check("status page", FAIL, f"no CONNECTOR_ADMIN_PASSWORD and the server binds {bind}: the status page "
+                     "and its API are refused to everyone but this machine, and must not rely on that", fix)
+    return Check("status page", WARN, "no CONNECTOR_ADMIN_PASSWORD: /status answers direct requests from this "
+                 "machine only (never through a proxy or tunnel)",
                  "set CONNECTOR_ADMIN_PASSWORD to open it to others behind a login")
+
+
+def binds_loopback_only(bind: str) -> bool:
+    """Whether every address in gunicorn's BIND (`host:port`, `[::1]:port`, `unix:path`, several
+    separated by commas or spaces) is on this machine's loopback. A unix socket means a proxy."""
+    for part in bind.replace(",", " ").split():
+        if part.startswith(("unix:", "fd://")):
+            return False
+        host = part.rsplit(":", 1)[0] if part.count(":") == 1 or part.startswith("[") else part
+        host = host.strip("[]")
+        if host == "localhost":
+            continue
+        try:
+            if not ipaddress.ip_address(host).is_loopback:
+                return False
+        except ValueError:
+            return False  # a host name other than localhost: it may resolve anywhere
+    return True
 
 
 def _destination(settings: Settings, mappings: MappingSet | None, name: str) -> Check:

@@ -2,7 +2,8 @@
 
 - With CONNECTOR_ADMIN_PASSWORD set: a login form (a signed session cookie),
   or HTTP Basic with that password for scripts calling the JSON API.
-- Without it: only loopback clients are served, and every page says so.
+- Without it: only requests made directly on this machine are served (a loopback client and
+  no forwarding header, no proxy configured), and every page says so.
 Every POST made with the session cookie carries a CSRF token (Flask-WTF).
 Passwords are compared in constant time.
 """
@@ -20,6 +21,7 @@ from typing import Any
 
 from flask import Flask, abort, jsonify, redirect, request, session, url_for
 from flask_wtf.csrf import CSRFError, CSRFProtect, generate_csrf
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from connector.runtime import runtime
 
@@ -45,6 +47,12 @@ def session_key(admin_password: str | None) -> str:
 
 def init_auth(app: Flask) -> None:
     settings = runtime_settings(app)
+    if settings.status.trusted_proxies:
+        # The client address, scheme and host from exactly that many proxy hops, never more: a
+        # client cannot claim another address by adding an X-Forwarded-For of its own
+        # (https://werkzeug.palletsprojects.com/en/stable/middleware/proxy_fix/).
+        hops = settings.status.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
     app.config["SECRET_KEY"] = session_key(settings.status.admin_password)
     app.config["SESSION_COOKIE_HTTPONLY"] = True
     app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
@@ -89,9 +97,32 @@ def _basic_auth_ok() -> bool:
     return auth is not None and auth.type == "basic" and password_matches(auth.password)
 
 
+# Headers a proxy or tunnel adds: a request carrying one did not come straight from this machine,
+# whatever address it arrived from (https://developer.mozilla.org/en-US/docs/Web/HTTP/Headers/Forwarded).
+FORWARDING_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP", "X-Forwarded-Host", "X-Forwarded-Proto",
+                      "X-Forwarded-Port", "X-Forwarded-Prefix")
+
+NO_PASSWORD_REFUSAL = ("The status page has no password, so it answers only requests made directly on this "
+                       "machine, and this one came through a proxy or from elsewhere. Set CONNECTOR_ADMIN_PASSWORD "
+                       "in the connector's environment and restart it; then sign in at /status/login.")
+
+
+def direct_loopback() -> bool:
+    """A request made on this machine itself, not relayed: the only kind served without a password.
+
+    A reverse proxy or tunnel on the same host makes every internet request arrive from 127.0.0.1,
+    so the address alone proves nothing: any forwarding header, or a configured proxy, disqualifies.
+    """
+    if runtime().settings.status.trusted_proxies:
+        return False
+    if any(name in request.headers for name in FORWARDING_HEADERS):
+        return False
+    return is_loopback(request.remote_addr)
+
+
 def authenticated() -> bool:
     if _password() is None:
-        return is_loopback(request.remote_addr)
+        return direct_loopback()
     return bool(session.get("admin")) or _basic_auth_ok()
 
 
@@ -101,8 +132,9 @@ def require_auth(api: bool = False) -> Callable[[Callable[..., Any]], Callable[.
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             if not authenticated():
                 if _password() is None:
-                    abort(403, "The status page has no password (set CONNECTOR_ADMIN_PASSWORD); "
-                               "until then it only answers loopback clients.")
+                    if api:
+                        return jsonify(error="refused", hint=NO_PASSWORD_REFUSAL), 403
+                    abort(403, NO_PASSWORD_REFUSAL)
                 if api:
                     response = jsonify(error="authentication required")
                     response.status_code = 401
