@@ -19,7 +19,7 @@ from connector.status.auth import _password, is_loopback, password_matches, requ
 from connector.status.links import record_url
 from connector.worker.replay import ReplayFilter, count, replay
 
-bp = Blueprint("status", __name__, template_folder="templates", url_prefix="/status")
+bp = Blueprint("status", __name__, template_folder="templates", static_folder="static", url_prefix="/status")
 
 
 def _time(value: str | None) -> datetime | None:
