@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Flask, redirect, url_for
 
 from connector.status.auth import init_auth
+from connector.status.hardening import init_hardening
 
 
 def init_status(app: Flask) -> None:
@@ -12,6 +13,7 @@ def init_status(app: Flask) -> None:
     from connector.status.views import bp as views_bp
 
     init_auth(app)
+    init_hardening(app)  # app-wide: the webhook, probes and error pages get the headers too
     app.register_blueprint(views_bp)
     app.register_blueprint(api_bp)
     app.add_url_rule("/", "root", lambda: redirect(url_for("status.overview")))

@@ -76,7 +76,10 @@ def login_post() -> Any:
     if not password_matches(request.form.get("password")):
         flash("Wrong password.")
         return render_template("status/login.html", next=request.form.get("next", "")), 401
+    # A new cookie at sign-in (nothing from before carries over), one that expires after
+    # PERMANENT_SESSION_LIFETIME (https://flask.palletsprojects.com/en/stable/api/#flask.session.permanent).
     session.clear()
+    session.permanent = True
     session["admin"] = True
     target = request.form.get("next") or url_for("status.overview")
     return redirect(target if target.startswith("/status") else url_for("status.overview"))
