@@ -94,6 +94,9 @@ def test_an_operator_sees_the_story_and_fixes_a_failure(site, browser):
     anonymous.close()
 
     page = browser.new_page()
+    # Chromium reports every resource the Content-Security-Policy refuses on the console.
+    console: list[str] = []
+    page.on("console", lambda message: console.append(message.text))
     page.goto(f"{base}/status")
     page.fill("input[name=password]", PASSWORD)
     page.click("button[type=submit]")
@@ -109,6 +112,13 @@ def test_an_operator_sees_the_story_and_fixes_a_failure(site, browser):
              and p.locator('tr[data-destination="hubspot"] td[data-state="dead"]').inner_text() == "1"
              and p.locator('tr[data-destination="salesforce"] td[data-state="delivered"]').inner_text() == "4")
     assert page.locator('tr[data-destination="hubspot"] td[data-state="delivered"]').inner_text() == "3"
+    # Served under the policy, the page is styled by its own stylesheet (the header's dark blue, the
+    # chart's bars), not by inline styles the policy would refuse.
+    assert "style-src 'self'" in page.request.get(f"{base}/status").headers["content-security-policy"]
+    assert page.evaluate("[...document.styleSheets].map(sheet => new URL(sheet.href).pathname)") == \
+        ["/status/static/status.css"]
+    assert page.evaluate("getComputedStyle(document.querySelector('header')).backgroundColor") == "rgb(16, 42, 67)"
+    assert page.evaluate("getComputedStyle(document.querySelector('.chart rect')).fill") == "rgb(47, 95, 208)"
     page.screenshot(path=str(ARTIFACTS / "overview.png"), full_page=True)
 
     # Filter the list down to what failed, and open it.
@@ -148,3 +158,4 @@ def test_an_operator_sees_the_story_and_fixes_a_failure(site, browser):
     assert len(crms.hubspot.records("contacts")) == 2  # Harriet and the survey's respondent, once each
     page.goto(f"{base}/status/events?state=dead")
     assert page.locator("table[data-test=events] tr[data-event-id]").count() == 0
+    assert not [text for text in console if "Content Security Policy" in text], console
