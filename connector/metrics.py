@@ -71,6 +71,12 @@ CRM_CALLS = Counter(
     PREFIX + "crm_calls", "CRM API calls (each retry counts), by destination and HTTP status class "
     "(2xx, 4xx, 5xx, ...; no_response for timeouts and dropped connections).",
     ["destination", "status_class"], registry=REGISTRY)
+STATUS_SIGN_IN_FAILURES = Counter(
+    PREFIX + "status_sign_in_failures", "Wrong passwords given to the status page or its API, by kind (login, basic).",
+    ["kind"], registry=REGISTRY)
+STATUS_SIGN_IN_THROTTLED = Counter(
+    PREFIX + "status_sign_in_throttled", "Sign-in attempts refused with 429 after too many wrong passwords, by kind.",
+    ["kind"], registry=REGISTRY)
 CRM_RATE_LIMITED = Counter(
     PREFIX + "crm_rate_limited", "HTTP 429 answers received from a CRM, by destination.", ["destination"],
     registry=REGISTRY)
@@ -125,6 +131,14 @@ def webhook_rejected(reason: str | None) -> None:
     _safe(lambda: WEBHOOKS_REJECTED.labels(label).inc())
 
 
+def status_sign_in_failed(kind: str) -> None:
+    _safe(lambda: STATUS_SIGN_IN_FAILURES.labels(kind).inc())
+
+
+def status_sign_in_throttled(kind: str) -> None:
+    _safe(lambda: STATUS_SIGN_IN_THROTTLED.labels(kind).inc())
+
+
 def delivery_finished(destination: str, outcome: str, received_at: datetime | None = None,
                       now: datetime | None = None) -> None:
     """One delivery attempt's outcome; the latency is observed for `delivered` only."""
@@ -165,6 +179,9 @@ def prime(destinations: Iterable[str]) -> None:
         _redeliveries_counter()
         for reason in REJECTION_REASONS:
             WEBHOOKS_REJECTED.labels(reason)
+        for kind in ("login", "basic"):
+            STATUS_SIGN_IN_FAILURES.labels(kind)
+            STATUS_SIGN_IN_THROTTLED.labels(kind)
         for destination in names:
             CRM_RATE_LIMITED.labels(destination)
             for outcome in OUTCOMES:
