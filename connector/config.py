@@ -198,7 +198,8 @@ class RetentionConfig(_Section):
 
 
 class StatusConfig(_Section):
-    admin_password: str | None = None
+    admin_password: str | None = None  # an operator's: sees everything, may replay
+    viewer_password: str | None = None  # a viewer's: sees everything, changes nothing
     # How many reverse proxies stand in front of the server (a proxy on this host, a tunnel): the
     # client's address, scheme and host are then read from that many X-Forwarded-* hops, and never
     # from a forwarding header otherwise. With a proxy, the status page needs a password.

@@ -228,7 +228,7 @@ def test_bulk_replay_shows_the_count_then_replays_on_confirmation(seeded):
     assert sql(seeded, "SELECT count(*) FROM deliveries WHERE state = 'dead'").scalar_one() == 7  # nothing yet
     done = client.post("/status/replay", data={"state": "dead", "confirm": "yes", "csrf_token": csrf_from(confirm.text)})
     assert done.status_code == 302
-    assert sql(seeded, "SELECT count(*) FROM deliveries WHERE state = 'pending' AND replayed_by LIKE 'status page%'"
+    assert sql(seeded, "SELECT count(*) FROM deliveries WHERE state = 'pending' AND replayed_by LIKE 'admin (%'"
                ).scalar_one() == 7
 
 

@@ -190,6 +190,9 @@ def test_the_status_settings_choose_the_lifetime_and_force_secure(sqlite_url):
         "status": {"admin_password": "${ADMIN}", "session_hours": 1, "cookie_secure": True},
     }, environ={"ADMIN": PASSWORD}))
     app.config["TESTING"] = True
+    from connector.ledger.migrate import upgrade
+
+    upgrade(app.extensions[EXTENSION_KEY].engine)  # sign-ins are written in the ledger's audit log
     cookie = session_cookie(sign_in_response(app.test_client()))
     assert "secure" in cookie  # forced: a TLS proxy in front that the app cannot see
     expires = parse_date(cookie["expires"])

@@ -194,6 +194,19 @@ class DeliveryAttempt(Base):
     requests: Mapped[list[Any] | None] = mapped_column(JSON)  # what was sent (dry-run: what would be)
 
 
+class AuditEntry(Base):
+    """Who did what on the status page: sign-ins (right or wrong, never the password) and replays."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    user: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str | None] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(32))  # sign_in | sign_in_failed | sign_out | replay
+    address: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[str | None] = mapped_column(Text)
+
+
 class RecordLink(Base):
     """Which CRM record an Okendo resource became, per destination and object.
 

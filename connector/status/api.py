@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -10,8 +11,9 @@ from flask import Blueprint, abort, jsonify, request, url_for
 from connector.runtime import runtime
 from connector.status import queries
 from connector.status.auth import require_auth
-from connector.status.views import event_filter, replay_filter, who
-from connector.worker.replay import ReplayFilter, count, replay
+from connector.status import audit
+from connector.status.views import event_filter, replay_as_user, replay_filter
+from connector.worker.replay import ReplayFilter, count
 
 bp = Blueprint("status_api", __name__, url_prefix="/api")
 
@@ -64,16 +66,16 @@ def _summary(requeued: int, held: int) -> Any:
 
 
 @bp.post("/events/<int:event_id>/replay")
-@require_auth(api=True)
+@require_auth(api=True, operator=True)
 def replay_event(event_id: int) -> Any:
-    summary = replay(runtime().engine, ReplayFilter(event_ids=(event_id,)), by=who())
+    summary = replay_as_user(ReplayFilter(event_ids=(event_id,)), f"event {event_id}")
     return _summary(summary.requeued, summary.held)
 
 
 @bp.post("/deliveries/<int:delivery_id>/replay")
-@require_auth(api=True)
+@require_auth(api=True, operator=True)
 def replay_delivery(delivery_id: int) -> Any:
-    summary = replay(runtime().engine, ReplayFilter(delivery_ids=(delivery_id,)), by=who())
+    summary = replay_as_user(ReplayFilter(delivery_ids=(delivery_id,)), f"delivery {delivery_id}")
     if summary.held:
         response = _summary(summary.requeued, summary.held)
         response.status_code = 409  # a worker holds it right now
@@ -82,7 +84,7 @@ def replay_delivery(delivery_id: int) -> Any:
 
 
 @bp.post("/replay")
-@require_auth(api=True)
+@require_auth(api=True, operator=True)
 def bulk_replay() -> Any:
     """Replay what a filter selects; `"dry_run": true` only counts."""
     body = request.get_json(silent=True) or {}
@@ -92,5 +94,17 @@ def bulk_replay() -> Any:
     if body.get("dry_run"):
         preview = count(runtime().engine, selection)
         return jsonify(would_replay=preview.requeued, held_by_a_worker=preview.held)
-    summary = replay(runtime().engine, selection, by=who())
+    summary = replay_as_user(selection, f"filter {json.dumps(body, sort_keys=True)[:200]}")
     return _summary(summary.requeued, summary.held)
+
+
+@bp.get("/audit")
+@require_auth(api=True)
+def audit_log() -> Any:
+    """Sign-ins and replays, newest first; `?before=<id>` pages back."""
+    before = request.args.get("before")
+    if before and not before.isdigit():
+        abort(400, "before must be an audit entry id")
+    entries = audit.recent(int(before) if before else None)
+    following = url_for("status_api.audit_log", before=entries[-1]["id"]) if len(entries) == audit.PAGE_SIZE else None
+    return jsonify(entries=entries, next=following)

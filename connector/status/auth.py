@@ -19,13 +19,15 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
-from flask import Flask, abort, jsonify, redirect, request, session, url_for
+from flask import Flask, abort, current_app, g, jsonify, make_response, redirect, request, session, url_for
 from flask_wtf.csrf import CSRFError, CSRFProtect, generate_csrf
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from connector.runtime import runtime
+from connector.status.throttle import SignInThrottle
 
 SESSION_KEY_ENV = "CONNECTOR_SESSION_KEY"
+THROTTLE_KEY = "okendo_connector_sign_in_throttle"
 csrf = CSRFProtect()
 
 
@@ -61,6 +63,7 @@ def init_auth(app: Flask) -> None:
     app.config["WTF_CSRF_CHECK_DEFAULT"] = False
     app.config["WTF_CSRF_TIME_LIMIT"] = None  # valid for the session's life
     csrf.init_app(app)
+    app.extensions[THROTTLE_KEY] = SignInThrottle()
     app.jinja_env.globals["csrf_token"] = generate_csrf
 
     @app.errorhandler(CSRFError)
@@ -87,14 +90,79 @@ def is_loopback(address: str | None) -> bool:
         return False
 
 
+OPERATOR, VIEWER = "operator", "viewer"  # operators may replay; viewers see everything and change nothing
+
+
+def _matches(candidate: str, password: str | None) -> bool:
+    return bool(password) and hmac.compare_digest(candidate.encode(), password.encode())  # type: ignore[union-attr]
+
+
+def role_for(candidate: str | None) -> str | None:
+    """Which role a password opens: the admin password an operator's, the viewer password a viewer's."""
+    if candidate is None:
+        return None
+    status = runtime().settings.status
+    # Both compared, always, in constant time: the answer's timing tells nothing about which matched.
+    operator, viewer = _matches(candidate, status.admin_password), _matches(candidate, status.viewer_password)
+    return OPERATOR if operator else VIEWER if viewer else None
+
+
 def password_matches(candidate: str | None) -> bool:
-    password = _password()
-    return bool(password and candidate is not None and hmac.compare_digest(candidate.encode(), password.encode()))
+    return role_for(candidate) is not None
+
+
+def sign_in(candidate: str | None, kind: str) -> str | None:
+    """Check a password given to the login form (`login`) or in HTTP Basic (`basic`), within the
+    guessing limits: the role it opens, or None. Past the limit this aborts with 429 and Retry-After,
+    whether the password is right or not."""
+    throttle: SignInThrottle = current_app.extensions[THROTTLE_KEY]
+    address = request.remote_addr or "unknown"
+    wait = throttle.wait_for(address)
+    if wait is not None:
+        throttle.refused(address, kind, wait)
+        message = f"Too many wrong passwords from {address}: try again in {wait:.0f} s."
+        response = jsonify(error="too many attempts", retry_after=wait) if kind == "basic" or \
+            request.path.startswith("/api/") else make_response(message)
+        response.status_code = 429
+        response.headers["Retry-After"] = str(int(wait))
+        abort(response)
+    role = role_for(candidate)
+    if role is None:
+        throttle.failed(address, kind)
+    else:
+        throttle.succeeded(address)
+    return role
+
+
+def current_user() -> tuple[str, str] | None:
+    """(user name, role) of this request: a signed-in session, HTTP Basic, or, with no password at
+    all, a direct request on this machine (`local`). Worked out once per request."""
+    if "status_user" not in g:
+        g.status_user = _find_user()
+    return g.status_user
+
+
+def _find_user() -> tuple[str, str] | None:
+    if _password() is None:
+        return ("local", OPERATOR) if direct_loopback() else None
+    role = session.get("role")
+    if role in (OPERATOR, VIEWER):
+        return (session.get("user") or role, role)
+    auth = request.authorization
+    if auth is not None and auth.type == "basic" and auth.password is not None:
+        role = sign_in(auth.password, "basic")
+        if role is not None:
+            g.status_basic = True
+            return (USER_NAMES[role], role)
+    return None
 
 
 def _basic_auth_ok() -> bool:
-    auth = request.authorization
-    return auth is not None and auth.type == "basic" and password_matches(auth.password)
+    """Whether this request was let in by HTTP Basic (a script: no cookie, so no CSRF to fear)."""
+    return bool(g.get("status_basic"))
+
+
+USER_NAMES = {OPERATOR: "admin", VIEWER: "viewer"}
 
 
 # Headers a proxy or tunnel adds: a request carrying one did not come straight from this machine,
@@ -121,12 +189,12 @@ def direct_loopback() -> bool:
 
 
 def authenticated() -> bool:
-    if _password() is None:
-        return direct_loopback()
-    return bool(session.get("admin")) or _basic_auth_ok()
+    return current_user() is not None
 
 
-def require_auth(api: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def require_auth(api: bool = False, operator: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Serve the view to a signed-in user; `operator`: only to an operator (a viewer gets 403)."""
+
     def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
         @wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -143,6 +211,11 @@ def require_auth(api: bool = False) -> Callable[[Callable[..., Any]], Callable[.
                 return redirect(url_for("status.login", next=request.full_path))
             if request.method == "POST" and not _basic_auth_ok():
                 csrf.protect()
+            if operator and current_user()[1] != OPERATOR:  # type: ignore[index]
+                message = "Signed in as a viewer: replays need the admin password."
+                if api:
+                    return jsonify(error="forbidden", reason=message), 403
+                abort(403, message)
             return view(*args, **kwargs)
 
         return wrapper

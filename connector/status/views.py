@@ -15,7 +15,8 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, s
 
 from connector.runtime import runtime
 from connector.status import queries
-from connector.status.auth import _password, is_loopback, password_matches, require_auth
+from connector.status import audit
+from connector.status.auth import OPERATOR, USER_NAMES, _password, current_user, is_loopback, require_auth, sign_in
 from connector.status.links import record_url
 from connector.worker.replay import ReplayFilter, count, replay
 
@@ -53,12 +54,24 @@ def replay_filter(selection: queries.EventFilter) -> ReplayFilter:
 
 
 def who() -> str:
-    return f"status page ({request.remote_addr})"
+    """The user and address a replay is recorded under (`admin (198.51.100.23)`)."""
+    user = current_user()
+    return f"{user[0] if user else 'unknown'} ({request.remote_addr})"
+
+
+def replay_as_user(selection: ReplayFilter, what: str) -> Any:
+    """Replay for the signed-in user, and write it in the audit log."""
+    summary = replay(runtime().engine, selection, by=who())
+    user = current_user() or ("unknown", None)
+    audit.record("replay", user[0], user[1], what=what, requeued=summary.requeued, held=summary.held)
+    return summary
 
 
 @bp.app_context_processor
 def _page_context() -> dict[str, Any]:
-    return {"open_mode": _password() is None, "signed_in": bool(session.get("admin"))}
+    user = current_user() if request.blueprint in ("status", "status_api") else None
+    return {"open_mode": _password() is None, "signed_in": bool(session.get("role")),
+            "user_name": user[0] if user else None, "can_replay": bool(user and user[1] == OPERATOR)}
 
 
 @bp.get("/login")
@@ -73,14 +86,17 @@ def login_post() -> Any:
     from connector.status.auth import csrf
 
     csrf.protect()
-    if not password_matches(request.form.get("password")):
+    role = sign_in(request.form.get("password"), "login")
+    if role is None:
+        audit.record("sign_in_failed", "?", None)
         flash("Wrong password.")
         return render_template("status/login.html", next=request.form.get("next", "")), 401
     # A new cookie at sign-in (nothing from before carries over), one that expires after
     # PERMANENT_SESSION_LIFETIME (https://flask.palletsprojects.com/en/stable/api/#flask.session.permanent).
     session.clear()
     session.permanent = True
-    session["admin"] = True
+    session["role"], session["user"] = role, USER_NAMES[role]
+    audit.record("sign_in", USER_NAMES[role], role)
     target = request.form.get("next") or url_for("status.overview")
     return redirect(target if target.startswith("/status") else url_for("status.overview"))
 
@@ -88,6 +104,9 @@ def login_post() -> Any:
 @bp.post("/logout")
 @require_auth()
 def logout() -> Any:
+    user = current_user()
+    if user and session.get("role"):
+        audit.record("sign_out", user[0], user[1])
     session.clear()
     return redirect(url_for("status.login") if _password() else url_for("status.overview"))
 
@@ -141,24 +160,24 @@ def event(event_id: int) -> Any:
 
 
 @bp.post("/events/<int:event_id>/replay")
-@require_auth()
+@require_auth(operator=True)
 def replay_event(event_id: int) -> Any:
-    summary = replay(runtime().engine, ReplayFilter(event_ids=(event_id,)), by=who())
+    summary = replay_as_user(ReplayFilter(event_ids=(event_id,)), f"event {event_id}")
     flash(_replayed_message(summary.requeued, summary.held))
     return redirect(url_for("status.event", event_id=event_id))
 
 
 @bp.post("/deliveries/<int:delivery_id>/replay")
-@require_auth()
+@require_auth(operator=True)
 def replay_delivery(delivery_id: int) -> Any:
-    summary = replay(runtime().engine, ReplayFilter(delivery_ids=(delivery_id,)), by=who())
+    summary = replay_as_user(ReplayFilter(delivery_ids=(delivery_id,)), f"delivery {delivery_id}")
     flash(_replayed_message(summary.requeued, summary.held))
     event_id = request.form.get("event_id", type=int)
     return redirect(url_for("status.event", event_id=event_id) if event_id else url_for("status.events"))
 
 
 @bp.route("/replay", methods=["GET", "POST"])
-@require_auth()
+@require_auth(operator=True)
 def bulk_replay() -> Any:
     """Replay everything the current filter shows: first how many, then on confirmation."""
     source = request.form if request.method == "POST" else request.args
@@ -168,7 +187,7 @@ def bulk_replay() -> Any:
         flash("Choose a filter first: bulk replay works on a filtered list.")
         return redirect(url_for("status.events"))
     if request.method == "POST" and request.form.get("confirm") == "yes":
-        summary = replay(runtime().engine, chosen, by=who())
+        summary = replay_as_user(chosen, f"filter {request.query_string.decode()[:200]}")
         flash(_replayed_message(summary.requeued, summary.held))
         return redirect(url_for("status.events", **selection.query_args()))
     preview = count(runtime().engine, chosen)
@@ -180,3 +199,14 @@ def _replayed_message(requeued: int, held: int) -> str:
     if held:
         message += f" {held} held by a worker right now were left alone; try again in a moment."
     return message
+
+
+@bp.get("/audit")
+@require_auth()
+def audit_log() -> Any:
+    before = request.args.get("before")
+    if before and not before.isdigit():
+        abort(400, "before must be an audit entry id")
+    entries = audit.recent(int(before) if before else None)
+    older = url_for("status.audit_log", before=entries[-1]["id"]) if len(entries) == audit.PAGE_SIZE else None
+    return render_template("status/audit.html", entries=entries, older=older)
