@@ -159,3 +159,15 @@ def test_an_operator_sees_the_story_and_fixes_a_failure(site, browser):
     page.goto(f"{base}/status/events?state=dead")
     assert page.locator("table[data-test=events] tr[data-event-id]").count() == 0
     assert not [text for text in console if "Content Security Policy" in text], console
+
+    # The replay confirmation page cannot be framed by another site (a click-jacking attempt).
+    signed_in = browser.new_context()
+    signed_in.add_cookies(page.context.cookies())  # signed in: the page a framing site would want to show
+    framer = signed_in.new_page()
+    framed = f"{base}/status/replay?state=dead"
+    with framer.expect_event("console", predicate=lambda m: "frame" in m.text.lower() and "ancestor" in m.text.lower()
+                             or "refused to display" in m.text.lower(), timeout=10_000):
+        framer.set_content(f'<iframe id="victim" src="{framed}" width="600" height="400"></iframe>')
+    frame = next((f for f in framer.frames if f.url == framed), None)
+    assert frame is None or "Replay" not in (frame.content() if frame else "")
+    signed_in.close()

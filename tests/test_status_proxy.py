@@ -19,7 +19,7 @@ from connector.samples import sample_bytes
 
 PASSWORD = "correct horse battery staple"
 STATUS_ROUTES = ["/status", "/status/", "/status/events", "/status/events/1", "/status/replay?state=dead",
-                 "/api/stats", "/api/events", "/api/events/1"]
+                 "/status/audit", "/api/stats", "/api/events", "/api/events/1", "/api/audit"]
 POST_ROUTES = ["/api/events/1/replay", "/api/deliveries/1/replay", "/api/replay", "/status/events/1/replay",
                "/status/deliveries/1/replay", "/status/replay", "/status/logout"]
 
