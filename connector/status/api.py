@@ -102,9 +102,5 @@ def bulk_replay() -> Any:
 @require_auth(api=True)
 def audit_log() -> Any:
     """Sign-ins and replays, newest first; `?before=<id>` pages back."""
-    before = request.args.get("before")
-    if before and not before.isdigit():
-        abort(400, "before must be an audit entry id")
-    entries = audit.recent(int(before) if before else None)
-    following = url_for("status_api.audit_log", before=entries[-1]["id"]) if len(entries) == audit.PAGE_SIZE else None
-    return jsonify(entries=entries, next=following)
+    entries, older = audit.page("status_api.audit_log")
+    return jsonify(entries=entries, next=older)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flask import request
+from flask import abort, request, url_for
 from sqlalchemy import insert, select
 
 from connector.ledger.database import write_transaction
@@ -34,3 +34,13 @@ def recent(before: int | None = None, limit: int = PAGE_SIZE) -> list[dict[str, 
         rows = connection.execute(query).all()
     return [{"id": row.id, "at": row.at.isoformat(), "user": row.user, "role": row.role, "action": row.action,
              "address": row.address, "detail": json.loads(row.detail) if row.detail else {}} for row in rows]
+
+
+def page(endpoint: str) -> tuple[list[dict[str, Any]], str | None]:
+    """The page of entries this request asks for (`?before=<id>`), and the link to the older ones."""
+    before = request.args.get("before")
+    if before and not before.isdigit():
+        abort(400, "before must be an audit entry id")
+    entries = recent(int(before) if before else None)
+    older = url_for(endpoint, before=entries[-1]["id"]) if len(entries) == PAGE_SIZE else None
+    return entries, older

@@ -204,9 +204,5 @@ def _replayed_message(requeued: int, held: int) -> str:
 @bp.get("/audit")
 @require_auth()
 def audit_log() -> Any:
-    before = request.args.get("before")
-    if before and not before.isdigit():
-        abort(400, "before must be an audit entry id")
-    entries = audit.recent(int(before) if before else None)
-    older = url_for("status.audit_log", before=entries[-1]["id"]) if len(entries) == audit.PAGE_SIZE else None
+    entries, older = audit.page("status.audit_log")
     return render_template("status/audit.html", entries=entries, older=older)
