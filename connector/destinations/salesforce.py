@@ -25,16 +25,14 @@ from connector.destinations.base import (
     Destination,
     LinkStore,
     OK,
-    Resolution,
     Result,
     Work,
     call_with_retries,
     in_rounds,
-    isolating,
-    resolve_associations,
     share_of,
     unknown_record,
 )
+from connector.destinations.associations import Resolution, resolve_associations
 from connector.destinations.errors import (
     SALESFORCE_CODES,
     DeliveryError,
@@ -42,6 +40,7 @@ from connector.destinations.errors import (
     classify_status,
     parse_retry_after,
 )
+from connector.destinations.isolation import isolating
 from connector.destinations.ratelimit import shared_limiter
 from connector.destinations.salesforce_auth import PROVIDERS, Token, TokenProvider
 from connector.mapping.engine import MappingSet

@@ -1,0 +1,108 @@
+"""Finding the record an association points to (a note's contact, a transaction's Contact), in the
+order the README documents, the same way for every CRM; each destination brings its own reads and
+creates."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from connector.destinations.base import OK, LinkStore, Result, Work, describe_target, target_missing
+from connector.destinations.errors import DeliveryError
+from connector.mapping.operations import AssociationRef, SourceRef
+
+
+@dataclass
+class Resolution:
+    """Where each association of a batch points: the CRM ids found, what was learnt on the way, and
+    which associations were left out (and why)."""
+
+    targets: dict[tuple[int, int], str] = field(default_factory=dict)  # (work index, association) -> CRM id
+    learnt: dict[int, list[tuple[str, SourceRef, str]]] = field(default_factory=dict)
+    unlinked: dict[int, list[str]] = field(default_factory=dict)
+
+    def annotate(self, results: Sequence[Result | None]) -> None:
+        """Give each written record the identities learnt for it and the associations it went without."""
+        for index in set(self.learnt) | set(self.unlinked):
+            result = results[index]
+            if result is None or result.status != OK:
+                continue
+            result.learnt.extend(self.learnt.get(index, []))
+            if index in self.unlinked:
+                result.reason = "; ".join(self.unlinked[index])
+
+
+def resolve_associations(
+    destination: str,
+    items: Sequence[tuple[int, Work]],
+    links: LinkStore,
+    results: list[Result | None],
+    *,
+    read_by_key: Callable[[str, str, list[str]], dict[str, str]],
+    create_by_key: Callable[[str, str, dict[str, dict[str, Any]]], dict[str, str | DeliveryError]],
+) -> Resolution:
+    """Find each association's target, in the documented order:
+
+    1. every Okendo id it may stand for, in the link table (`source`, then `identities`): what
+       the connector wrote or learnt before, from any topic;
+    2. its `key` in the CRM (a contact by email);
+    3. still missing: `if_missing: create` writes it from the key, `unlinked` writes the record
+       without the association, `wait` (the default) fails the record for a retry, because the
+       target is about to be written (a contact written by an earlier mapping of the same event).
+
+    Whatever finds a target, its other ids are learnt for it, so the next record naming only one of
+    them (a transaction whose email has another case or a +tag) finds it through the link table.
+    """
+    resolution = Resolution()
+    wanted: dict[str, set[SourceRef]] = {}
+    for _, work in items:
+        for ref in work.operation.associations:
+            wanted.setdefault(ref.to, set()).update(ref.sources)
+    known = {to: links.lookup(destination, to, sources) if sources else {} for to, sources in wanted.items()}
+
+    def by_identity(ref: AssociationRef) -> str | None:
+        return next((known[ref.to][s] for s in ref.sources if s in known[ref.to]), None)
+
+    by_key: dict[tuple[str, str], list[str]] = {}
+    for _, work in items:
+        for ref in work.operation.associations:
+            if ref.key is not None and by_identity(ref) is None:
+                by_key.setdefault((ref.to, ref.key.field), []).append(str(ref.key.value))
+    key_ids = {pair: read_by_key(pair[0], pair[1], values) for pair, values in by_key.items()}
+
+    def by_key_value(ref: AssociationRef) -> str | None:
+        return key_ids.get((ref.to, ref.key.field), {}).get(str(ref.key.value)) if ref.key else None
+
+    creations: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+    for _, work in items:
+        for ref in work.operation.associations:
+            if ref.if_missing == "create" and ref.key is not None and by_identity(ref) is None \
+                    and by_key_value(ref) is None:
+                creations.setdefault((ref.to, ref.key.field), {}).setdefault(str(ref.key.value), {}).update(
+                    ref.create_properties)
+    created = {pair: create_by_key(pair[0], pair[1], values) for pair, values in creations.items()}
+
+    for index, work in items:
+        for position, ref in enumerate(work.operation.associations):
+            record_id = by_identity(ref) or by_key_value(ref)
+            if record_id is None and (ref.to, ref.key.field if ref.key else "") in created:
+                outcome = created[(ref.to, ref.key.field)].get(str(ref.key.value))  # type: ignore[union-attr]
+                if isinstance(outcome, DeliveryError):
+                    if outcome.retryable:
+                        results[index] = Result.failed(outcome)
+                        continue
+                    resolution.unlinked.setdefault(index, []).append(
+                        f"written without its {ref.to}: creating {describe_target(ref)} failed ({outcome})")
+                    continue
+                record_id = outcome
+            if record_id is not None:
+                resolution.targets[(index, position)] = record_id
+                resolution.learnt.setdefault(index, []).extend(
+                    (ref.to, source, record_id) for source in ref.sources if known[ref.to].get(source) != record_id)
+            elif ref.if_missing == "wait":
+                results[index] = Result.failed(target_missing(ref))
+            else:
+                resolution.unlinked.setdefault(index, []).append(
+                    f"written without its {ref.to}: no {describe_target(ref)} is known")
+    return resolution
