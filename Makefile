@@ -30,7 +30,8 @@ install: $(VENV)/.installed
 
 run: $(VENV)/.installed
 	$(BIN)/connector db upgrade
-	BIND=$(BIND) $(BIN)/gunicorn -c gunicorn.conf.py
+	@# exec: gunicorn takes the shell's place, so signals (Ctrl-C, `connector reload`) reach it.
+	BIND=$(BIND) exec $(BIN)/gunicorn -c gunicorn.conf.py
 
 # Browser tests drive Debian's Chromium through Playwright; Playwright never downloads one.
 CHROMIUM ?= /usr/bin/chromium

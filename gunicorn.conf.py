@@ -1,6 +1,7 @@
 """gunicorn settings for the connector: `gunicorn -c gunicorn.conf.py`.
 
-Environment: BIND (default 127.0.0.1:8000), WEB_CONCURRENCY (worker processes,
+Environment: BIND (default 127.0.0.1:8000), CONNECTOR_PIDFILE (default data/gunicorn.pid
+beside the config file), WEB_CONCURRENCY (worker processes,
 default 2), GUNICORN_THREADS (threads per worker, default 4), LOG_LEVEL (info),
 LOG_FORMAT (text or json; default observability.log_format), PROMETHEUS_MULTIPROC_DIR
 (where the workers' metrics meet; default: a fresh folder under the temp dir,
@@ -34,6 +35,19 @@ keepalive = 5
 preload_app = False
 accesslog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info")
+
+
+def _pidfile():
+    # `connector reload` (and systemd's ExecReload) find the master here: a signal meant for
+    # gunicorn must not reach the shell or `make` that started it.
+    from connector.serving import pidfile_path
+
+    path = pidfile_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return str(path)
+
+
+pidfile = _pidfile()
 
 
 def _prepare_metrics_dir():

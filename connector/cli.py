@@ -239,6 +239,41 @@ def _engine(settings: Settings):  # type: ignore[no-untyped-def]
 
 
 @main.command()
+@click.option("--pidfile", type=click.Path(path_type=Path), default=None,
+              help="gunicorn's pidfile (default: $CONNECTOR_PIDFILE, else data/gunicorn.pid beside the config)")
+@pass_context
+def reload(ctx: Context, pidfile: Path | None) -> None:
+    """Check the edited config and mappings, then have the running server adopt them (SIGHUP).
+
+    An edit that does not validate is refused here, and the server is not signalled; the server
+    checks again itself and keeps its running configuration if anything is wrong. Standalone
+    `connector worker` processes reload on their own SIGHUP (`kill -HUP PID`, systemd's ExecReload).
+    """
+    import os
+    import signal
+
+    from connector.serving import pidfile_path
+
+    settings = ctx.settings()
+    ctx.mappings(settings)
+    path = pidfile or pidfile_path(ctx.config_path)
+    try:
+        pid = int(path.read_text().strip())
+    except FileNotFoundError:
+        raise click.ClickException(f"{path}: no pidfile, so no server started from this config is running "
+                                   "(start it with `make run`, or give --pidfile)") from None
+    except ValueError:
+        raise click.ClickException(f"{path}: does not hold a process id") from None
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        raise click.ClickException(f"{path}: process {pid} is not running (a stale pidfile: the server "
+                                   "stopped without removing it)") from None
+    click.echo(f"config valid; asked the server (pid {pid}) to reload: its log says "
+               "`configuration reloaded` once new workers run it")
+
+
+@main.command()
 @click.option("--threads", type=click.IntRange(1, 64), help="Delivery threads (default: worker.threads).")
 @click.option("--share", type=click.IntRange(1, 1000), default=1, show_default=True,
               help="How many worker processes share each CRM's rate limit (each takes 1/N of it).")
@@ -250,6 +285,7 @@ def worker(ctx: Context, threads: int | None, share: int, once: bool) -> None:
     import threading
 
     from connector.ledger.migrate import is_current
+    from connector.serving import Configuration, reload_configuration
     from connector.worker.runner import Worker
 
     settings = ctx.settings()
@@ -263,12 +299,29 @@ def worker(ctx: Context, threads: int | None, share: int, once: bool) -> None:
             pass
         runner.stop(timeout=0)
         return
-    stop = threading.Event()
+    stop, hangup = threading.Event(), threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    signal.signal(signal.SIGHUP, lambda *_: (hangup.set(), stop.set()))
     runner.start(threads)
-    click.echo(f"worker {runner.name} running; SIGTERM or Ctrl-C stops it")
-    stop.wait()
+    click.echo(f"worker {runner.name} running; SIGHUP reloads config.yaml and the mappings, "
+               "SIGTERM or Ctrl-C stops it")
+    running = Configuration(settings, mappings)
+    while True:
+        stop.wait()
+        if not hangup.is_set():
+            break
+        stop.clear(), hangup.clear()
+        adopted = reload_configuration(running, ctx.config_path, logging.getLogger("connector.worker"))
+        if adopted is running:
+            continue
+        if adopted.settings.database.url != running.settings.database.url:
+            logging.getLogger("connector.worker").warning(
+                "database.url changed: a worker keeps its ledger until it is restarted")
+        # Finish (or give back) the current batches under the old mappings, then go on with the new.
+        runner.stop()
+        running = adopted
+        runner = Worker(running.settings, running.mappings, engine, limit_share=share).start(threads)
     click.echo("stopping: finishing or releasing the current batches")
     runner.stop()
 

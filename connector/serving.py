@@ -13,8 +13,9 @@ import logging
 import os
 import secrets
 from dataclasses import dataclass
+from pathlib import Path
 
-from connector.config import ConfigError, Settings, load_settings
+from connector.config import CONFIG_PATH_ENV, ConfigError, Settings, config_path, load_settings
 from connector.mapping.engine import MappingSet
 from connector.mapping.loader import load_mappings
 
@@ -60,6 +61,31 @@ def revalidate_on_reload(logger: logging.Logger = log) -> bool:
     _last_good = candidate
     logger.info("configuration reloaded: %d mapping(s) from %s", len(candidate.mappings.mappings), candidate.settings.source)
     return True
+
+
+PIDFILE_ENV = "CONNECTOR_PIDFILE"
+
+
+def pidfile_path(config: str | os.PathLike[str] | None = None) -> Path:
+    """Where gunicorn's master writes its pid, so a reload reaches it and nothing else:
+    $CONNECTOR_PIDFILE, else data/gunicorn.pid beside the config file (as the SQLite ledger)."""
+    if os.environ.get(PIDFILE_ENV):
+        return Path(os.environ[PIDFILE_ENV])
+    return config_path(None if config is None else {CONFIG_PATH_ENV: str(config)}).resolve().parent / "data" / "gunicorn.pid"
+
+
+def reload_configuration(current: Configuration, config: str | os.PathLike[str] | None,
+                         logger: logging.Logger = log) -> Configuration:
+    """A standalone worker's SIGHUP: the edited configuration if it validates, else the running one,
+    exactly as the web master decides (`revalidate_on_reload`)."""
+    try:
+        settings = load_settings(config)
+        candidate = Configuration(settings=settings, mappings=load_mappings(settings))
+    except ConfigError as error:
+        logger.error("configuration edit refused; the running configuration stays in force:\n%s", error)
+        return current
+    logger.info("configuration reloaded: %d mapping(s) from %s", len(candidate.mappings.mappings), settings.source)
+    return candidate
 
 
 def worker_configuration() -> Configuration:
