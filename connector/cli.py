@@ -62,13 +62,17 @@ _STRICT_HELP = "Fail when a mapping reads a payload path found in no sample nor 
 @main.command()
 @click.option("--remote", is_flag=True, help="Also check each CRM: credentials, and every object and field the mappings write.")
 @click.option("--strict", is_flag=True, help=_STRICT_HELP)
+@click.option("--show-config", is_flag=True,
+              help="Print the configuration in force (file, ${VAR}s and CONNECTOR_SECTION__KEY overrides), secrets masked.")
 @pass_context
-def check(ctx: Context, remote: bool, strict: bool) -> None:
+def check(ctx: Context, remote: bool, strict: bool, show_config: bool) -> None:
     """Validate the configuration and mappings without serving; exit 1 with the problems found."""
     from connector.ledger.database import normalize_url
     from connector.mapping.path_check import unknown_path_warnings
 
     settings = ctx.settings()
+    if show_config:
+        _show_config(settings)
     secrets = len(settings.receiver.secrets)
     click.echo(f"{settings.source}: OK")
     database_url = normalize_url(settings.database.url, settings.base_dir)
@@ -91,6 +95,25 @@ def check(ctx: Context, remote: bool, strict: bool) -> None:
     _print_warnings(warnings)
     if remote:
         _check_remote(settings, mappings)
+
+
+def _show_config(settings: Settings) -> None:
+    import yaml
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    from connector.config import SECRET_KEYS
+    from connector.config_overrides import masked
+
+    click.echo(f"# in force, from {settings.source}; secrets masked")
+    for path, variable in sorted(settings.overridden.items()):
+        click.echo(f"# {path}: from {variable}")
+    document = masked(settings.model_dump(mode="json"), SECRET_KEYS)
+    try:  # a PostgreSQL URL may carry a password
+        document["database"]["url"] = make_url(settings.database.url).render_as_string(hide_password=True)
+    except ArgumentError:
+        pass
+    click.echo(yaml.safe_dump(document, sort_keys=False).rstrip())
 
 
 def _fail_if_strict(unknown_paths: list[str], strict: bool) -> None:

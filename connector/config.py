@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal, Mapping, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from connector import config_overrides
+
 from connector.mapping.schema import MappingsConfig
 
 DEFAULT_CONFIG_PATH = "config.yaml"
@@ -265,6 +267,7 @@ class Settings(_Section):
     # Where the file lives: relative paths in it are relative to this folder.
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
     source: str = Field("<defaults>", exclude=True)
+    overridden: dict[str, str] = Field(default_factory=dict, exclude=True)  # key path -> the variable that set it
 
     def resolve_path(self, path: str | Path) -> Path:
         path = Path(path)
@@ -312,10 +315,16 @@ def _interpolate_tree(node: Any, environ: Mapping[str, str], path: tuple[str, ..
     return node
 
 
-def _format_validation_error(error: ValidationError, source: str) -> str:
+def _format_validation_error(error: ValidationError, source: str,
+                             overrides: Mapping[tuple[str, ...], tuple[str, Any]] | None = None) -> str:
     lines = [f"{source} is not valid:"]
+    set_by = {path: name for path, (name, _) in (overrides or {}).items()}
     for item in error.errors():
         location = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        variable = next((name for path, name in set_by.items()
+                         if tuple(map(str, item["loc"]))[:len(path)] == path), None)
+        if variable:
+            location += f" (set by {variable})"
         message = item["msg"].removeprefix("Value error, ")
         show_input = item["type"] not in ("missing", "extra_forbidden") and not (
             set(map(str, item["loc"])) & SECRET_KEYS
@@ -342,12 +351,15 @@ def settings_from_mapping(
         raise ConfigError(f"{source} must be a mapping of sections (database, receiver, ...), not {type(data).__name__}")
     errors: list[str] = []
     tree = _interpolate_tree(dict(data), environ, (), errors)
+    overrides = config_overrides.env_overrides(environ)
+    errors += config_overrides.apply(tree, overrides)
     if errors:
         raise ConfigError(f"{source} is not valid:\n" + "\n".join(f"  {line}" for line in errors))
     try:
         settings = Settings.model_validate(tree)
     except ValidationError as error:
-        raise ConfigError(_format_validation_error(error, source)) from None
+        raise ConfigError(_format_validation_error(error, source, overrides)) from None
+    settings.overridden = {".".join(path): name for path, (name, _) in overrides.items()}
     settings.base_dir = base_dir or Path.cwd()
     settings.source = source
     return settings
