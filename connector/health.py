@@ -103,3 +103,4 @@ def init_observability(app: Flask) -> None:
     register_secrets(settings_secrets(settings))
     if settings.observability.metrics:
         metrics.prime(settings.destinations)
+        metrics.build_info()

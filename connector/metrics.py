@@ -20,7 +20,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, values
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy import Engine, func, select
@@ -60,9 +60,20 @@ def _redeliveries_counter() -> Counter:
 
 WEBHOOKS_REJECTED = Counter(
     PREFIX + "webhooks_rejected", "Webhooks refused without being stored, by reason.", ["reason"], registry=REGISTRY)
-DELIVERIES = Counter(
-    PREFIX + "deliveries", "Delivery attempts finished, by destination and outcome (delivered, skipped, stale, retry, dead).",
-    ["destination", "outcome"], registry=REGISTRY)
+DELIVERY_ATTEMPTS = Counter(
+    PREFIX + "delivery_attempts", "Delivery attempts finished, by destination and outcome (delivered, skipped, stale, "
+    "retry, dead).", ["destination", "outcome"], registry=REGISTRY)
+CRM_REQUEST_SECONDS = Histogram(
+    PREFIX + "crm_request_duration_seconds", "How long each CRM request took (each retry on its own), by destination "
+    "and call (objects.batch.upsert, composite/sobjects PATCH, query, ...).", ["destination", "call"],
+    registry=REGISTRY, buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+WEBHOOK_SECONDS = Histogram(
+    PREFIX + "webhook_request_duration_seconds", "How long the webhook endpoint took to answer, by HTTP status class "
+    "(Svix gives up after 15 s).", ["status_class"], registry=REGISTRY,
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15))
+BUILD_INFO = Gauge(
+    PREFIX + "build_info", "Always 1: the connector's version and Python's, as labels.", ["version", "python"],
+    registry=REGISTRY, multiprocess_mode="max")
 DELIVERY_LATENCY = Histogram(
     PREFIX + "delivery_latency_seconds", "Seconds from an event's arrival to its delivery to a destination.",
     ["destination"], registry=REGISTRY,
@@ -144,7 +155,7 @@ def delivery_finished(destination: str, outcome: str, received_at: datetime | No
     """One delivery attempt's outcome; the latency is observed for `delivered` only."""
 
     def record() -> None:
-        DELIVERIES.labels(destination, outcome).inc()
+        DELIVERY_ATTEMPTS.labels(destination, outcome).inc()
         if outcome == "delivered" and received_at is not None:
             DELIVERY_LATENCY.labels(destination).observe(max(((now or utcnow()) - received_at).total_seconds(), 0.0))
 
@@ -159,16 +170,34 @@ def status_class(status: int | None) -> str:
     return "other"
 
 
-def crm_call(destination: str | None, status: int | None) -> None:
-    """One CRM request and the HTTP status it got (None: no answer)."""
+def crm_call(destination: str | None, status: int | None, call: str = "other", seconds: float | None = None) -> None:
+    """One CRM request, the HTTP status it got (None: no answer) and how long it took."""
     name = destination or "unknown"
 
     def record() -> None:
         CRM_CALLS.labels(name, status_class(status)).inc()
         if status == 429:
             CRM_RATE_LIMITED.labels(name).inc()
+        if seconds is not None:
+            CRM_REQUEST_SECONDS.labels(name, call).observe(seconds)
 
     _safe(record)
+
+
+def webhook_answered(status: int, seconds: float) -> None:
+    _safe(lambda: WEBHOOK_SECONDS.labels(status_class(status)).observe(seconds))
+
+
+def build_info() -> None:
+    """Set once per process: which connector (and Python) answers this scrape."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        release = version("okendo-crm-connector")
+    except PackageNotFoundError:
+        release = "unknown"
+    _safe(lambda: BUILD_INFO.labels(release, platform.python_version()).set(1))
 
 
 def prime(destinations: Iterable[str]) -> None:
@@ -185,7 +214,7 @@ def prime(destinations: Iterable[str]) -> None:
         for destination in names:
             CRM_RATE_LIMITED.labels(destination)
             for outcome in OUTCOMES:
-                DELIVERIES.labels(destination, outcome)
+                DELIVERY_ATTEMPTS.labels(destination, outcome)
 
     _safe(record)
 

@@ -237,6 +237,10 @@ def test_gunicorn_json_logs(tmp_path: Path, db_url):
     [stored_line] = [line for line in lines if line.get("event_id") == stored["event_id"]]
     assert stored_line["message_id"] == "msg_gunicorn_json" and stored_line["logger"] == "connector.receiver.views"
     assert any(line["logger"] == "gunicorn.access" and "POST /webhooks/okendo" in line["message"] for line in lines)
+    # The access log as fields a log tool can query, not only as text.
+    access = [line for line in lines if line["logger"] == "gunicorn.access" and line.get("path") == "/webhooks/okendo"]
+    assert {(line["method"], line["status"]) for line in access} >= {("POST", 202), ("POST", 401)}
+    assert all(line["duration_ms"] >= 0 and line["remote"] == "127.0.0.1" for line in access)
     assert any(line["logger"] == "gunicorn.error" for line in lines)
     assert SECRET not in log and SECRET_KEY_PART not in log
 

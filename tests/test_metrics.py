@@ -293,7 +293,7 @@ def test_worker_outcomes_and_latency_match_the_ledger(delivering, crms):
     assert {outcome for _, outcome in outcomes} >= {"delivered", "retry", "dead", "stale"}
     for destination in ("hubspot", "salesforce"):
         for outcome in ("delivered", "skipped", "stale", "retry", "dead"):
-            assert after.delta(before, P + "deliveries_total", destination=destination, outcome=outcome) \
+            assert after.delta(before, P + "delivery_attempts_total", destination=destination, outcome=outcome) \
                 == outcomes[(destination, outcome)], (destination, outcome)
         delivered = outcomes[(destination, "delivered")]
         latency = P + "delivery_latency_seconds"
@@ -325,6 +325,25 @@ def test_crm_calls_and_429s_are_counted_per_destination_and_status_class(deliver
             assert after.delta(before, P + "crm_calls_total", destination=name, status_class=status_class) \
                 == by_class[status_class], (name, status_class)
     assert after.delta(before, P + "crm_calls_total", destination="hubspot", status_class="5xx") == 1
+
+
+def test_crm_requests_and_webhook_answers_are_timed_and_the_build_is_named(delivering, crms):
+    settings, engine, client = delivering
+    before = scrape(client)
+    ingest(engine, "review.create")
+    drain(settings, engine)
+    answered = post(client, sample_bytes("review.update"), signed_headers(sample_bytes("review.update"), "msg_timed"))
+    assert answered.status_code == 503  # this app has no webhook secret: timed all the same
+    after = scrape(client)
+
+    duration = P + "crm_request_duration_seconds_count"
+    upserts = len(crms.hubspot.calls("POST", "/contacts/batch/upsert$"))
+    assert upserts and after.delta(before, duration, destination="hubspot", call="objects.batch.upsert") == upserts
+    assert after.delta(before, duration, destination="hubspot", call="objects.batch.create") == \
+        len(crms.hubspot.calls("POST", "/notes/batch/create$"))
+    assert after.delta(before, duration, destination="salesforce", call="query") >= 1
+    assert after.delta(before, P + "webhook_request_duration_seconds_count", status_class="5xx") == 1
+    assert after.total(P + "build_info") == 1 and after.text.count('okendo_connector_build_info{') == 1
 
 
 # --- several gunicorn workers, one scrape ------------------------------------------------------

@@ -9,6 +9,7 @@ wrote; the worker records them.
 from __future__ import annotations
 
 import abc
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -105,6 +106,7 @@ def call_with_retries(
     max_wait: float,
     idempotent: bool = True,
     destination: str | None = None,
+    call_name: str = "other",
 ) -> T:
     """One CRM call inside the rate limiter, retried briefly on transient errors.
 
@@ -116,21 +118,22 @@ def call_with_retries(
 
     Every attempt is counted in the CRM call metrics under `destination`, by
     the HTTP status it got (2xx on success; the classified error's status, or
-    no response, on failure).
+    no response, on failure), and timed under `call_name`.
     """
 
     def attempt() -> T:
         with limiter.request():
+            started = time.monotonic()
             try:
                 result = call()
             except DeliveryError as error:
-                metrics.crm_call(destination, error.status)
+                metrics.crm_call(destination, error.status, call_name, time.monotonic() - started)
                 raise
             except Exception as error:
                 failure = classify(error)
-                metrics.crm_call(destination, failure.status)
+                metrics.crm_call(destination, failure.status, call_name, time.monotonic() - started)
                 raise failure from error
-            metrics.crm_call(destination, 200)
+            metrics.crm_call(destination, 200, call_name, time.monotonic() - started)
             return result
 
     def should_retry(error: BaseException) -> bool:

@@ -75,7 +75,16 @@ class HubSpotDestination(Destination):
 
         return call_with_retries(call, classify, self.limiter, attempts=self.config.retry_attempts,
                                  max_wait=self.config.max_retry_wait_s, idempotent=idempotent,
-                                 destination=self.name)
+                                 destination=self.name, call_name=self._call_name(method))
+
+    def _call_name(self, method: Callable[..., Any]) -> str:
+        """`objects.batch.upsert`, `associations.batch.create`, ...: a bounded label for the metrics."""
+        api = getattr(method, "__self__", None)
+        kinds = {id(self._objects): "objects.batch", id(self._search): "objects.search",
+                 id(self._associations): "associations.batch", id(self._properties): "properties",
+                 id(self._groups): "property_groups"}
+        name = getattr(method, "__name__", "call").removesuffix("_with_http_info")
+        return f"{kinds.get(id(api), 'other')}.{name}"
 
     def _remember_quota(self, headers: Any) -> None:
         if not headers:

@@ -100,6 +100,16 @@ def record_error(result: dict[str, Any]) -> DeliveryError:
     return DeliveryError(SALESFORCE_CODES.get(code, ErrorClass.PERMANENT), message, 200, code)
 
 
+def _call_name(method: str, path: str) -> str:
+    """A bounded label for the metrics: `PATCH composite/sobjects`, `PATCH composite/sobjects/upsert`, `describe`."""
+    parts = path.split("?")[0].split("/")
+    if parts[:2] == ["composite", "sobjects"]:
+        return f"{method} composite/sobjects" + ("/upsert" if len(parts) > 2 else "")
+    if parts[0] == "sobjects" and parts[-1] == "describe":
+        return "describe"
+    return f"{method} {parts[0]}"
+
+
 # Per-record codes that mean a delete has nothing left to do.
 _ALREADY_DELETED = frozenset({"ENTITY_IS_DELETED", "INVALID_CROSS_REFERENCE_KEY", "NOT_FOUND"})
 
@@ -128,7 +138,7 @@ class SalesforceDestination(Destination):
             self._token = token
         return self._sf
 
-    def _call(self, make: Callable[[Salesforce], Any], *, idempotent: bool = True) -> Any:
+    def _call(self, make: Callable[[Salesforce], Any], *, idempotent: bool = True, call_name: str = "other") -> Any:
         """Run a request; on INVALID_SESSION_ID renew the token once and try again, never in a loop."""
 
         def call() -> Any:
@@ -149,7 +159,7 @@ class SalesforceDestination(Destination):
 
         return call_with_retries(call, self._classify, self.limiter, attempts=self.config.retry_attempts,
                                  max_wait=self.config.max_retry_wait_s, idempotent=idempotent,
-                                 destination=self.name)
+                                 destination=self.name, call_name=call_name)
 
     def _classify(self, error: BaseException) -> DeliveryError:
         """`classify`, with the Retry-After the answer carried (Salesforce sends it on some 503s)."""
@@ -173,7 +183,8 @@ class SalesforceDestination(Destination):
         return dict(self._quota)
 
     def _restful(self, path: str, method: str = "GET", *, idempotent: bool = True, **kwargs: Any) -> Any:
-        return self._call(lambda sf: sf.restful(path, method=method, **kwargs), idempotent=idempotent)
+        return self._call(lambda sf: sf.restful(path, method=method, **kwargs), idempotent=idempotent,
+                          call_name=_call_name(method, path))
 
     def _describe(self, sobject: str) -> dict[str, Any]:
         if sobject not in self._describes:
@@ -328,7 +339,7 @@ class SalesforceDestination(Destination):
         for start in range(0, len(unique), 200):
             chunk = unique[start:start + 200]
             soql = format_soql(f"SELECT Id, {field} FROM {sobject} WHERE {field} IN {{values}}", values=chunk)
-            answer = self._call(lambda sf, soql=soql: sf.query_all(soql))
+            answer = self._call(lambda sf, soql=soql: sf.query_all(soql), call_name="query")
             for record in answer.get("records", []):
                 value = record.get(field)
                 if value is None:

@@ -8,9 +8,10 @@ milliseconds). The CRM work belongs to the worker.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime, timezone
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -24,6 +25,20 @@ from connector.runtime import runtime
 log = logging.getLogger(__name__)
 
 bp = Blueprint("receiver", __name__)
+
+
+@bp.before_request
+def _start_clock() -> None:
+    g.webhook_started = time.monotonic()
+
+
+@bp.after_request
+def _time_answer(response: Response) -> Response:
+    # Svix gives up on an attempt after 15 s: this histogram shows how close the answers come.
+    started = g.get("webhook_started")
+    if started is not None:
+        metrics.webhook_answered(response.status_code, time.monotonic() - started)
+    return response
 
 # Headers kept on the ledger row: enough to re-verify or explain a delivery.
 STORED_HEADERS = (
