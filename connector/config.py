@@ -189,6 +189,9 @@ class WorkerConfig(_Section):
     # On SQLite the worker gives way to the receiver: it waits this long for the
     # write lock, then tries again on its next pass (an event must never wait for the worker).
     sqlite_lock_wait_ms: int = Field(250, ge=10, le=60_000)
+    # Each running worker writes a heartbeat this often (its row in the ledger's `workers` table);
+    # one not heard from for three intervals counts as gone.
+    heartbeat_s: float = Field(10.0, gt=0, le=600)
 
 
 class RetentionConfig(_Section):

@@ -28,6 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from connector import okendo
 from connector.ledger.models import Delivery, DeliveryState, Event, EventState, utcnow
+from connector.worker import presence
 
 log = logging.getLogger(__name__)
 
@@ -228,9 +229,10 @@ _events = Event.__table__
 class LedgerCollector:
     """Queue depths asked of the ledger at scrape time (any process's work shows)."""
 
-    def __init__(self, engine: Engine, destinations: Iterable[str] = ()):
+    def __init__(self, engine: Engine, destinations: Iterable[str] = (), heartbeat_s: float = 10.0):
         self.engine = engine
         self.destinations = list(destinations)
+        self.heartbeat_s = heartbeat_s
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily(PREFIX + "ledger_up", "1 when the ledger answered this scrape's queue queries, else 0.")
@@ -246,6 +248,7 @@ class LedgerCollector:
                 unplanned, oldest_event = connection.execute(
                     select(func.count(), func.min(_events.c.received_at)).where(_events.c.state == EventState.RECEIVED)
                 ).one()
+                workers = presence.seen(connection, self.heartbeat_s)
         except SQLAlchemyError as error:
             log.warning("metrics: ledger unavailable for the queue gauges (%s)", error.__class__.__name__)
             up.add_metric([], 0)
@@ -285,6 +288,15 @@ class LedgerCollector:
             oldest.add_metric([queue_name], max((now - moment).total_seconds(), 0.0) if moment else 0.0)
         yield oldest
 
+        alive = [worker for worker in workers if worker.alive]
+        yield GaugeMetricFamily(PREFIX + "workers_alive", "Delivery workers (embedded or standalone, any host) whose "
+                                "heartbeat is fresh.", value=len(alive))
+        claims_ages = [worker.last_claim_age_s for worker in alive if worker.last_claim_age_s is not None]
+        # No live worker, or none has claimed yet: the time since the oldest live one started, else 0.
+        since = min(claims_ages) if claims_ages else 0.0
+        yield GaugeMetricFamily(PREFIX + "seconds_since_last_claim", "Seconds since a live worker last claimed "
+                                "deliveries (0 when none has yet).", value=since)
+
 
 class _Forward:
     """Another registry's metrics, as a collector."""
@@ -299,7 +311,8 @@ class _Forward:
             yield metric
 
 
-def scrape_registry(engine: Engine | None, destinations: Iterable[str] = ()) -> CollectorRegistry:
+def scrape_registry(engine: Engine | None, destinations: Iterable[str] = (),
+                    heartbeat_s: float = 10.0) -> CollectorRegistry:
     """A registry for one scrape: every process's counters and histograms, and the ledger's queue gauges."""
     registry = CollectorRegistry()
     if multiprocess_mode():
@@ -307,5 +320,5 @@ def scrape_registry(engine: Engine | None, destinations: Iterable[str] = ()) -> 
     else:
         registry.register(_Forward(REGISTRY))
     if engine is not None:
-        registry.register(LedgerCollector(engine, destinations))
+        registry.register(LedgerCollector(engine, destinations, heartbeat_s))
     return registry

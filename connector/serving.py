@@ -113,7 +113,7 @@ def start_embedded_worker(gunicorn_worker) -> None:  # type: ignore[no-untyped-d
     if runtime is None or not runtime.settings.worker.embedded:
         return
     _embedded = Worker(runtime.settings, runtime.mappings, runtime.engine,
-                       limit_share=max(int(gunicorn_worker.cfg.workers), 1)).start()
+                       limit_share=max(int(gunicorn_worker.cfg.workers), 1), kind="embedded").start()
 
 
 def stop_embedded_worker(graceful_timeout: float) -> None:

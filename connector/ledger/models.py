@@ -194,6 +194,22 @@ class DeliveryAttempt(Base):
     requests: Mapped[list[Any] | None] = mapped_column(JSON)  # what was sent (dry-run: what would be)
 
 
+class WorkerPresence(Base):
+    """A running delivery worker (embedded in gunicorn or standalone, on any host), by its heartbeat."""
+
+    __tablename__ = "workers"
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))  # embedded | standalone
+    threads: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    last_claim_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    deliveries_done: Mapped[int] = mapped_column(BigIntId, default=0)
+    config_hash: Mapped[str] = mapped_column(String(64))
+
+
 class AuditEntry(Base):
     """Who did what on the status page: sign-ins (right or wrong, never the password) and replays."""
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
+from connector.worker import presence
 from connector.ledger.models import (
     Delivery,
     DeliveryAttempt,
@@ -172,14 +173,17 @@ class Stats:
     unplanned: int = 0
     oldest_pending_age_s: float | None = None
     destinations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    workers: list[presence.Seen] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # what an operator must look at now
 
     def to_json(self) -> dict[str, Any]:
         data = dict(self.__dict__)
         data["per_minute"] = [{"minute": minute, "events": count} for minute, count in self.per_minute]
+        data["workers"] = [worker.to_json() for worker in self.workers]
         return data
 
 
-def stats(connection: Connection, now: datetime | None = None) -> Stats:
+def stats(connection: Connection, now: datetime | None = None, heartbeat_s: float = 10.0) -> Stats:
     e, d = _events, _deliveries
     now = now or utcnow()
     result = Stats()
@@ -213,4 +217,6 @@ def stats(connection: Connection, now: datetime | None = None) -> Stats:
             "last_success_at": row.last_success_at, "last_error_at": row.last_error_at,
             "last_error": row.last_error, "quota": row.quota or {}, "dry_run": row.dry_run,
         }
+    result.workers = presence.seen(connection, heartbeat_s, now)
+    result.warnings = presence.warnings(result.workers, result.queue_depth + result.unplanned, heartbeat_s)
     return result

@@ -117,7 +117,7 @@ def logout() -> Any:
 def overview() -> Any:
     rt = runtime()
     with rt.engine.connect() as connection:
-        stats = queries.stats(connection)
+        stats = queries.stats(connection, heartbeat_s=rt.settings.worker.heartbeat_s)
     destinations = sorted(set(rt.settings.destinations) | set(stats.deliveries_by_destination))
     return render_template("status/overview.html", stats=stats, destinations=destinations,
                            states=queries.DELIVERY_STATES, peak=max([n for _, n in stats.per_minute] or [0]) or 1,

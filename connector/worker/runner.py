@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from datetime import datetime
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -21,9 +22,10 @@ from connector.config import Settings
 from connector.destinations import build_destinations
 from connector.destinations.base import Destination
 from connector.ledger import create_ledger_engine
+from connector.ledger.models import utcnow
 from connector.logs import register_secrets, settings_secrets
 from connector.mapping.engine import MappingSet
-from connector.worker import claims
+from connector.worker import claims, presence
 from connector.worker.delivery import BatchProcessor, Finished
 from connector.worker.planner import plan_received
 from connector.worker.retention import prune
@@ -56,7 +58,7 @@ _PLAN_AHEAD_BATCHES = 5
 class Worker:
     def __init__(self, settings: Settings, mappings: MappingSet, engine: Engine, *,
                  destinations: Mapping[str, Destination] | None = None, limit_share: int = 1,
-                 name: str | None = None, prune_enabled: bool = True,
+                 name: str | None = None, prune_enabled: bool = True, kind: str = "standalone",
                  on_finished: Callable[[list[Finished]], None] | None = None):
         self.settings = settings
         self.config = settings.worker
@@ -76,6 +78,10 @@ class Worker:
         self._held_lock = threading.Lock()
         self._deadline: float | None = None
         self._last_prune = float("-inf")  # the monotonic clock may be younger than the interval
+        self.kind = kind  # embedded (inside gunicorn) | standalone (`connector worker`)
+        self.config_hash = presence.config_hash(settings, mappings)
+        self.deliveries_done = 0
+        self.last_claim_at: datetime | None = None
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -85,6 +91,10 @@ class Worker:
             thread = threading.Thread(target=self._run, args=(index,), name=f"delivery-{index}", daemon=True)
             thread.start()
             self._threads.append(thread)
+        try:
+            presence.announce(self.engine, self.name, self.kind, count, self.config_hash)
+        except SQLAlchemyError as error:  # the heartbeat tries again; delivering matters more
+            log.warning("delivery worker %s: could not register (%s)", self.name, error.__class__.__name__)
         self._heartbeat_thread = threading.Thread(target=self._heartbeat, name="delivery-leases", daemon=True)
         self._heartbeat_thread.start()
         log.info("delivery worker %s started with %d thread(s)", self.name, count)
@@ -106,6 +116,10 @@ class Worker:
             claims.release(self.engine, self.name, leftover)
         for destination in self.destinations.values():
             destination.close()
+        try:
+            presence.leave(self.engine, self.name)
+        except SQLAlchemyError:
+            pass  # its heartbeat goes stale instead
         log.info("delivery worker %s stopped", self.name)
 
     @property
@@ -127,6 +141,7 @@ class Worker:
         claimed = claims.claim(self.engine, self.name, self.config.batch_size, self.config.lease_s)
         if not claimed:
             return 0
+        self.last_claim_at = utcnow()
         with self._held_lock:
             self._held[index] = {c.id for c in claimed}
         try:
@@ -141,6 +156,7 @@ class Worker:
         return len(claimed)
 
     def _finished(self, finished: list[Finished]) -> None:
+        self.deliveries_done += len(finished)
         record_destination_status(self.engine, self.destinations, finished)
         if self._on_finished is not None:
             self._on_finished(finished)
@@ -165,14 +181,20 @@ class Worker:
                 self._stop.wait(self.config.poll_interval_s)
 
     def _heartbeat(self) -> None:
-        """Renew the leases of batches in progress, so a long batch is not taken over."""
-        while not self._done.wait(self.config.lease_s / 3):
-            with self._held_lock:
-                ids = [i for held in self._held.values() for i in held]
+        """Say this worker is alive (its row in `workers`), and renew the leases of batches in
+        progress, so a long batch is not taken over."""
+        every = min(self.config.heartbeat_s, self.config.lease_s / 3)
+        renewed = time.monotonic()
+        while not self._done.wait(every):
             try:
-                claims.renew(self.engine, self.name, ids, self.config.lease_s)
+                presence.beat(self.engine, self.name, self.deliveries_done, self.last_claim_at)
+                if time.monotonic() - renewed >= self.config.lease_s / 3:
+                    with self._held_lock:
+                        ids = [i for held in self._held.values() for i in held]
+                    claims.renew(self.engine, self.name, ids, self.config.lease_s)
+                    renewed = time.monotonic()
             except SQLAlchemyError as error:
-                log.warning("could not renew leases: %s", error.__class__.__name__)
+                log.warning("heartbeat or lease renewal failed: %s", error.__class__.__name__)
 
     def _maybe_prune(self) -> None:
         retention = self.settings.retention
