@@ -38,7 +38,7 @@ from connector.destinations.hubspot_answers import (
     errors_by_ref,
     named_by,
 )
-from connector.destinations.isolation import isolating
+from connector.destinations.isolation import isolating, outcome_per_input
 from connector.destinations.ratelimit import shared_limiter
 from connector.mapping.engine import MappingSet
 from connector.mapping.operations import SourceRef
@@ -416,10 +416,7 @@ class HubSpotDestination(Destination):
         outcomes: dict[str, str | DeliveryError] = {}
         for start in range(0, len(inputs), self.config.batch_size):
             chunk = inputs[start:start + self.config.batch_size]
-            try:
-                answers = isolating(chunk, send, named_by("id"))
-            except DeliveryError as error:
-                answers = [error] * len(chunk)
+            answers = outcome_per_input(chunk, send, named_by("id"))
             outcomes.update({item["id"]: answer for item, answer in zip(chunk, answers) if answer is not None})
         return outcomes
 
@@ -451,10 +448,8 @@ class HubSpotDestination(Destination):
                 failed = errors_by_ref(response)
                 return [failed.get(item["from"]["id"], True) for item in part]
 
-            try:
-                outcomes: list[Any] = isolating(inputs, send)
-            except DeliveryError as error:  # the records were written; their associations must be tried again
-                outcomes = [error] * len(inputs)
+            # The records were written: a failure here fails their associations, to be tried again.
+            outcomes = outcome_per_input(inputs, send)
             request = {"method": "POST", "path": f"/crm/v4/associations/{from_object}/{to_object}/batch/create",
                        "body": {"inputs": inputs}}
             failures = {index: outcome for index, outcome in zip(owners[(from_object, to_object)], outcomes)

@@ -50,6 +50,17 @@ def isolating(inputs: Sequence[T], send: Callable[[Sequence[T]], list[R]],
         return _isolate(inputs, send, named, error)
 
 
+def outcome_per_input(inputs: Sequence[T], send: Callable[[Sequence[T]], list[R]],
+                      named: Callable[[DeliveryError, Sequence[T]], set[int]] | None = None
+                      ) -> list[R | DeliveryError]:
+    """`isolating`, with an error that concerns the whole batch (a 429, a 5xx) given to every input
+    instead of raised: for callers that must record something for each input whatever happened."""
+    try:
+        return isolating(inputs, send, named)
+    except DeliveryError as error:
+        return [error] * len(inputs)
+
+
 def _isolate(inputs: Sequence[T], send: Callable[[Sequence[T]], list[R]],
              named: Callable[[DeliveryError, Sequence[T]], set[int]] | None,
              error: DeliveryError) -> list[R | DeliveryError]:

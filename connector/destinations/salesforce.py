@@ -40,7 +40,7 @@ from connector.destinations.errors import (
     classify_status,
     parse_retry_after,
 )
-from connector.destinations.isolation import isolating
+from connector.destinations.isolation import isolating, outcome_per_input
 from connector.destinations.ratelimit import shared_limiter
 from connector.destinations.salesforce_auth import PROVIDERS, Token, TokenProvider
 from connector.mapping.engine import MappingSet
@@ -394,10 +394,7 @@ class SalesforceDestination(Destination):
         outcomes: dict[str, str | DeliveryError] = {}
         for start in range(0, len(entries), 200):
             chunk = entries[start:start + 200]
-            try:
-                answers = isolating(chunk, send)
-            except DeliveryError as error:
-                answers = [error] * len(chunk)
+            answers = outcome_per_input(chunk, send)
             outcomes.update({entry[key_field]: answer for entry, answer in zip(chunk, answers) if answer is not None})
         return outcomes
 
