@@ -107,10 +107,6 @@ def role_for(candidate: str | None) -> str | None:
     return OPERATOR if operator else VIEWER if viewer else None
 
 
-def password_matches(candidate: str | None) -> bool:
-    return role_for(candidate) is not None
-
-
 def sign_in(candidate: str | None, kind: str) -> str | None:
     """Check a password given to the login form (`login`) or in HTTP Basic (`basic`), within the
     guessing limits: the role it opens, or None. Past the limit this aborts with 429 and Retry-After,

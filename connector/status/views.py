@@ -16,7 +16,15 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, s
 from connector.runtime import runtime
 from connector.status import queries
 from connector.status import audit
-from connector.status.auth import OPERATOR, USER_NAMES, _password, current_user, is_loopback, require_auth, sign_in
+from connector.status.auth import (
+    OPERATOR,
+    USER_NAMES,
+    _password,
+    current_user,
+    direct_loopback,
+    require_auth,
+    sign_in,
+)
 from connector.status.links import record_url
 from connector.worker.replay import ReplayFilter, count, replay
 
@@ -121,7 +129,7 @@ def overview() -> Any:
     destinations = sorted(set(rt.settings.destinations) | set(stats.deliveries_by_destination))
     return render_template("status/overview.html", stats=stats, destinations=destinations,
                            states=queries.DELIVERY_STATES, peak=max([n for _, n in stats.per_minute] or [0]) or 1,
-                           refresh=15, loopback_only=_password() is None and is_loopback(request.remote_addr))
+                           refresh=15, loopback_only=_password() is None and direct_loopback())
 
 
 @bp.get("/events")
