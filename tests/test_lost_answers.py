@@ -18,7 +18,7 @@ from connector.destinations.base import OK, Work
 from connector.destinations.errors import ErrorClass
 from connector.ledger.models import utcnow
 from connector.samples import sample_bytes
-from tests.crm import deliver, works_for
+from tests.crm import deliver
 from tests.test_destination_hubspot import MAPPINGS, emulator, emulator_server, hubspot, links  # noqa: F401
 from tests.test_destination_hubspot import make_destination
 from tests.test_worker import delivery, drain, ingest, make_settings, states  # noqa: F401
@@ -35,24 +35,19 @@ def review(review_id: str, sequence: int) -> dict:
     return document
 
 
+def hubspot_works(review_id: str, crm_object: str) -> list[Work]:
+    """What the shipped mappings send HubSpot for this review's create, for one object."""
+    return [Work(1, o.operation) for o in MAPPINGS.plan(review(review_id, 1))
+            if o.destination == "hubspot" and o.status == "ready" and o.operation.object == crm_object]
+
+
 def note_works(review_ids: list[str], previous_attempts: int = 0, settled_after=None) -> list[Work]:
-    works = []
-    for number, review_id in enumerate(review_ids):
-        [note] = MAPPINGS_WORKS(review_id)
-        works.append(Work(number, note.operation, previous_attempts, settled_after))
-    return works
-
-
-def MAPPINGS_WORKS(review_id: str) -> list[Work]:  # noqa: N802 - the note work of one review
-    return [w for w in _plan(review(review_id, 1)) if w.operation.object == "notes"]
-
-
-def _plan(document: dict) -> list[Work]:
-    return [Work(1, o.operation) for o in MAPPINGS.plan(document) if o.destination == "hubspot" and o.status == "ready"]
+    return [Work(number, hubspot_works(review_id, "notes")[0].operation, previous_attempts, settled_after)
+            for number, review_id in enumerate(review_ids)]
 
 
 def test_a_lost_note_create_with_upper_case_ids_is_found_not_created_again(emulator, hubspot, links):
-    deliver(hubspot, [w for w in _plan(review(UPPER_IDS[0], 1)) if w.operation.object == "contacts"], links)
+    deliver(hubspot, hubspot_works(UPPER_IDS[0], "contacts"), links)
     emulator.fail_lost_answer(path="/notes/batch/create")
     first = deliver(hubspot, note_works(UPPER_IDS), links)
     assert all(r.error.error_class == ErrorClass.RETRY_SOON for r in first)
@@ -67,7 +62,7 @@ def test_a_lost_note_create_with_upper_case_ids_is_found_not_created_again(emula
 def test_while_search_lags_a_retried_create_waits_instead_of_creating_again(emulator, links):
     hubspot = make_destination(emulator, search_settle_s=3)
     hubspot.create_missing_properties(MAPPINGS)
-    deliver(hubspot, [w for w in _plan(review(UPPER_IDS[0], 1)) if w.operation.object == "contacts"], links)
+    deliver(hubspot, hubspot_works(UPPER_IDS[0], "contacts"), links)
     emulator.search_lag = 2.0
     emulator.fail_lost_answer(path="/notes/batch/create")
     first = deliver(hubspot, note_works(UPPER_IDS), links)
@@ -139,7 +134,7 @@ def test_a_worker_that_died_after_creating_leaves_no_second_note(db_url, crms):
         raise AssertionError("the note was never claimed")
     crms.hubspot.search_lag = 1.5
     worker = Worker(settings, mappings, engine, prune_enabled=False)
-    [note] = MAPPINGS_WORKS(UPPER_IDS[0])
+    [note] = hubspot_works(UPPER_IDS[0], "notes")
     [made] = worker.destinations["hubspot"].deliver([Work(1, note.operation)], LedgerLinks(engine))
     assert made.status == OK  # written at HubSpot; the doomed worker never records it
     time.sleep(0.6)  # its lease runs out

@@ -10,18 +10,19 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 
 import pytest
-import requests
 import sqlalchemy as sa
 
 from connector.ledger.models import utcnow
 from connector.mapping.loader import load_mappings
 from connector.worker.runner import Worker
 from tests.servers import PROJECT_ROOT, write_config
-from tests.test_status import PASSWORD, build_app, sign_in
-from tests.test_worker import ingest, ledger, make_settings  # noqa: F401
+from tests.test_status import build_app, post_event, sign_in
+from tests.test_worker import ingest, ledger  # noqa: F401
 from connector.runtime import EXTENSION_KEY
+from connector.samples import sample_bytes
 
 
 def rows(engine) -> list:
@@ -58,9 +59,6 @@ def test_the_overview_lists_workers_and_warns_when_deliveries_wait_with_nobody_d
     engine = app.extensions[EXTENSION_KEY].engine
     client = app.test_client()
     sign_in(client)
-    from tests.test_status import post_event
-    from connector.samples import sample_bytes
-
     assert post_event(client, sample_bytes("review.create"), "msg-nobody").status_code == 202
     page = client.get("/status").text
     assert "no delivery worker has sent a heartbeat" in page and "No delivery worker is running." in page
@@ -72,7 +70,7 @@ def test_the_overview_lists_workers_and_warns_when_deliveries_wait_with_nobody_d
             connection.execute(sa.text(
                 "INSERT INTO workers (name, host, pid, kind, threads, started_at, heartbeat_at, last_claim_at, "
                 "deliveries_done, config_hash) VALUES (:n, 'host-1', 1, 'standalone', 2, :t, :h, NULL, 0, :c)"),
-                {"n": name, "t": moment, "h": moment - __import__("datetime").timedelta(seconds=age), "c": fingerprint})
+                {"n": name, "t": moment, "h": moment - timedelta(seconds=age), "c": fingerprint})
     page = client.get("/status").text
     assert page.count('data-alive="yes"') == 2 and page.count('data-alive="no"') == 1
     assert "run 2 different configurations" in page
