@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from connector import config_overrides
 
@@ -214,6 +214,15 @@ class StatusConfig(_Section):
     # Send the session cookie only over HTTPS even when the request looked like plain HTTP (a TLS
     # proxy that is not listed in trusted_proxies). Requests that arrived over HTTPS always get it.
     cookie_secure: bool = False
+
+    @model_validator(mode="after")
+    def _viewer_needs_an_admin(self) -> StatusConfig:
+        # Without an admin password the page is open to direct requests on this machine, so a viewer
+        # password alone would restrict nobody: refuse it rather than let it look like protection.
+        if self.viewer_password and not self.admin_password:
+            raise ValueError("viewer_password is set without admin_password: set CONNECTOR_ADMIN_PASSWORD too "
+                             "(without it the page is open to this machine, and the viewer password protects nothing)")
+        return self
 
 
 class ObservabilityConfig(_Section):

@@ -151,3 +151,13 @@ def test_no_secret_is_kept_in_the_ledger_or_shown_on_an_error_page(app, monkeypa
     failed = operator.get("/status")
     assert failed.status_code == 500
     assert PASSWORD not in failed.text and VIEWER not in failed.text and SECRET not in failed.text
+
+
+def test_a_viewer_password_without_an_admin_password_is_refused_at_load_time(db_url):
+    from connector.config import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        settings_from_mapping({"database": {"url": db_url}, "status": {"viewer_password": "${VIEWER}"}},
+                              environ={"VIEWER": VIEWER})
+    assert "viewer_password is set without admin_password" in str(caught.value)
+    assert VIEWER not in str(caught.value)
