@@ -82,6 +82,10 @@ class ReceiverConfig(_Section):
     max_body_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
     # Accept unsigned events when no secret is configured. Development only.
     insecure_dev_mode: bool = False
+    # Every webhook is answered within this bound, queue included: 202 once stored, else 503 with
+    # Retry-After (Svix retries). Svix gives up on an attempt after 15 s
+    # (https://docs.svix.com/receiving/introduction), so the default leaves a margin.
+    answer_within_s: float = Field(10.0, ge=1, le=14)
 
     _split = field_validator("secrets", mode="before")(_split_secrets)
 

@@ -273,3 +273,11 @@ class DestinationStatus(Base):
     quota: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    # Paused: no worker claims this destination's deliveries (they wait; no attempt is spent) until
+    # resumed. Set by an operator, or by a worker when the failure is the destination's, not a record's.
+    paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    paused_reason: Mapped[str | None] = mapped_column(Text)
+    paused_by: Mapped[str | None] = mapped_column(String(128))  # a user, or "connector" when automatic
+    # The last remote check (what the mappings write that the CRM lacks), run at start and on reload.
+    remote_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    remote_problems: Mapped[list[str] | None] = mapped_column(JSON)
