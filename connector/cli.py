@@ -666,5 +666,11 @@ def doctor(ctx: Context) -> None:
     click.echo("all checks passed" + (f", {warnings} warning(s)" if warnings else ""))
 
 
+# Commands that live beside the part of the connector they drive.
+from connector.worker.pause_commands import destination  # noqa: E402
+
+main.add_command(destination)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
