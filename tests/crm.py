@@ -125,3 +125,17 @@ def crm_emulators(tmp_path: Path, *, hubspot_rate_limit: tuple[int, float] | Non
                          latency=latency) as hubspot, \
             SalesforceEmulator(tls_context=context, latency=latency) as salesforce:
         yield Crms(hubspot, salesforce, ca_path)
+
+
+# --- a record-level permanent error on demand ---------------------------------------------------
+
+def make_reply_field_too_short(salesforce: SalesforceEmulator) -> None:
+    """The shipped review's reply no longer fits Okendo_Review__c.Reply__c: STRING_TOO_LONG, a permanent
+    error of that record's data (a missing field would pause the destination instead)."""
+    salesforce.remove_field("Okendo_Review__c", "Reply__c")
+    salesforce.add_field("Okendo_Review__c", "Reply__c", type="textarea", length=10)
+
+
+def restore_reply_field(salesforce: SalesforceEmulator) -> None:
+    salesforce.remove_field("Okendo_Review__c", "Reply__c")
+    salesforce.add_field("Okendo_Review__c", "Reply__c", type="textarea", length=32768)

@@ -27,6 +27,7 @@ from connector.worker import claims
 from connector.worker.planner import plan_received
 from connector.worker.replay import ReplayFilter, count, replay
 from tests import test_retention, test_worker
+from tests.crm import make_reply_field_too_short, restore_reply_field
 from tests.signing import OTHER_SECRET, SECRET, signed_headers
 from tests.test_retention import (
     SHIPPED_MAPPINGS,
@@ -375,7 +376,7 @@ def test_replaying_a_dead_delivery_whose_create_reached_hubspot_does_not_duplica
 
 def test_connector_replay_of_dead_deliveries_asks_first_and_delivers_after_the_fix(runner, tmp_path, ledger, crms):
     settings, engine = ledger
-    crms.salesforce.remove_field("Okendo_Review__c", "Reply__c")
+    make_reply_field_too_short(crms.salesforce)
     event = ingest(engine, "review.update")
     drain(settings, engine)
     assert delivery(engine, "salesforce_review", event).state == "dead"
@@ -388,7 +389,7 @@ def test_connector_replay_of_dead_deliveries_asks_first_and_delivers_after_the_f
     assert (delivery(engine, "salesforce_review", event).state,
             delivery(engine, "salesforce_review", event).replayed_by) == ("dead", None)
 
-    crms.salesforce.add_field("Okendo_Review__c", "Reply__c", type="textarea", length=32768)
+    restore_reply_field(crms.salesforce)
     result = runner.invoke(main, ["--config", str(path), "replay", "--state", "dead", "--yes", "--by",
                                   "ops@example.com"])
     assert result.exit_code == 0, result.output

@@ -17,7 +17,7 @@ from connector.receiver.envelope import classify
 from connector.samples import sample_bytes
 from connector.worker.replay import ReplayFilter, replay
 from connector.worker.runner import Worker
-from tests.crm import PROJECT_ROOT, STORY, Crms
+from tests.crm import PROJECT_ROOT, STORY, Crms, make_reply_field_too_short, restore_reply_field
 from tests.workload import work_left
 
 REVIEW = "30087cea-f3ab-40c4-9bf9-dd72e8285b6d"
@@ -200,14 +200,14 @@ def test_429_storms_and_500s_end_in_success_with_every_attempt_recorded(ledger, 
 
 def test_permanent_errors_go_dead_with_the_crms_message_and_replay_after_the_fix(ledger, crms):
     settings, engine = ledger
-    crms.salesforce.remove_field("Okendo_Review__c", "Reply__c")  # a field the mapping writes is missing
+    make_reply_field_too_short(crms.salesforce)  # the record's data, not the CRM's set-up
     event = ingest(engine, "review.update")
     drain(settings, engine)
     dead = delivery(engine, "salesforce_review", event)
     assert dead.state == "dead" and dead.attempts == 1
-    assert "INVALID_FIELD" in dead.last_error and "Reply__c" in dead.last_error
+    assert "STRING_TOO_LONG" in dead.last_error and "Reply__c" in dead.last_error
 
-    crms.salesforce.add_field("Okendo_Review__c", "Reply__c", type="textarea", length=32768)
+    restore_reply_field(crms.salesforce)
     summary = replay(engine, ReplayFilter(states=("dead",)), by="ops@example.com")
     assert summary.requeued == 1
     drain(settings, engine)

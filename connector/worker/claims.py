@@ -21,9 +21,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, Engine, and_, or_, select, text, tuple_, update
 
 from connector.ledger.database import write_transaction
-from connector.ledger.models import Delivery, DeliveryState, utcnow
+from connector.ledger.models import Delivery, DeliveryState, DestinationStatus, utcnow
 
 _deliveries = Delivery.__table__
+_status = DestinationStatus.__table__
 # Any constant shared by every worker of this ledger: pg_advisory_xact_lock's key.
 _CLAIM_LOCK_KEY = 0x0C0FFEE
 
@@ -65,9 +66,12 @@ def claim(engine: Engine, owner: str, limit: int, lease_s: float, now: datetime 
     """
     now = now or utcnow()
     d = _deliveries
+    # A paused destination's deliveries wait unclaimed, so they spend no attempts (connector.worker.pausing).
+    paused = select(_status.c.destination).where(_status.c.paused_at.is_not(None))
     due = and_(d.c.state.in_(DeliveryState.DUE),
                or_(d.c.next_attempt_at.is_(None), d.c.next_attempt_at <= now),
-               or_(d.c.lease_expires_at.is_(None), d.c.lease_expires_at <= now))
+               or_(d.c.lease_expires_at.is_(None), d.c.lease_expires_at <= now),
+               d.c.destination.not_in(paused))
     columns = (d.c.id, d.c.event_id, d.c.mapping, d.c.destination, d.c.resource_type, d.c.resource_id,
                d.c.sequence_key, d.c.position, d.c.attempts, d.c.created_at, d.c.target_key, d.c.replayed_at,
                d.c.lease_expires_at)

@@ -28,7 +28,8 @@ from connector.ledger.links import LedgerLinks
 from connector.ledger.models import Delivery, DeliveryAttempt, DeliveryState, Event, utcnow
 from connector.mapping.engine import MappingSet
 from connector.mapping.operations import FAILED, READY
-from connector.worker import ordering
+from connector.worker import ordering, pausing
+from connector.worker.auto_pause import reason_to_pause
 from connector.worker.claims import Claimed
 from connector.worker.schedule import next_attempt
 
@@ -45,7 +46,7 @@ class Finished:
 
     claimed: Claimed
     state: str
-    outcome: str  # delivered | skipped | stale | retry | dead
+    outcome: str  # delivered | skipped | stale | retry | dead | paused
     error: str | None = None
     error_class: str | None = None
     http_status: int | None = None
@@ -54,6 +55,7 @@ class Finished:
     duration_ms: int = 0
     requests: list[dict[str, Any]] = field(default_factory=list)
     operation: dict[str, Any] | None = None
+    refund_attempt: bool = False  # held for a paused destination: this attempt does not count
 
 
 @dataclass(frozen=True)
@@ -145,9 +147,16 @@ class BatchProcessor:
             results = [Result.failed(failure) for _ in items]
         duration_ms = int((time.monotonic() - started) * 1000)
         now = utcnow()
+        pause_reason = reason_to_pause(destination.kind, results)
+        if pause_reason is not None and pausing.pause(self.engine, destination_name, pause_reason, pausing.AUTOMATIC):
+            log.error("destination %s paused: %s", destination_name, pause_reason,
+                      extra={"destination": destination_name, "paused_reason": pause_reason})
         finished = []
         for (item, _work, operation_json), result in zip(items, results):
-            finished.append(self._interpret(item, result, now, duration_ms, operation_json))
+            if pause_reason is not None:
+                finished.append(self._held(item, result, duration_ms, operation_json))
+            else:
+                finished.append(self._interpret(item, result, now, duration_ms, operation_json))
         self._record(finished, versions, events, works={item.id: work for item, work, _ in items},
                      results={item.id: result for (item, _, _), result in zip(items, results)})
 
@@ -166,6 +175,14 @@ class BatchProcessor:
         if when is None:
             return Finished(item, DeliveryState.DEAD, "dead", **details, **common)
         return Finished(item, DeliveryState.RETRYING, "retry", next_attempt_at=when, **details, **common)
+
+    @staticmethod
+    def _held(item: Claimed, result: Result, duration_ms: int, operation_json: dict[str, Any]) -> Finished:
+        """A delivery whose failure is the destination's: it waits for the resume, attempt given back."""
+        error = result.error or DeliveryError(ErrorClass.RETRY_SOON, "no result")
+        return Finished(item, DeliveryState.PENDING, "paused", str(error), error.error_class.value, error.status,
+                        duration_ms=duration_ms, requests=result.requests, operation=operation_json,
+                        refund_attempt=True)
 
     # --- writing it down ----------------------------------------------------------------------
 
@@ -193,8 +210,9 @@ class BatchProcessor:
         with write_transaction(self.engine) as connection:
             connection.execute(
                 update(_deliveries).where(_deliveries.c.id == bindparam("delivery_id"),
-                                          _deliveries.c.lease_owner == self.owner),
-                [{"delivery_id": f.claimed.id, "state": f.state,
+                                          _deliveries.c.lease_owner == self.owner)
+                .values(attempts=_deliveries.c.attempts - bindparam("refund")),
+                [{"delivery_id": f.claimed.id, "state": f.state, "refund": int(f.refund_attempt),
                   "last_error": f.error,
                   "crm_record_id": f.record_id, "next_attempt_at": f.next_attempt_at,
                   "lease_owner": None, "lease_expires_at": None, "updated_at": now,

@@ -31,7 +31,7 @@ def record_destination_status(engine: Engine, destinations: Mapping[str, Destina
             values["dry_run"] = destination.dry_run
         if any(f.state == DeliveryState.DELIVERED for f in mine):
             values["last_success_at"] = now
-        failures = [f for f in mine if f.outcome in ("retry", "dead") and f.error_class != "mapping"]
+        failures = [f for f in mine if f.outcome in ("retry", "dead", "paused") and f.error_class != "mapping"]
         if failures:
             values["last_error_at"] = now
             values["last_error"] = failures[-1].error
