@@ -216,7 +216,16 @@ def stats(connection: Connection, now: datetime | None = None, heartbeat_s: floa
         result.destinations[row.destination] = {
             "last_success_at": row.last_success_at, "last_error_at": row.last_error_at,
             "last_error": row.last_error, "quota": row.quota or {}, "dry_run": row.dry_run,
+            "paused_at": row.paused_at, "paused_reason": row.paused_reason, "paused_by": row.paused_by,
+            "remote_checked_at": row.remote_checked_at, "remote_problems": row.remote_problems or [],
         }
     result.workers = presence.seen(connection, heartbeat_s, now)
     result.warnings = presence.warnings(result.workers, result.queue_depth + result.unplanned, heartbeat_s)
+    for name, info in sorted(result.destinations.items()):
+        if info["paused_at"] is not None:
+            waiting = sum(result.deliveries_by_destination.get(name, {}).get(state, 0) for state in DeliveryState.DUE)
+            result.warnings.append(f"{name} is paused ({info['paused_by']}): {info['paused_reason']}; "
+                                   f"{waiting} delivery(ies) wait for it to be resumed")
+        for problem in info["remote_problems"]:
+            result.warnings.append(f"remote check: {problem}")
     return result
