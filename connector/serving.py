@@ -18,6 +18,7 @@ from pathlib import Path
 from connector.config import CONFIG_PATH_ENV, ConfigError, Settings, config_path, load_settings
 from connector.mapping.engine import MappingSet
 from connector.mapping.loader import load_mappings
+from connector.worker.remote_check import loaded_at, mark_loaded, start_in_background
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ def validate_at_start(logger: logging.Logger = log) -> None:
         raise SystemExit(1) from None
     # One status-page session key for every worker forked from this master.
     os.environ.setdefault("CONNECTOR_SESSION_KEY", secrets.token_hex(32))
+    mark_loaded()  # the workers about to fork run the remote check of this configuration once
     logger.info("configuration valid: %d mapping(s) from %s", len(_last_good.mappings.mappings), _last_good.settings.source)
 
 
@@ -59,6 +61,7 @@ def revalidate_on_reload(logger: logging.Logger = log) -> bool:
         logger.error("configuration edit refused; the running configuration stays in force:\n%s", error)
         return False
     _last_good = candidate
+    mark_loaded()
     logger.info("configuration reloaded: %d mapping(s) from %s", len(candidate.mappings.mappings), candidate.settings.source)
     return True
 
@@ -99,7 +102,8 @@ _embedded = None
 
 
 def start_embedded_worker(gunicorn_worker) -> None:  # type: ignore[no-untyped-def]
-    """gunicorn `post_worker_init`: start delivery threads in this worker, unless config says not to.
+    """gunicorn `post_worker_init`: start delivery threads in this worker, unless config says not to,
+    and the remote check of each CRM in the background.
 
     Each gunicorn worker takes its share of every CRM's rate limit, so the
     whole server stays under it.
@@ -110,7 +114,11 @@ def start_embedded_worker(gunicorn_worker) -> None:  # type: ignore[no-untyped-d
 
     # Another WSGI app served with this gunicorn.conf.py (a benchmark baseline) has no runtime.
     runtime = getattr(gunicorn_worker.wsgi, "extensions", {}).get(EXTENSION_KEY)
-    if runtime is None or not runtime.settings.worker.embedded:
+    if runtime is None:
+        return
+    # What the mappings write that a CRM lacks, once per configuration load (the first worker to ask).
+    start_in_background(runtime.settings, runtime.mappings, runtime.engine, loaded_at())
+    if not runtime.settings.worker.embedded:
         return
     _embedded = Worker(runtime.settings, runtime.mappings, runtime.engine,
                        limit_share=max(int(gunicorn_worker.cfg.workers), 1), kind="embedded").start()
