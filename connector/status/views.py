@@ -128,6 +128,7 @@ def overview() -> Any:
         stats = queries.stats(connection, heartbeat_s=rt.settings.worker.heartbeat_s)
     destinations = sorted(set(rt.settings.destinations) | set(stats.deliveries_by_destination))
     return render_template("status/overview.html", stats=stats, destinations=destinations,
+                           configured=set(rt.settings.destinations),
                            states=queries.DELIVERY_STATES, peak=max([n for _, n in stats.per_minute] or [0]) or 1,
                            refresh=15, loopback_only=_password() is None and direct_loopback())
 
