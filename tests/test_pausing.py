@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
+from connector.app import create_app
 from connector.cli import main
 from connector.ledger import create_ledger_engine
 from connector.ledger.migrate import upgrade
@@ -140,6 +141,9 @@ def test_a_portal_missing_its_properties_pauses_hubspot_after_the_first_batch_an
     assert attempts_spent(engine, "hubspot") == 0  # the failing batch's attempt was given back
     assert attempt_outcomes(engine, "hubspot") == {"paused": 4}  # one batch was tried, then nothing more
     assert by_destination(engine, "salesforce") == {"delivered": 20}
+    page = create_app(settings).test_client().get("/status/").text  # no password: open to this machine
+    assert 'data-paused="yes" data-destination="hubspot"' in page
+    assert "PROPERTY_DOESNT_EXIST" in page and "connector setup hubspot" in page and "by connector since" in page
 
     config = config_file_for(tmp_path, worker_config(db_url, bare_portal))
     assert cli(runner, config, "setup", "hubspot", "--yes").exit_code == 0
