@@ -215,9 +215,25 @@ def test_a_salesforce_field_missing_on_every_record_pauses_salesforce(db_url, cr
     drain(settings, engine)
 
     pause = pause_of(engine, "salesforce")
-    assert pause is not None and "Rating__c" in pause.reason and "Salesforce fields" in pause.reason
+    assert pause is not None and "Rating__c" in pause.reason and "Salesforce: what the shipped mappings need" in pause.reason
     salesforce = by_destination(engine, "salesforce")
     assert "dead" not in salesforce
     # The contacts went before the reviews that need them; the reviews wait for the field.
     assert salesforce == {"delivered": 3, "pending": 3}
+    engine.dispose()
+
+
+def test_a_missing_salesforce_object_pauses_salesforce(db_url, crms):
+    settings = make_settings(db_url, crms)
+    engine = create_ledger_engine(settings)
+    upgrade(engine)
+    crms.salesforce.remove_object("Okendo_Review__c")
+    for number in range(1, 4):
+        ingest(engine, review(number))
+
+    drain(settings, engine)
+
+    pause = pause_of(engine, "salesforce")
+    assert pause is not None and "NOT_FOUND" in pause.reason and "Salesforce: what the shipped mappings need" in pause.reason
+    assert by_destination(engine, "salesforce") == {"delivered": 3, "pending": 3}
     engine.dispose()

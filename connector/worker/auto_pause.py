@@ -31,12 +31,19 @@ SCHEMA_ERRORS: dict[str, tuple[str, ...]] = {
     "salesforce": ("INVALID_FIELD", "INVALID_TYPE", "INVALID_FIELD_FOR_INSERT_UPDATE", "NO_SUCH_COLUMN"),
 }
 
+# Per destination kind: (code, HTTP status) of a whole call refused for what its URL names. Every
+# Salesforce write is a Collections call, whose per-record errors come in a 200 answer: a 404 for the
+# call itself means the object (or external id field) in its URL does not exist or is not visible.
+WHOLE_CALL_SCHEMA_ERRORS: dict[str, frozenset[tuple[str, int]]] = {
+    "salesforce": frozenset({("NOT_FOUND", 404)}),
+}
+
 # What the operator does about it, per destination kind.
 SCHEMA_FIXES: dict[str, str] = {
     "hubspot": "create the missing properties with `connector setup hubspot` (or check the private app's "
                "scopes), then resume the destination",
-    "salesforce": "create the missing objects and fields (README: \"Salesforce fields\") and give the "
-                  "integration user access to them, then resume the destination",
+    "salesforce": "create the missing objects and fields (README: \"Salesforce: what the shipped mappings need\") "
+                  "and give the integration user access to them, then resume the destination",
 }
 CREDENTIALS_FIX = ("fix the credentials in the environment (see `connector check --remote`), reload, then resume "
                    "the destination")
@@ -59,5 +66,7 @@ def reason_to_pause(kind: str, results: Sequence[Result]) -> str | None:
 def is_schema_error(kind: str, error: DeliveryError) -> bool:
     if error.error_class != ErrorClass.PERMANENT:
         return False
+    if ((error.code or ""), error.status) in WHOLE_CALL_SCHEMA_ERRORS.get(kind, frozenset()):
+        return True
     markers = SCHEMA_ERRORS.get(kind, ())
     return (error.code or "") in markers or any(marker in error.message for marker in markers)
