@@ -281,3 +281,47 @@ class DestinationStatus(Base):
     # The last remote check (what the mappings write that the CRM lacks), run at start and on reload.
     remote_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     remote_problems: Mapped[list[str] | None] = mapped_column(JSON)
+
+
+class AlertMessage(Base):
+    """One alert for one target, in the outbox it leaves through (connector.alerts.outbox).
+
+    Written once per (target, condition, group, interval window): the unique key makes a second
+    evaluator, or the same one after a crash, insert nothing. The message is fixed when written,
+    so every retry sends the same text.
+    """
+
+    __tablename__ = "alert_outbox"
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    target: Mapped[str] = mapped_column(String(64))
+    condition: Mapped[str] = mapped_column(String(32))
+    group_key: Mapped[str] = mapped_column(String(255))
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime)  # the interval window it was written in
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    covered_until: Mapped[datetime] = mapped_column(UTCDateTime)  # what it counts happened before this
+    message: Mapped[dict[str, Any]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending | sent | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        UniqueConstraint("target", "condition", "group_key", "window_start"),
+        Index("ix_alert_outbox_state_next_attempt_at", "state", "next_attempt_at"),
+        Index("ix_alert_outbox_condition_group_key_created_at", "condition", "group_key", "created_at"),
+    )
+
+
+class AlertCounter(Base):
+    """A count kept between an alert's messages, added to by every process (webhooks answered 503)."""
+
+    __tablename__ = "alert_counters"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    count: Mapped[int] = mapped_column(BigIntId, default=0)
+    first_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
