@@ -19,7 +19,9 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 
 from connector import metrics
 from connector.destinations.errors import DeliveryError, ErrorClass
+from connector.destinations.forensics import whole_call
 from connector.destinations.ratelimit import RateLimiter
+from connector.destinations.wire import Wire
 from connector.mapping.engine import MappingSet
 from connector.mapping.operations import AssociationRef, Operation, SourceRef
 
@@ -53,8 +55,10 @@ class Result:
     learnt: list[tuple[str, SourceRef, str]] = field(default_factory=list)
 
     @classmethod
-    def failed(cls, error: DeliveryError) -> Result:
-        return cls(FAILED, error=error)
+    def failed(cls, error: DeliveryError, requests: list[dict[str, Any]] | None = None) -> Result:
+        """A failure, with what was sent for it and answered (`requests`); without them, what can be kept
+        of the call the error came from without another delivery's data (forensics.whole_call)."""
+        return cls(FAILED, error=error, requests=requests if requests is not None else whole_call(error.exchange))
 
     @classmethod
     def skipped(cls, reason: str) -> Result:
@@ -107,6 +111,7 @@ def call_with_retries(
     idempotent: bool = True,
     destination: str | None = None,
     call_name: str = "other",
+    wire: Wire | None = None,
 ) -> T:
     """One CRM call inside the rate limiter, retried briefly on transient errors.
 
@@ -118,7 +123,8 @@ def call_with_retries(
 
     Every attempt is counted in the CRM call metrics under `destination`, by
     the HTTP status it got (2xx on success; the classified error's status, or
-    no response, on failure), and timed under `call_name`.
+    no response, on failure), and timed under `call_name`. A failure carries the last HTTP exchange
+    `wire` saw on this thread (what was sent and answered), for the attempt to keep.
     """
 
     def attempt() -> T:
@@ -153,7 +159,14 @@ def call_with_retries(
 
     retrying = Retrying(stop=stop_after_attempt(attempts), wait=wait, retry=retry_if_exception(should_retry),
                         reraise=True)
-    return retrying(attempt)
+    if wire is not None:
+        wire.clear()
+    try:
+        return retrying(attempt)
+    except DeliveryError as error:
+        if wire is not None and error.exchange is None:
+            error.exchange = wire.last
+        raise
 
 
 def share_of(request: dict[str, Any], list_key: str, records: list[Any]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from connector.destinations.base import OK, Destination, LinkStore, Result, Work, describe_target
-from connector.destinations.hubspot import as_strings, source_key
+from connector.destinations.hubspot_values import as_strings, source_key
 from connector.mapping.engine import MappingSet
 from connector.mapping.operations import Operation
 

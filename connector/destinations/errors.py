@@ -9,7 +9,8 @@ https://developers.hubspot.com/docs/api-reference/error-handling).
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 
 class ErrorClass(str, enum.Enum):
@@ -27,6 +28,9 @@ class DeliveryError(Exception):
     code: str | None = None  # the CRM's error code (errorCode / statusCode / category)
     retry_after: float | None = None  # seconds, when the CRM said (Retry-After) or its policy implies
     refs: tuple[str, ...] = ()  # the inputs a whole-batch error names (HubSpot's context ids), if any
+    # The HTTP exchange the error came from (wire.Exchange), so a failed attempt keeps what was sent and
+    # answered; None when nothing was sent (a target not found yet, a token that could not be fetched).
+    exchange: Any = field(default=None, compare=False, repr=False)
 
     def __str__(self) -> str:
         parts = [self.error_class.value]

@@ -5,100 +5,30 @@ which serves contacts, notes, tasks and custom objects alike, and the v4
 associations API. Bodies are plain dicts in the wire's JSON shape: the SDK
 sends them unchanged, and the dry-run destination records the same dicts.
 Pitfalls of hubspot-api-client (https://github.com/HubSpot/hubspot-api-python) handled
-here: no default timeout, one ApiException class per sub-package, raw urllib3 errors,
-207 multi-status.
+here and in hubspot_calls.py: no default timeout, one ApiException class per sub-package, raw
+urllib3 errors, 207 multi-status. Every result carries its delivery's share of the calls that
+decided it, answer included (hubspot_answers.kept), failures too.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from hubspot import HubSpot
-
-from connector.config import HubSpotDestinationConfig
-from connector.destinations.base import (
-    Destination,
-    LinkStore,
-    OK,
-    Result,
-    Work,
-    call_with_retries,
-    in_rounds,
-    share_of,
-    unknown_record,
-)
 from connector.destinations.associations import Resolution, resolve_associations
+from connector.destinations.base import LinkStore, OK, SKIPPED, Result, Work, in_rounds, unknown_record
 from connector.destinations.errors import DeliveryError, ErrorClass
-from connector.destinations.hubspot_answers import (
-    awaiting_search_index,
-    classify,
-    errors_by_ref,
-    named_by,
-)
-from connector.destinations.isolation import isolating, outcome_per_input
-from connector.destinations.ratelimit import shared_limiter
-from connector.mapping.engine import MappingSet
-from connector.mapping.operations import SourceRef
+from connector.destinations.forensics import Answered, answered
+from connector.destinations.hubspot_answers import awaiting_search_index, errors_by_ref, kept, named_by
+from connector.destinations.hubspot_setup import HubSpotSetup
+from connector.destinations.hubspot_values import as_strings, source_key
+from connector.destinations.isolation import isolated, outcome_per_input
 
-def source_key(source: SourceRef) -> str:
-    return f"{source.type}:{source.id}"
+__all__ = ["HubSpotDestination", "as_strings", "source_key"]
 
 
-class HubSpotDestination(Destination):
-    kind = "hubspot"
-
-    def __init__(self, name: str, config: HubSpotDestinationConfig):
-        self.name = name
-        self.config = config
-        client = HubSpot(access_token=config.access_token, host=config.base_url.rstrip("/"))
-        # Each property access builds a new ApiClient and connection pool: keep them.
-        self._objects = client.crm.objects.batch_api
-        self._search = client.crm.objects.search_api
-        self._associations = client.crm.associations.v4.batch_api
-        self._properties = client.crm.properties.core_api
-        self._groups = client.crm.properties.groups_api
-        self._timeout = (config.connect_timeout_s, config.timeout_s)
-        limit = config.rate_limit
-        self.limiter = shared_limiter(name, limit.requests, limit.per_seconds, limit.max_concurrency)
-        self._quota: dict[str, Any] = {}
-
-    # --- calls ---------------------------------------------------------------
-
-    def _call(self, method: Callable[..., Any], *args: Any, idempotent: bool = True) -> Any:
-        def call() -> Any:
-            data, _status, headers = method(*args, _request_timeout=self._timeout)
-            self._remember_quota(headers)
-            return data
-
-        return call_with_retries(call, classify, self.limiter, attempts=self.config.retry_attempts,
-                                 max_wait=self.config.max_retry_wait_s, idempotent=idempotent,
-                                 destination=self.name, call_name=self._call_name(method))
-
-    def _call_name(self, method: Callable[..., Any]) -> str:
-        """`objects.batch.upsert`, `associations.batch.create`, ...: a bounded label for the metrics."""
-        api = getattr(method, "__self__", None)
-        kinds = {id(self._objects): "objects.batch", id(self._search): "objects.search",
-                 id(self._associations): "associations.batch", id(self._properties): "properties",
-                 id(self._groups): "property_groups"}
-        name = getattr(method, "__name__", "call").removesuffix("_with_http_info")
-        return f"{kinds.get(id(api), 'other')}.{name}"
-
-    def _remember_quota(self, headers: Any) -> None:
-        if not headers:
-            return
-        for header, key in (("X-HubSpot-RateLimit-Daily-Remaining", "daily_remaining"),
-                            ("X-HubSpot-RateLimit-Daily", "daily_max"),
-                            ("X-HubSpot-RateLimit-Remaining", "window_remaining")):
-            value = headers.get(header)
-            if value is not None and str(value).isdigit():
-                self._quota[key] = int(value)
-
-    def quota(self) -> dict[str, Any]:
-        return dict(self._quota)
-
+class HubSpotDestination(HubSpotSetup):
     # --- delivery ------------------------------------------------------------
 
     def deliver(self, works: Sequence[Work], links: LinkStore) -> list[Result]:
@@ -165,25 +95,24 @@ class HubSpotDestination(Destination):
 
         def send(part: Sequence[dict[str, Any]]) -> list[Any]:
             response = self._call(self._objects.upsert_with_http_info, crm_object, {"inputs": list(part)})
+            exchange = self._wire.last
             written: dict[str, tuple[str, bool | None]] = {}
             for record in getattr(response, "results", None) or []:
                 value = (record.properties or {}).get(id_property)
                 if value is not None:
                     written[str(value).lower()] = (str(record.id), getattr(record, "new", None))
-            failed = errors_by_ref(response)
-            return [written.get(item["id"].lower()) or failed.get(item["id"]) for item in part]
+            failed = errors_by_ref(response, exchange)
+            return answered([written.get(item["id"].lower()) or failed.get(item["id"]) for item in part], exchange)
 
-        outcomes = dict(zip(by_value, isolating(inputs, send, named_by("id"))))
-        request = {"method": "POST", "path": f"/crm/v3/objects/{crm_object}/batch/upsert", "body": {"inputs": inputs}}
+        answers, stop = isolated(inputs, send, named_by("id"))
+        outcomes = dict(zip(by_value, answers))
         for value, group in by_value.items():
-            outcome = outcomes[value]
+            [outcome], requests = kept([(input_by_value[value], outcomes[value])], {value}, id_property)
             for index, work in group:
-                if isinstance(outcome, DeliveryError):
-                    results[index] = Result.failed(outcome)
-                elif outcome is not None:
-                    record_id, new = outcome
-                    results[index] = Result(OK, record_id=record_id, created=new,
-                                            requests=[share_of(request, "inputs", [input_by_value[value]])])
+                results[index] = _written(outcome, requests, lambda found: Result(
+                    OK, record_id=found[0], created=found[1], requests=list(requests)))
+        if stop is not None:
+            raise stop
         self._associate([(i, w) for i, w in items if results[i] is not None and results[i].status == OK],
                         links, results)
 
@@ -252,22 +181,21 @@ class HubSpotDestination(Destination):
         def send(part: Sequence[dict[str, Any]]) -> list[Any]:
             response = self._call(self._objects.create_with_http_info, crm_object, {"inputs": list(part)},
                                   idempotent=False)
+            exchange = self._wire.last
             created = {str(getattr(record, "object_write_trace_id", None)): str(record.id)
                        for record in getattr(response, "results", None) or []}
-            failed = errors_by_ref(response)
-            return [created.get(item["objectWriteTraceId"]) or failed.get(item["objectWriteTraceId"]) for item in part]
+            failed = errors_by_ref(response, exchange)
+            return answered([created.get(item["objectWriteTraceId"]) or failed.get(item["objectWriteTraceId"])
+                             for item in part], exchange)
 
-        request = {"method": "POST", "path": f"/crm/v3/objects/{crm_object}/batch/create", "body": {"inputs": inputs}}
-        for position, (index, outcome) in enumerate(zip(order, isolating(inputs, send, named_by("objectWriteTraceId")))):
-            if isinstance(outcome, DeliveryError):
-                results[index] = Result.failed(outcome)
-            elif outcome is not None:
-                results[index] = Result(OK, record_id=outcome, created=True,
-                                        requests=[share_of(request, "inputs", [inputs[position]])])
-            else:
-                results[index] = Result.failed(DeliveryError(
-                    ErrorClass.RETRY_SOON, "HubSpot created no record for this operation"))
+        answers, stop = isolated(inputs, send, named_by("objectWriteTraceId"))
+        for item, index, answer in zip(inputs, order, answers):
+            [outcome], requests = kept([(item, answer)], {item["objectWriteTraceId"]})
+            results[index] = _written(outcome, requests, lambda record_id: Result(
+                OK, record_id=record_id, created=True, requests=requests), "HubSpot created no record for this operation")
         resolution.annotate(results)
+        if stop is not None:
+            raise stop
 
     def _update_ids(self, crm_object: str, items: list[tuple[int, Work, str]], results: list[Result | None]) -> None:
         merged: dict[str, dict[str, Any]] = {}  # one input per record: HubSpot refuses duplicate ids in a batch
@@ -277,20 +205,23 @@ class HubSpotDestination(Destination):
 
         def send(part: Sequence[dict[str, Any]]) -> list[Any]:
             response = self._call(self._objects.update_with_http_info, crm_object, {"inputs": list(part)})
+            exchange = self._wire.last
             updated = {str(record.id) for record in getattr(response, "results", None) or []}
-            failed = errors_by_ref(response)
-            return [True if item["id"] in updated else failed.get(item["id"]) for item in part]
+            failed = errors_by_ref(response, exchange)
+            return answered([True if item["id"] in updated else failed.get(item["id"]) for item in part], exchange)
 
-        outcomes = dict(zip(merged, isolating(inputs, send, named_by("id"))))
-        request = {"method": "POST", "path": f"/crm/v3/objects/{crm_object}/batch/update", "body": {"inputs": inputs}}
+        answers, stop = isolated(inputs, send, named_by("id"))
+        by_record = dict(zip(merged, zip(inputs, answers)))
         for index, _work, record_id in items:
-            outcome = outcomes[record_id]
-            if outcome is True:
-                results[index] = Result(OK, record_id=record_id, created=False, requests=[share_of(
-                    request, "inputs", [{"id": record_id, "properties": merged[record_id]}])])
-            elif isinstance(outcome, DeliveryError):
-                results[index] = Result.skipped(f"{crm_object} {record_id} no longer exists in HubSpot") \
-                    if outcome.code == "OBJECT_NOT_FOUND" else Result.failed(outcome)
+            [outcome], requests = kept([by_record[record_id]], {record_id})
+            if isinstance(outcome, DeliveryError) and outcome.code == "OBJECT_NOT_FOUND":
+                results[index] = Result(SKIPPED, reason=f"{crm_object} {record_id} no longer exists in HubSpot",
+                                        requests=requests)
+            else:
+                results[index] = _written(outcome, requests, lambda _: Result(
+                    OK, record_id=record_id, created=False, requests=list(requests)))
+        if stop is not None:
+            raise stop
 
     def _ids_by_key_or_link(self, crm_object: str, items: list[tuple[int, Work]],
                             links: LinkStore) -> dict[int, str]:
@@ -351,48 +282,16 @@ class HubSpotDestination(Destination):
             return
         body = {"inputs": [{"id": record_id} for _, record_id in targets]}
         # Archiving an id that is already gone is not an error in HubSpot: deletes are idempotent.
-        self._call(self._objects.archive_with_http_info, crm_object, body)
-        request = {"method": "POST", "path": f"/crm/v3/objects/{crm_object}/batch/archive", "body": body}
+        try:
+            self._call(self._objects.archive_with_http_info, crm_object, body)
+            answer: Any = Answered(True, self._wire.last)
+        except DeliveryError as error:
+            answer = error
         for index, record_id in targets:
-            results[index] = Result(OK, record_id=record_id,
-                                    requests=[share_of(request, "inputs", [{"id": record_id}])])
+            [outcome], requests = kept([({"id": record_id}, answer)], {record_id})
+            results[index] = _written(outcome, requests, lambda _: Result(OK, record_id=record_id, requests=requests))
 
     # --- lookups and associations ------------------------------------------------
-
-    def _read_ids(self, crm_object: str, id_property: str, values: list[str]) -> dict[str, str]:
-        """CRM ids of the records whose unique `id_property` holds these values."""
-        found: dict[str, str] = {}
-        unique = list(dict.fromkeys(values))
-        for start in range(0, len(unique), self.config.batch_size):
-            chunk = unique[start:start + self.config.batch_size]
-            body = {"idProperty": id_property, "inputs": [{"id": value} for value in chunk],
-                    "properties": [id_property], "propertiesWithHistory": []}
-            response = self._call(self._objects.read_with_http_info, crm_object, body)
-            for record in getattr(response, "results", None) or []:
-                value = (record.properties or {}).get(id_property)
-                if value is not None:
-                    found[str(value)] = str(record.id)
-                    found.setdefault(str(value).lower(), str(record.id))
-        return {value: found.get(value) or found.get(value.lower()) for value in values
-                if (found.get(value) or found.get(value.lower()))}
-
-    def _search_by_source_key(self, crm_object: str, sources: list[SourceRef]) -> dict[SourceRef, str]:
-        """Records already holding these source keys. Search matches `IN` string values only in lower
-        case (https://developers.hubspot.com/docs/api-reference/search/guide): Okendo ids may not be."""
-        key_property = self.config.source_key_property
-        found: dict[SourceRef, str] = {}
-        keys = {source_key(source).lower(): source for source in sources}
-        values = list(keys)
-        for start in range(0, len(values), 100):  # IN takes at most 100 values
-            body = {"filterGroups": [{"filters": [{"propertyName": key_property, "operator": "IN",
-                                                   "values": values[start:start + 100]}]}],
-                    "properties": [key_property], "limit": 200}
-            response = self._call(self._search.do_search_with_http_info, crm_object, body)
-            for record in getattr(response, "results", None) or []:
-                value = str((record.properties or {}).get(key_property) or "").lower()
-                if value in keys:
-                    found[keys[value]] = str(record.id)
-        return found
 
     def _resolve_targets(self, items: list[tuple[int, Work]], links: LinkStore,
                          results: list[Result | None]) -> Resolution:
@@ -410,7 +309,7 @@ class HubSpotDestination(Destination):
             response = self._call(self._objects.upsert_with_http_info, crm_object, {"inputs": list(part)})
             written = {str((r.properties or {}).get(id_property)).lower(): str(r.id)
                        for r in getattr(response, "results", None) or []}
-            failed = errors_by_ref(response)
+            failed = errors_by_ref(response, self._wire.last)
             return [written.get(item["id"].lower()) or failed.get(item["id"]) for item in part]
 
         outcomes: dict[str, str | DeliveryError] = {}
@@ -430,7 +329,6 @@ class HubSpotDestination(Destination):
         targets = resolution.targets
         batches: dict[tuple[str, str], list[dict[str, Any]]] = {}
         owners: dict[tuple[str, str], list[int]] = {}
-        shares: dict[tuple[tuple[str, str], int], list[dict[str, Any]]] = {}
         for index, work in items:
             for position, ref in enumerate(work.operation.associations):
                 if (index, position) not in targets:
@@ -441,101 +339,34 @@ class HubSpotDestination(Destination):
                     "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": ref.hubspot_type}],
                 })
                 owners.setdefault(pair, []).append(index)
-                shares.setdefault((pair, index), []).append(batches[pair][-1])
         for (from_object, to_object), inputs in batches.items():
             def send(part: Sequence[dict[str, Any]], pair: tuple[str, str] = (from_object, to_object)) -> list[Any]:
                 response = self._call(self._associations.create_with_http_info, *pair, {"inputs": list(part)})
-                failed = errors_by_ref(response)
-                return [failed.get(item["from"]["id"], True) for item in part]
+                exchange = self._wire.last
+                failed = errors_by_ref(response, exchange)
+                return answered([failed.get(item["from"]["id"], True) for item in part], exchange)
 
             # The records were written: a failure here fails their associations, to be tried again.
-            outcomes = outcome_per_input(inputs, send)
-            request = {"method": "POST", "path": f"/crm/v4/associations/{from_object}/{to_object}/batch/create",
-                       "body": {"inputs": inputs}}
-            failures = {index: outcome for index, outcome in zip(owners[(from_object, to_object)], outcomes)
-                        if isinstance(outcome, DeliveryError)}
-            for index in dict.fromkeys(owners[(from_object, to_object)]):
-                if index in failures:
-                    results[index] = Result.failed(failures[index])
+            mine: dict[int, list[tuple[dict[str, Any], Any]]] = {}
+            for index, item, answer in zip(owners[(from_object, to_object)], inputs, outcome_per_input(inputs, send)):
+                mine.setdefault(index, []).append((item, answer))
+            for index, pairs in mine.items():
+                outcomes, requests = kept(pairs, {str(record_ids[index])})
+                written = results[index].requests  # type: ignore[union-attr]
+                failure = next((o for o in outcomes if isinstance(o, DeliveryError)), None)
+                if failure is not None:
+                    results[index] = Result.failed(failure, written + requests)
                 else:
-                    results[index].requests.append(  # type: ignore[union-attr]
-                        share_of(request, "inputs", shares[((from_object, to_object), index)]))
+                    written.extend(requests)
         resolution.annotate(results)
 
-    # --- checks and setup ----------------------------------------------------------
 
-    def written_properties(self, mappings: MappingSet) -> dict[str, set[str]]:
-        """Every property the mappings write, by object type, plus the source-key property where records are
-        known only through the link table."""
-        wanted = mappings.written_fields(self.name)
-        for mapping in mappings.mappings:
-            spec = mapping.spec
-            if spec.destination == self.name and spec.key is None and spec.operation in ("upsert", "create") \
-                    and self.config.source_key_property:
-                wanted[spec.object].add(self.config.source_key_property)
-        return wanted
-
-    def missing_properties(self, mappings: MappingSet) -> dict[str, list[str]]:
-        missing: dict[str, list[str]] = {}
-        for crm_object, names in self.written_properties(mappings).items():
-            response = self._call(self._properties.get_all_with_http_info, crm_object)
-            existing = {prop.name for prop in getattr(response, "results", None) or []}
-            absent = sorted(names - existing)
-            if absent:
-                missing[crm_object] = absent
-        return missing
-
-    def check_remote(self, mappings: MappingSet) -> list[str]:
-        try:
-            missing = self.missing_properties(mappings)
-        except DeliveryError as error:
-            if error.error_class == ErrorClass.REAUTHENTICATE:
-                return [f"{self.name}: HubSpot refused the access token ({error.message}); check HUBSPOT_ACCESS_TOKEN"]
-            return [f"{self.name}: cannot reach HubSpot at {self.config.base_url}: {error}"]
-        return [f"{self.name}: {crm_object} is missing propert{'y' if len(names) == 1 else 'ies'} "
-                f"{', '.join(names)} (create them with `connector setup hubspot`)"
-                for crm_object, names in missing.items()]
-
-    def create_missing_properties(self, mappings: MappingSet) -> list[str]:
-        """Create every missing property as text in the Okendo property group; returns what was created."""
-        created = []
-        group = self.config.property_group
-        for crm_object, names in self.missing_properties(mappings).items():
-            response = self._call(self._groups.get_all_with_http_info, crm_object)
-            if group not in {g.name for g in getattr(response, "results", None) or []}:
-                self._call(self._groups.create_with_http_info, crm_object,
-                           {"name": group, "label": "Okendo", "displayOrder": -1})
-            for name in names:
-                kind, field_type = _property_type(name)
-                self._call(self._properties.create_with_http_info, crm_object, {
-                    "name": name, "label": name.replace("_", " ").capitalize(), "type": kind,
-                    "fieldType": field_type, "groupName": group,
-                })
-                created.append(f"{crm_object}.{name}")
-        return created
-
-
-def _property_type(name: str) -> tuple[str, str]:
-    """A sensible HubSpot type for a property the connector creates, from its name."""
-    if name.endswith("_date"):
-        return "date", "date"
-    if name.endswith(("_rating", "_score", "_balance")):
-        return "number", "number"
-    return "string", "text"
-
-
-def as_strings(properties: dict[str, Any]) -> dict[str, Any]:
-    """HubSpot takes property values as strings; lists become `;`-joined (multi-select) values."""
-    converted = {}
-    for name, value in properties.items():
-        if isinstance(value, bool):
-            converted[name] = "true" if value else "false"
-        elif isinstance(value, (list, tuple)):
-            converted[name] = ";".join(str(item) for item in value)
-        elif isinstance(value, dict):
-            converted[name] = json.dumps(value, ensure_ascii=False)
-        else:
-            converted[name] = value if isinstance(value, str) else str(value)
-    return converted
-
-
+def _written(outcome: Any, requests: list[dict[str, Any]], success: Any,
+             nothing: str = "HubSpot returned no result for this record") -> Result:
+    """The result of one input: `success(outcome)` unless it failed (its error) or HubSpot said nothing
+    about it; a failure keeps what was sent and answered for it too."""
+    if isinstance(outcome, DeliveryError):
+        return Result.failed(outcome, requests)
+    if outcome is None:
+        return Result.failed(DeliveryError(ErrorClass.RETRY_SOON, nothing), requests)
+    return success(outcome)

@@ -1,6 +1,7 @@
 """Reading HubSpot's answers: whatever the SDK or urllib3 raised, as a classified DeliveryError
 with HubSpot's own message (https://developers.hubspot.com/docs/api-reference/error-handling),
-and the per-input errors of a 207 multi-status answer, by the input each one names."""
+the per-input errors of a 207 multi-status answer, by the input each one names, one input's share
+of a batch answer, and its errors per record and property."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from connector.destinations.errors import (
     classify_status,
     parse_retry_after,
 )
+from connector.destinations.forensics import entry, unwrap
+from connector.destinations.wire import Exchange
 
 API_EXCEPTIONS = (objects_api.ApiException, associations_v4.ApiException, properties_api.ApiException)
 
@@ -84,12 +87,13 @@ def awaiting_search_index(seconds: float) -> DeliveryError:
                          None, AWAITING_SEARCH_INDEX, retry_after=seconds)
 
 
-def errors_by_ref(response: Any) -> dict[str, DeliveryError]:
+def errors_by_ref(response: Any, exchange: Exchange | None = None) -> dict[str, DeliveryError]:
     """The per-input errors of a 207 answer, by the id (or objectWriteTraceId) each one names."""
     failed: dict[str, DeliveryError] = {}
     for error in getattr(response, "errors", None) or []:
         for value in (getattr(error, "context", None) or {}).get("ids", []) or []:
             failed[str(value)] = record_error(error)
+            failed[str(value)].exchange = exchange
     return failed
 
 
@@ -98,3 +102,115 @@ def named_by(field: str) -> Callable[[DeliveryError, Sequence[dict[str, Any]]], 
     def named(error: DeliveryError, inputs: Sequence[dict[str, Any]]) -> set[int]:
         return {position for position, item in enumerate(inputs) if str(item.get(field)) in error.refs}
     return named
+
+
+# --- one input's share of an answer, for its delivery's attempt -------------------------------------
+
+
+def kept(pairs: list[tuple[dict[str, Any], Any]], keys: set[str], id_property: str | None = None
+         ) -> tuple[list[Any], list[dict[str, Any]]]:
+    """The outcomes of one delivery's inputs (with the outcome each input got, Answered or raised), and
+    what its attempt keeps: one share per call that decided some of them (none when nothing was sent)."""
+    values: list[Any] = []
+    calls: dict[int, tuple[Exchange, list[dict[str, Any]], list[bool]]] = {}
+    for item, outcome in pairs:
+        value, exchange = unwrap(outcome)
+        values.append(value)
+        if exchange is not None:
+            _, items, ok = calls.setdefault(id(exchange), (exchange, [], [True]))
+            items.append(item)
+            ok[0] = ok[0] and not isinstance(value, DeliveryError)
+    return values, [share(exchange, items, keys, ok=ok[0], id_property=id_property)
+                    for exchange, items, ok in calls.values()]
+
+
+def share(exchange: Exchange, items: list[dict[str, Any]], keys: set[str], *, ok: bool,
+          id_property: str | None = None) -> dict[str, Any]:
+    """One delivery's share of a batch call: its own inputs, and the results and errors of the answer
+    that name them (`keys`: the ids they are known by: an email, an objectWriteTraceId, a record id)."""
+    sent = exchange.sent if isinstance(exchange.sent, dict) else {}
+    inputs = sent.get("inputs") if isinstance(sent.get("inputs"), list) else None
+    wanted = {str(key).lower() for key in keys}
+    answer = answer_share(exchange.answer, wanted, id_property)
+    return entry(exchange, body={**sent, "inputs": items} if inputs is not None else sent or None,
+                 batch_size=len(inputs) if inputs is not None else None, answer=answer,
+                 errors=field_errors(answer, next(iter(sorted(keys)), None)), ok=ok)
+
+
+def answer_share(answer: Any, keys: set[str], id_property: str | None = None) -> Any:
+    """The part of an answer about the inputs known by `keys`: in a batch wrapper, their results and
+    errors; an error for the whole call, as is, but naming no other input."""
+    if not isinstance(answer, dict):
+        return answer
+    if answer.get("status") == "error" or "results" not in answer:
+        return _naming_only(answer, keys)
+    share = {key: value for key, value in answer.items() if key not in ("results", "errors", "numErrors")}
+    share["results"] = [result for result in answer.get("results") or []
+                        if isinstance(result, dict) and _names(result, id_property) & keys]
+    errors = [_naming_only(error, keys) for error in answer.get("errors") or []
+              if isinstance(error, dict) and {str(i).lower() for i in _context(error, "ids")} & keys]
+    if errors:
+        share.update(numErrors=len(errors), errors=errors)
+    return share
+
+
+def field_errors(answer: Any, record: str | None = None) -> list[dict[str, Any]]:
+    """HubSpot's errors in an answer, one per record and property: the `errors[]` details, else the
+    problems a VALIDATION_ERROR lists inside its message ("Property values were not valid: [...]"),
+    else the error itself."""
+    if not isinstance(answer, dict):
+        return []
+    tops = [answer] if answer.get("status") == "error" else \
+        [error for error in answer.get("errors") or [] if isinstance(error, dict)]
+    found: list[dict[str, Any]] = []
+    for error in tops:
+        owner = next(iter(_context(error, "ids")), record)
+        category = error.get("category") or error.get("policyName") or error.get("errorType")
+        details = [d for d in error.get("errors") or [] if isinstance(d, dict)]
+        problems = details or embedded_problems(error.get("message"))
+        for problem in problems:
+            found.append({"record": owner, "code": problem.get("code") or problem.get("error") or category,
+                          "field": next(iter(_context(problem, "propertyName")), None) or problem.get("name")
+                          or problem.get("in"), "message": problem.get("message")})
+        if not problems:
+            found.append({"record": owner, "field": next(iter(_context(error, "propertyName")), None),
+                          "code": category, "message": error.get("message")})
+    return found
+
+
+def embedded_problems(message: Any) -> list[dict[str, Any]]:
+    """The JSON list of problems HubSpot writes into a validation message, when there is one."""
+    if not isinstance(message, str) or "[" not in message:
+        return []
+    try:
+        problems = json.loads(message[message.index("["):])
+    except ValueError:
+        return []
+    return [p for p in problems if isinstance(p, dict)] if isinstance(problems, list) else []
+
+
+def _context(error: dict[str, Any], key: str) -> list[Any]:
+    values = (error.get("context") or {}).get(key) if isinstance(error.get("context"), dict) else None
+    return list(values) if isinstance(values, list) else []
+
+
+def _names(result: dict[str, Any], id_property: str | None) -> set[str]:
+    """The ids a result of a batch answer is known by (record id, trace id, association source, key)."""
+    names = {result.get("id"), result.get("objectWriteTraceId"), result.get("fromObjectId"),
+             (result.get("from") or {}).get("id") if isinstance(result.get("from"), dict) else None}
+    if id_property and isinstance(result.get("properties"), dict):
+        names.add(result["properties"].get(id_property))
+    return {str(name).lower() for name in names if name is not None}
+
+
+def _naming_only(error: dict[str, Any], keys: set[str]) -> dict[str, Any]:
+    """An error body whose contexts name only the inputs known by `keys`."""
+    def clean(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: ([i for i in item if str(i).lower() in keys] if key == "ids" and isinstance(item, list)
+                          else clean(item)) for key, item in value.items()}
+        if isinstance(value, list):
+            return [clean(item) for item in value]
+        return value
+    return clean(error)
+

@@ -22,8 +22,6 @@ R = TypeVar("R")
 # refuses a whole collection it cannot deserialise). Auth, quota and server errors concern every input.
 _REJECTION_STATUSES = frozenset({400, 409, 422})
 
-R = TypeVar("R")
-
 
 def is_rejection(error: DeliveryError) -> bool:
     """Whether a whole-batch failure may have been caused by some of its inputs."""
@@ -55,10 +53,19 @@ def outcome_per_input(inputs: Sequence[T], send: Callable[[Sequence[T]], list[R]
                       ) -> list[R | DeliveryError]:
     """`isolating`, with an error that concerns the whole batch (a 429, a 5xx) given to every input
     instead of raised: for callers that must record something for each input whatever happened."""
+    return isolated(inputs, send, named)[0]
+
+
+def isolated(inputs: Sequence[T], send: Callable[[Sequence[T]], list[R]],
+             named: Callable[[DeliveryError, Sequence[T]], set[int]] | None = None
+             ) -> tuple[list[R | DeliveryError], DeliveryError | None]:
+    """`outcome_per_input`, and the whole-batch error too, if there was one: a caller records each
+    input's share of that error (what its attempt sent and got back), then raises it as `isolating`
+    would have, so nothing more is sent after it."""
     try:
-        return isolating(inputs, send, named)
+        return isolating(inputs, send, named), None
     except DeliveryError as error:
-        return [error] * len(inputs)
+        return [error] * len(inputs), error
 
 
 def _isolate(inputs: Sequence[T], send: Callable[[Sequence[T]], list[R]],

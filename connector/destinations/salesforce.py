@@ -4,23 +4,24 @@ queries by email, one re-authentication on an expired session.
 simple-salesforce has no composite wrapper, so collections
 (https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/resources_composite_sobjects_collections.htm)
 go through `Salesforce.restful`. Every request has a timeout (a session
-subclass: the library's write calls take none) and passes through the
-destination's concurrency cap.
+subclass: the library's write calls take none), passes through the
+destination's concurrency cap and is reported to the destination's wire, so
+each result keeps its record's share of what was sent and answered
+(salesforce_answers.kept), failures too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-import threading
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import requests
 from simple_salesforce import Salesforce, format_soql
 from simple_salesforce.exceptions import SalesforceError
 
 from connector.config import SalesforceDestinationConfig
+from connector.destinations.associations import Resolution, resolve_associations
 from connector.destinations.base import (
     Destination,
     LinkStore,
@@ -29,75 +30,17 @@ from connector.destinations.base import (
     Work,
     call_with_retries,
     in_rounds,
-    share_of,
     unknown_record,
 )
-from connector.destinations.associations import Resolution, resolve_associations
-from connector.destinations.errors import (
-    SALESFORCE_CODES,
-    DeliveryError,
-    ErrorClass,
-    classify_status,
-    parse_retry_after,
-)
-from connector.destinations.isolation import isolating, outcome_per_input
+from connector.destinations.errors import DeliveryError, ErrorClass, parse_retry_after
+from connector.destinations.forensics import Answered, answered
+from connector.destinations.isolation import isolated, outcome_per_input
 from connector.destinations.ratelimit import shared_limiter
+from connector.destinations.salesforce_answers import classify, first_error, kept, record_error
 from connector.destinations.salesforce_auth import PROVIDERS, Token, TokenProvider
+from connector.destinations.wire import RecordingSession, Wire
+from connector.logs import register_secrets
 from connector.mapping.engine import MappingSet
-
-
-class _TimeoutSession(requests.Session):
-    """Every request with a timeout (the library's write calls take none), and the Retry-After of the
-    last answer this thread got: simple-salesforce's exceptions keep the body but not the headers."""
-
-    def __init__(self, timeout: tuple[float, float]):
-        super().__init__()
-        self._timeout = timeout
-        self._last = threading.local()
-
-    def request(self, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        kwargs.setdefault("timeout", self._timeout)
-        self._last.retry_after = None
-        response = super().request(*args, **kwargs)
-        self._last.retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        return response
-
-    @property
-    def last_retry_after(self) -> float | None:
-        return getattr(self._last, "retry_after", None)
-
-
-def _first_error(content: Any) -> dict[str, Any]:
-    if isinstance(content, list) and content and isinstance(content[0], dict):
-        return content[0]
-    if isinstance(content, dict):
-        return content
-    return {}
-
-
-def classify(error: BaseException) -> DeliveryError:
-    if isinstance(error, SalesforceError):
-        detail = _first_error(error.content)
-        code = detail.get("errorCode") or detail.get("statusCode")
-        message = str(detail.get("message") or error.content or type(error).__name__)
-        error_class = SALESFORCE_CODES.get(code, classify_status(error.status)) if code else classify_status(error.status)
-        return DeliveryError(error_class, message, error.status, code)
-    if isinstance(error, requests.Timeout):
-        return DeliveryError(ErrorClass.RETRY_SOON, f"timed out: {error}", None, "TIMEOUT")
-    if isinstance(error, requests.RequestException):
-        return DeliveryError(ErrorClass.RETRY_SOON, f"{type(error).__name__}: {error}", None, "CONNECTION")
-    return DeliveryError(ErrorClass.RETRY_SOON, f"{type(error).__name__}: {error}", None, "UNEXPECTED")
-
-
-def record_error(result: dict[str, Any]) -> DeliveryError:
-    """A per-record error inside an sObject Collections answer (`statusCode`, not `errorCode`)."""
-    detail = _first_error(result.get("errors"))
-    code = detail.get("statusCode")
-    fields = detail.get("fields") or []
-    message = str(detail.get("message") or "Salesforce rejected this record")
-    if fields:
-        message += f" (fields: {', '.join(map(str, fields))})"
-    return DeliveryError(SALESFORCE_CODES.get(code, ErrorClass.PERMANENT), message, 200, code)
 
 
 def _call_name(method: str, path: str) -> str:
@@ -127,12 +70,14 @@ class SalesforceDestination(Destination):
         limit = config.rate_limit
         self.limiter = shared_limiter(name, limit.requests, limit.per_seconds, limit.max_concurrency)
         self._quota: dict[str, Any] = {}
+        self._wire = Wire()
 
     # --- client and calls -------------------------------------------------------
 
     def _client(self, token: Token) -> Salesforce:
         if self._sf is None or self._token != token:
-            session = _TimeoutSession((self.config.connect_timeout_s, self.config.timeout_s))
+            register_secrets([token.access_token])  # never kept in an attempt's answer, nor logged
+            session = RecordingSession((self.config.connect_timeout_s, self.config.timeout_s), self._wire)
             self._sf = Salesforce(session_id=token.access_token, instance_url=token.instance_url,
                                   version=self.config.api_version, session=session)
             self._token = token
@@ -159,13 +104,15 @@ class SalesforceDestination(Destination):
 
         return call_with_retries(call, self._classify, self.limiter, attempts=self.config.retry_attempts,
                                  max_wait=self.config.max_retry_wait_s, idempotent=idempotent,
-                                 destination=self.name, call_name=call_name)
+                                 destination=self.name, call_name=call_name, wire=self._wire)
 
     def _classify(self, error: BaseException) -> DeliveryError:
-        """`classify`, with the Retry-After the answer carried (Salesforce sends it on some 503s)."""
+        """`classify`, with the Retry-After the answer carried (Salesforce sends it on some 503s):
+        simple-salesforce's exceptions keep the body but not the headers; the wire has them."""
         failure = classify(error)
-        if isinstance(error, SalesforceError) and self._sf is not None:
-            retry_after = self._sf.session.last_retry_after  # type: ignore[attr-defined]
+        last = self._wire.last
+        if isinstance(error, SalesforceError) and last is not None:
+            retry_after = parse_retry_after(last.headers.get("Retry-After"))
             if retry_after is not None:
                 failure.retry_after = retry_after
         return failure
@@ -269,7 +216,7 @@ class SalesforceDestination(Destination):
 
         Each entry is one record, merged from the operations that target it (later ones win).
         """
-        records, owners = [], []
+        records, owners, labels = [], [], []
         for identity, group in entries:
             group = [(index, work) for index, work in group if results[index] is None]
             if not group:
@@ -283,30 +230,33 @@ class SalesforceDestination(Destination):
             record.update(identity)
             records.append(record)
             owners.append([index for index, _ in group])
+            labels.append(str(next(iter(identity.values()), f"new {sobject}")))
         if not records:
             return
 
         def send(part: Sequence[dict[str, Any]]) -> list[Any]:
             answers = self._restful(path, method, json={"allOrNone": False, "records": list(part)},
                                     idempotent=idempotent)
-            return list(answers or []) + [None] * (len(part) - len(answers or []))
+            return answered(list(answers or []) + [None] * (len(part) - len(answers or [])), self._wire.last)
 
         # allOrNone false fails a bad record alone, but a record Salesforce cannot deserialise (a text
         # where a number belongs) fails the whole request: find it, and send the others without it.
-        outcomes = isolating(records, send)
-        body = {"allOrNone": False, "records": records}
-        request = {"method": method, "path": f"/services/data/v{self.config.api_version}/{path}", "body": body}
-        for record, group, answer in zip(records, owners, outcomes):
+        outcomes, stop = isolated(records, send)
+        for record, group, label, outcome in zip(records, owners, labels, outcomes):
+            answer, requests = kept(outcome, record, label)
             for index in group:
                 if isinstance(answer, DeliveryError):
-                    results[index] = Result.failed(answer)
+                    results[index] = Result.failed(answer, list(requests))
                 elif answer is None:
-                    continue
+                    results[index] = Result.failed(DeliveryError(
+                        ErrorClass.RETRY_SOON, "Salesforce returned no result for this record"), list(requests))
                 elif answer.get("success"):
                     results[index] = Result(OK, record_id=answer.get("id"), created=answer.get("created", created),
-                                            requests=[share_of(request, "records", [record])])
+                                            requests=list(requests))
                 else:
-                    results[index] = Result.failed(record_error(answer))
+                    results[index] = Result.failed(record_error(answer), list(requests))
+        if stop is not None:
+            raise stop
 
     def _delete(self, sobject: str, items: list[tuple[int, Work]], ids: dict[int, str],
                 results: list[Result | None]) -> None:
@@ -318,17 +268,28 @@ class SalesforceDestination(Destination):
                 results[index] = Result.skipped(unknown_record(sobject, work.operation) + "; nothing to delete")
         if not owners:
             return
-        id_list = ",".join(owners)
-        answers = self._restful("composite/sobjects", "DELETE", params={"ids": id_list, "allOrNone": "false"})
-        request = {"method": "DELETE",
-                   "path": f"/services/data/v{self.config.api_version}/composite/sobjects?ids={id_list}&allOrNone=false"}
-        for (record_id, indexes), answer in zip(owners.items(), answers or []):
-            code = _first_error(answer.get("errors")).get("statusCode")
+        try:
+            answers = self._restful("composite/sobjects", "DELETE", params={"ids": ",".join(owners), "allOrNone": "false"})
+            outcome: Any = Answered(list(answers or []), self._wire.last)
+        except DeliveryError as error:
+            outcome = error
+        base = f"/services/data/v{self.config.api_version}/composite/sobjects"
+        for position, (record_id, indexes) in enumerate(owners.items()):
+            # Each delivery keeps its own id of the DELETE (the others' are no business of its attempt).
+            value, requests = kept(outcome, None, record_id, position=position, batch_size=len(owners),
+                                   path=f"{base}?ids={record_id}&allOrNone=false")
+            answer = value[position] if isinstance(value, list) and position < len(value) else value
+            code = first_error(answer.get("errors")).get("statusCode") if isinstance(answer, dict) else None
             for index in indexes:
-                if answer.get("success") or code in _ALREADY_DELETED:
-                    results[index] = Result(OK, record_id=record_id, requests=[request])
+                if isinstance(answer, DeliveryError):
+                    results[index] = Result.failed(answer, requests)
+                elif not isinstance(answer, dict):
+                    results[index] = Result.failed(DeliveryError(
+                        ErrorClass.RETRY_SOON, "Salesforce returned no result for this record"), requests)
+                elif answer.get("success") or code in _ALREADY_DELETED:
+                    results[index] = Result(OK, record_id=record_id, requests=requests)
                 else:
-                    results[index] = Result.failed(record_error(answer))
+                    results[index] = Result.failed(record_error(answer), requests)
 
     # --- finding records ---------------------------------------------------------------
 

@@ -442,7 +442,10 @@ class HubSpotEmulator(Emulator):
 
     def decorate(self, request: Request, reply: Reply) -> None:
         # X-HubSpot-RateLimit-* on every reply to a known token (REFERENCE §3.4); when a limit is not
-        # enforced, the nominal Professional/Enterprise figures are reported.
+        # enforced, the nominal Professional/Enterprise figures are reported. Every answer names its request
+        # in X-HubSpot-Correlation-Id (an error body's correlationId, when it has one).
+        correlation = reply.body.get("correlationId") if isinstance(reply.body, dict) else None
+        reply.headers.setdefault("X-HubSpot-Correlation-Id", str(correlation or uuid.uuid4()))
         token = _bearer(request)
         if token is None or token not in self.tokens:
             return
