@@ -1,7 +1,5 @@
-"""WSGI entry point: `gunicorn wsgi:app` (see gunicorn.conf.py)."""
+"""WSGI entry point of a checkout, `gunicorn wsgi:app`: the package's own, connector/wsgi.py."""
 
-from connector import create_app
-from connector.serving import worker_configuration
+from connector.wsgi import app
 
-_configuration = worker_configuration()
-app = create_app(_configuration.settings, mappings=_configuration.mappings)
+__all__ = ["app"]
