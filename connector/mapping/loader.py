@@ -11,6 +11,7 @@ import copy
 import fnmatch
 import hashlib
 import json
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,22 @@ class _Collector:
     def add(self, origin: str, name: str | None, problem: str) -> None:
         where = f"{origin}: mapping {name!r}" if name else origin
         self.problems.append(f"{where}: {problem}")
+
+
+# `mappings/hubspot.yaml` in config.yaml names a shipped mapping file. They are installed with the
+# package (connector/mappings, a link to the checkout's mappings/ folder), so the same config.yaml
+# works in a checkout and beside a `pip install`.
+SHIPPED_MAPPINGS_FOLDER = Path("mappings")
+
+
+def mapping_file_path(settings: Settings, listed: str) -> Path:
+    """Where a `mappings.files` entry is read: relative to the config file's folder, as every path
+    there; a `mappings/NAME.yaml` that is not there is the copy shipped with the connector."""
+    path = settings.resolve_path(listed)
+    if path.exists() or Path(listed).parent != SHIPPED_MAPPINGS_FOLDER:
+        return path
+    shipped = Path(str(resources.files("connector"))) / "mappings" / Path(listed).name
+    return shipped if shipped.is_file() else path
 
 
 def _read_file(path: Path, shown: str, collector: _Collector) -> MappingFile | None:
@@ -171,7 +188,7 @@ def _fingerprint(settings: Settings) -> str:
              json.dumps({name: d.type for name, d in settings.destinations.items()}, sort_keys=True)]
     for listed in settings.mappings.files:
         try:
-            parts.append(settings.resolve_path(listed).read_bytes().decode("utf-8", "replace"))
+            parts.append(mapping_file_path(settings, listed).read_bytes().decode("utf-8", "replace"))
         except OSError as error:
             parts.append(f"<unreadable {listed}: {error}>")
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
@@ -195,8 +212,7 @@ def _load_mappings(settings: Settings) -> MappingSet:
     raw_mappings: list[tuple[str, dict[str, Any]]] = []
 
     for listed in config.files:
-        path = settings.resolve_path(listed)
-        mapping_file = _read_file(path, listed, collector)
+        mapping_file = _read_file(mapping_file_path(settings, listed), listed, collector)
         if mapping_file is None:
             continue
         for table_name, table in mapping_file.lookups.items():
