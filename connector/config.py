@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from connector import config_overrides
-
+from connector.alerts.config import AlertsConfig
 from connector.mapping.schema import MappingsConfig
 
 DEFAULT_CONFIG_PATH = "config.yaml"
@@ -28,10 +28,11 @@ CONFIG_PATH_ENV = "CONNECTOR_CONFIG"
 _ENV_REFERENCE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _PURE_ENV_REFERENCE = re.compile(r"^\s*\$\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\}\s*$")
 
-# Keys whose values are credentials, wherever they appear in the tree.
+# Keys whose values are credentials, wherever they appear in the tree (an alert target's webhook URL
+# is one: Slack's carries its token in the path).
 SECRET_KEYS = frozenset(
     {"secrets", "access_token", "client_secret", "private_key", "password", "admin_password", "viewer_password",
-     "api_key"}
+     "api_key", "webhook_url", "bearer_token"}
 )
 
 
@@ -279,6 +280,7 @@ class Settings(_Section):
     status: StatusConfig = Field(default_factory=StatusConfig)
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
     okendo: OkendoApiConfig = Field(default_factory=OkendoApiConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
 
     # Where the file lives: relative paths in it are relative to this folder.
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)

@@ -27,8 +27,9 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from connector import okendo
+from connector.alerts import refusals
 from connector.ledger.models import Delivery, DeliveryState, Event, EventState, utcnow
-from connector.worker import presence
+from connector.worker import pausing, presence
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +188,8 @@ def crm_call(destination: str | None, status: int | None, call: str = "other", s
 
 def webhook_answered(status: int, seconds: float) -> None:
     _safe(lambda: WEBHOOK_SECONDS.labels(status_class(status)).observe(seconds))
+    # The 503s are also counted for the alert of that name: the ledger cannot record them when they happen.
+    refusals.count(status)
 
 
 def build_info() -> None:
@@ -249,6 +252,7 @@ class LedgerCollector:
                     select(func.count(), func.min(_events.c.received_at)).where(_events.c.state == EventState.RECEIVED)
                 ).one()
                 workers = presence.seen(connection, self.heartbeat_s)
+                pauses = pausing.paused(connection)
         except SQLAlchemyError as error:
             log.warning("metrics: ledger unavailable for the queue gauges (%s)", error.__class__.__name__)
             up.add_metric([], 0)
@@ -296,6 +300,12 @@ class LedgerCollector:
         since = min(claims_ages) if claims_ages else 0.0
         yield GaugeMetricFamily(PREFIX + "seconds_since_last_claim", "Seconds since a live worker last claimed "
                                 "deliveries (0 when none has yet).", value=since)
+
+        paused = GaugeMetricFamily(PREFIX + "destination_paused", "1 while a destination is paused (its deliveries "
+                                   "wait and spend no attempts), else 0.", labels=["destination"])
+        for destination in sorted(set(self.destinations) | set(pauses)):
+            paused.add_metric([destination], 1 if destination in pauses else 0)
+        yield paused
 
 
 class _Forward:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from connector.config import ConfigError, load_settings, settings_from_mapping
 from tests.signing import OTHER_SECRET, SECRET
@@ -162,3 +163,72 @@ def test_relative_sqlite_paths_are_relative_to_the_config_file(tmp_path):
 
     settings = load_settings(write(tmp_path, "database:\n  url: sqlite:///data/x.db\n"), environ={})
     assert normalize_url(settings.database.url, settings.base_dir).database == str(tmp_path / "data" / "x.db")
+
+
+# --- alerts -----------------------------------------------------------------------------------
+
+
+def test_shipped_config_sends_no_alerts_until_a_target_is_added_and_its_example_targets_validate():
+    settings = load_settings(PROJECT_ROOT / "config.yaml", environ={})
+    assert settings.alerts.targets == {} and not settings.alerts.enabled
+    assert settings.alerts.status_url is None and settings.alerts.interval_minutes == 60
+    # The commented example, uncommented, is a valid configuration.
+    text = (PROJECT_ROOT / "config.yaml").read_text()
+    commented = text[text.index("  # targets:"):]
+    example = "\n".join(line.replace("# ", "", 1) for line in commented.splitlines())
+    environ = {"ALERT_WEBHOOK_URL": "https://alerts.example.com/hook", "ALERT_WEBHOOK_TOKEN": "tok-123456",
+               "ALERT_SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T0/B0/abc",
+               "ALERT_SMTP_USERNAME": "connector", "ALERT_SMTP_PASSWORD": "pw-123456",
+               "CONNECTOR_PUBLIC_URL": "https://connector.example.com/"}
+    settings = settings_from_mapping(yaml.safe_load(text[:text.index("  # targets:")] + example), environ=environ)
+    assert sorted(settings.alerts.targets) == ["ops-email", "ops-slack", "ops-webhook"]
+    assert settings.alerts.targets["ops-email"].effective_port == 587
+    assert settings.alerts.targets["ops-slack"].webhook_url == "https://hooks.slack.com/services/T0/B0/abc"
+    assert settings.alerts.status_url == "https://connector.example.com"
+
+
+@pytest.mark.parametrize("target,key", [
+    ({"type": "slack", "webhook_url": "https://hooks.slack.com/services/T0/B0/literal-token"}, "webhook_url"),
+    ({"type": "webhook", "webhook_url": "${URL}", "bearer_token": "literal-token"}, "bearer_token"),
+    ({"type": "email", "host": "smtp.example.com", "from_address": "a@example.com", "to": ["b@example.com"],
+      "username": "u", "password": "literal-token"}, "password"),
+])
+def test_alert_target_secrets_in_the_file_are_refused_without_echoing_them(target, key):
+    with pytest.raises(ConfigError) as caught:
+        settings_from_mapping({"alerts": {"targets": {"ops": target}}}, environ={"URL": "https://a.example.com"},
+                              source="config.yaml")
+    message = str(caught.value)
+    assert f"alerts.targets.ops.{key}: secrets are only read from the environment" in message
+    assert "literal-token" not in message
+
+
+@pytest.mark.parametrize("target,environ,expected", [
+    ({"type": "slack", "webhook_url": "${SLACK}"}, {},
+     "alerts.targets.ops.slack: webhook_url is not set: write `webhook_url: ${SOME_VARIABLE}`"),
+    ({"type": "slack", "webhook_url": "${SLACK}"}, {"SLACK": "http://hooks.example.com/services/T0/B0/tok"},
+     "alerts.targets.ops.slack.webhook_url: must be an https:// URL (http:// only to localhost"),
+    ({"type": "pagerduty"}, {}, "alerts.targets.ops: Input tag 'pagerduty' found using 'type' does not match"),
+    ({"type": "email", "host": "smtp.example.com", "security": "none", "username": "u", "password": "${PW}",
+      "from_address": "a@example.com", "to": ["b@example.com"]}, {"PW": "pw-123456"},
+     "security: none would send the SMTP password unencrypted"),
+    ({"type": "email", "host": "smtp.example.com", "from_address": "a@example.com",
+      "to": ["ops@example.com\r\nBcc: x@evil.example"]}, {},
+     "alerts.targets.ops.email.to: address #1 is not one email address"),
+    ({"type": "email", "host": "smtp.example.com", "from_address": "a@example.com", "to": ["b@example.com"],
+      "usename": "u"}, {}, "alerts.targets.ops.email.usename: unknown key"),
+])
+def test_a_bad_alert_target_is_refused_naming_its_key(target, environ, expected):
+    with pytest.raises(ConfigError) as caught:
+        settings_from_mapping({"alerts": {"targets": {"ops": target}}}, environ=environ, source="config.yaml")
+    assert expected in str(caught.value)
+    assert "tok" not in str(caught.value) and "pw-123456" not in str(caught.value)
+
+
+def test_alert_settings_come_from_the_environment_too():
+    settings = settings_from_mapping({}, environ={"CONNECTOR_ALERTS__INTERVAL_MINUTES": "15",
+                                                  "CONNECTOR_ALERTS__CONDITIONS__OLDEST_WAITING_MINUTES": "null"})
+    assert settings.alerts.interval_minutes == 15 and settings.alerts.conditions.oldest_waiting_minutes is None
+    with pytest.raises(ConfigError) as caught:
+        settings_from_mapping({"alerts": {"status_url": "connector.example.com"}}, environ={})
+    assert "alerts.status_url: must be the connector's public address, such as https://connector.example.com" \
+        in str(caught.value)

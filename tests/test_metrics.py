@@ -26,7 +26,7 @@ from connector.ledger.migrate import upgrade
 from connector.runtime import EXTENSION_KEY
 from connector.worker.planner import plan_received
 from tests.conftest import make_app
-from tests.crm import PROJECT_ROOT, STORY
+from tests.crm import PROJECT_ROOT, STORY, make_reply_field_too_short
 from tests.servers import free_port, gunicorn
 from tests.signing import SECRET, sample_bytes, signed_headers
 from tests.test_worker import drain, ingest, make_settings
@@ -232,6 +232,26 @@ def test_queue_gauges_follow_the_ledger(db_url):
     engine.dispose()
 
 
+def test_a_paused_destination_shows_as_1_until_it_is_resumed(db_url):
+    from connector.worker import pausing
+
+    app = observed(create_app({"database": {"url": db_url}, "destinations": DRY_DESTINATIONS,
+                               "mappings": SHIPPED_MAPPINGS}))
+    engine = app.extensions[EXTENSION_KEY].engine
+    upgrade(engine)
+    client = app.test_client()
+    before = scrape(client)
+    assert before.has(P + "destination_paused", destination="hubspot")  # there at 0, for alert rules
+    assert before.value(P + "destination_paused", destination="hubspot") == 0
+    pausing.pause(engine, "hubspot", "HubSpot lacks okendo_source_key", pausing.AUTOMATIC)
+    paused = scrape(client)
+    assert paused.value(P + "destination_paused", destination="hubspot") == 1
+    assert paused.value(P + "destination_paused", destination="salesforce") == 0
+    pausing.resume(engine, "hubspot")
+    assert scrape(client).value(P + "destination_paused", destination="hubspot") == 0
+    engine.dispose()
+
+
 def _utc_type():
     from connector.ledger.models import UTCDateTime
 
@@ -278,7 +298,7 @@ def attempt_outcomes(engine: sa.Engine) -> Tally:
 def test_worker_outcomes_and_latency_match_the_ledger(delivering, crms):
     settings, engine, client = delivering
     crms.hubspot.fail_rate_limited(path="/batch/upsert", retry_after=0.05, times=8)  # retries, then delivered
-    crms.salesforce.remove_field("Okendo_Review__c", "Reply__c")  # salesforce_review is dead at once
+    make_reply_field_too_short(crms.salesforce)  # salesforce_review is dead at once (a missing field would pause)
     before = scrape(client)
     started = time.monotonic()
     for sample in STORY:

@@ -18,6 +18,7 @@ from datetime import datetime
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from connector.alerts.loop import AlertLoop
 from connector.config import Settings
 from connector.destinations import build_destinations
 from connector.destinations.base import Destination
@@ -74,6 +75,7 @@ class Worker:
         self._done = threading.Event()  # every delivery thread has returned
         self._threads: list[threading.Thread] = []
         self._heartbeat_thread: threading.Thread | None = None
+        self._alerts: AlertLoop | None = None
         self._held: dict[int, set[int]] = {}  # thread index -> claimed delivery ids
         self._held_lock = threading.Lock()
         self._deadline: float | None = None
@@ -97,6 +99,9 @@ class Worker:
             log.warning("delivery worker %s: could not register (%s)", self.name, error.__class__.__name__)
         self._heartbeat_thread = threading.Thread(target=self._heartbeat, name="delivery-leases", daemon=True)
         self._heartbeat_thread.start()
+        if self.settings.alerts.enabled:
+            # Every worker evaluates the alerts, so they work in any deployment; the outbox lets one through.
+            self._alerts = AlertLoop(self.settings, self.engine, self.name).start()
         log.info("delivery worker %s started with %d thread(s)", self.name, count)
         return self
 
@@ -105,6 +110,8 @@ class Worker:
         timeout = self.config.shutdown_timeout_s if timeout is None else timeout
         self._deadline = time.monotonic() + timeout
         self._stop.set()
+        if self._alerts is not None:  # a send in progress ends within its target's timeout
+            self._alerts.stop(timeout=timeout + 5)
         for thread in self._threads:
             thread.join(max(self._deadline - time.monotonic(), 0) + 5)
         self._done.set()
