@@ -1,5 +1,5 @@
 # Two commands on a fresh machine with Python 3.11+ and make:
-#   make run    install into .venv, migrate the SQLite ledger, serve under gunicorn
+#   make run    install into .venv, migrate the SQLite ledger, serve under gunicorn (connector serve)
 #   make test   install into .venv with the test tools, run the whole suite
 # And, not part of `make test`:
 #   make bench  install the benchmark tools, measure ingest and drain, write bench/RESULTS.md
@@ -28,10 +28,11 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
+# `connector serve --migrate`: migrate the ledger, then gunicorn with the package's settings, as a
+# service runs it. exec here, and again inside serve: gunicorn takes the shell's place, so signals
+# (Ctrl-C, `connector reload`) reach it.
 run: $(VENV)/.installed
-	$(BIN)/connector db upgrade
-	@# exec: gunicorn takes the shell's place, so signals (Ctrl-C, `connector reload`) reach it.
-	BIND=$(BIND) exec $(BIN)/gunicorn -c gunicorn.conf.py
+	exec $(BIN)/connector serve --migrate --bind $(BIND)
 
 # Browser tests drive Debian's Chromium through Playwright; Playwright never downloads one.
 CHROMIUM ?= /usr/bin/chromium

@@ -668,8 +668,12 @@ def doctor(ctx: Context) -> None:
 
 # Commands that live beside the part of the connector they drive.
 from connector.worker.pause_commands import destination  # noqa: E402
+from connector.alerts.commands import alerts  # noqa: E402
+from connector.serve import serve  # noqa: E402
 
 main.add_command(destination)
+main.add_command(alerts)
+main.add_command(serve)
 
 
 if __name__ == "__main__":  # pragma: no cover
