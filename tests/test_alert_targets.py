@@ -147,3 +147,20 @@ def test_a_message_that_keeps_failing_is_retried_with_backoff_then_given_up(db_u
         assert "gave up sending to ops-hook after 3 attempt(s)" in caplog.text
         assert len(http.seen) == 6 and not http.taken()  # three tries for each of the two targets
         engine.dispose()
+
+
+def test_alerts_list_shows_what_waits_what_was_sent_and_why_a_try_failed(db_url, tmp_path):
+    with HttpSink() as http:
+        loop, engine = loop_for(db_url, http)
+        http.status_by_path = {SLACK: 502}
+        pausing.pause(engine, "hubspot", "maintenance", "ops")
+        loop.tick()
+        path = write_config(tmp_path / "config.yaml", {"database": {"url": db_url}})
+        result = CliRunner().invoke(main, ["--config", str(path), "alerts", "list"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert len(lines) == 2
+    assert "pending  ops-slack: hubspot is paused (1 attempt(s)); last error: " \
+           f"127.0.0.1:{http.port} answered HTTP 502: no_service" in lines[0]
+    assert lines[1].endswith("sent     ops-hook: hubspot is paused (1 attempt(s))")
+    engine.dispose()

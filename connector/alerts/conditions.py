@@ -200,7 +200,7 @@ def _webhooks_503(connection: Connection, settings: Settings, now: datetime) -> 
     text = (f"The receiver answered {count} webhook(s) with 503 {span}: they were not stored, and Svix sends "
             "each again later (for about a day). Causes: the ledger was unavailable or locked for longer than "
             "receiver.answer_within_s, or no signing secret is configured (OKENDO_WEBHOOK_SECRETS). The server's "
-            "log says which for each (`answering 503`).")
+            "log has a line for each 503, with its message id and reason.")
     return [Firing(Alert(WEBHOOKS_503, "receiver", f"{count} webhooks answered 503", text, now,
                          status_link(settings.alerts, "/status"),
                          {"count": count, "first_at": first.isoformat() if first else None,
