@@ -47,8 +47,8 @@ SECRET_ENV_VARS = (
 MIN_SECRET_LENGTH = 4
 
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    # Svix signing secrets: whsec_ + base64.
-    (re.compile(r"whsec_[A-Za-z0-9+/=_-]*"), REDACTED),
+    # Svix signing secrets: whsec_ + base64 (a bare "whsec_", as in advice naming the prefix, is no secret).
+    (re.compile(r"whsec_[A-Za-z0-9+/=_-]{8,}"), REDACTED),
     # Authorization: Bearer <token> (and "bearer" in any case).
     (re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9\-._~+/!]{12,}=*"), r"\1 " + REDACTED),
     # PEM private keys (Salesforce JWT bearer flow).

@@ -99,6 +99,16 @@ def test_credentials_shaped_text_is_redacted_without_being_configured(root_loggi
     assert "MIIEvQIBADAN" not in text and "FakeSessionToken" not in text and "abcdef123456" not in text
 
 
+def test_an_unconfigured_signing_secret_shaped_text_is_redacted_but_advice_naming_the_prefix_is_not(root_logging):
+    stream = io.StringIO()
+    configure_logging(fmt="text", stream=stream, force=True)
+    logging.getLogger("connector.test").error("pasted %s; set the whsec_ secret Okendo returned",
+                                              "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+    text = stream.getvalue()
+    assert "MfKQ9r8GKYqr" not in text and "pasted [REDACTED];" in text
+    assert "set the whsec_ secret Okendo returned" in text
+
+
 def test_log_format_comes_from_the_environment_then_the_config(root_logging, monkeypatch):
     json_config = settings_from_mapping({"observability": {"log_format": "json"}}, environ={})
     stream = io.StringIO()
