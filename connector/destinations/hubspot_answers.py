@@ -47,7 +47,7 @@ def classify(error: BaseException) -> DeliveryError:
                 body = parsed if isinstance(parsed, dict) else {}
             except (ValueError, TypeError):
                 body = {}
-        message = str(body.get("message") or getattr(error, "reason", None) or "no message")
+        message = readable_message(str(body.get("message") or getattr(error, "reason", None) or "no message"))
         headers = getattr(error, "headers", None) or {}
         retry_after = parse_retry_after(headers.get("Retry-After") if hasattr(headers, "get") else None)
         error_class = classify_status(status)
@@ -76,7 +76,7 @@ def named_ids(body: dict[str, Any]) -> tuple[str, ...]:
 def record_error(error: Any) -> DeliveryError:
     """A per-record error from a 207 answer."""
     category = getattr(error, "category", None)
-    message = getattr(error, "message", None) or "HubSpot rejected this record"
+    message = readable_message(getattr(error, "message", None) or "HubSpot rejected this record")
     return DeliveryError(HUBSPOT_CATEGORIES.get(category, ErrorClass.PERMANENT), message, 207, category)
 
 
@@ -176,6 +176,19 @@ def field_errors(answer: Any, record: str | None = None) -> list[dict[str, Any]]
             found.append({"record": owner, "field": next(iter(_context(error, "propertyName")), None),
                           "code": category, "message": error.get("message")})
     return found
+
+
+def readable_message(message: str) -> str:
+    """HubSpot's message with the JSON list of problems a validation error writes into it spelled out
+    ("Property values were not valid: email: Email address x is invalid (INVALID_EMAIL); ..."), so the
+    delivery's last error reads as text, not as escaped JSON."""
+    problems = embedded_problems(message)
+    if not problems:
+        return message
+    spelled = [" ".join(part for part in (f"{p['name']}:" if p.get("name") else "", str(p.get("message") or ""),
+                                           f"({p['error']})" if p.get("error") else "") if part)
+               for p in problems]
+    return f"{message[:message.index('[')].rstrip()} {'; '.join(spelled)}"
 
 
 def embedded_problems(message: Any) -> list[dict[str, Any]]:
