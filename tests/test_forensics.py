@@ -8,11 +8,21 @@ stored attempts, as the status page and the JSON API do.
 from __future__ import annotations
 
 import json
+import re
+from html import unescape
 
+import pytest
 import sqlalchemy as sa
+from markupsafe import escape
 
+from connector import create_app
+from connector.config import settings_from_mapping
+from connector.destinations.error_codes import advice
+from connector.ledger.migrate import upgrade
+from connector.runtime import EXTENSION_KEY
+from tests.crm import PROJECT_ROOT
 from tests.test_batch_isolation import BAD, GOOD, review
-from tests.test_worker import delivery, drain, ingest, ledger  # noqa: F401
+from tests.test_worker import delivery, drain, ingest, ledger, make_settings  # noqa: F401
 
 HUBSPOT_CONTACT = "hubspot_contact_from_review"
 SALESFORCE_CONTACT = "salesforce_contact_from_review"
@@ -81,3 +91,84 @@ def test_failed_attempts_carry_request_and_response(ledger, crms):
             "SELECT requests FROM delivery_attempts")).scalars()])
     assert "test-token" not in everything and "00Dtest!token" not in everything
     assert "authorization" not in everything.lower()
+
+
+# --- the event page and the JSON API --------------------------------------------------------------
+
+PASSWORD, VIEWER = "forensics-admin-pw", "forensics-viewer-pw"
+
+
+@pytest.fixture
+def site(db_url, crms, monkeypatch):
+    """The app on the ledger the worker writes to, both destinations pointing at the emulators."""
+    monkeypatch.setenv("ADMIN_PW", PASSWORD)
+    monkeypatch.setenv("VIEWER_PW", VIEWER)
+    settings = settings_from_mapping({
+        **make_settings(db_url, crms).model_dump(include={"database", "worker"}),
+        "destinations": crms.destinations(),
+        "mappings": {"files": [str(PROJECT_ROOT / "mappings" / "hubspot.yaml"),
+                               str(PROJECT_ROOT / "mappings" / "salesforce.yaml")]},
+        "status": {"admin_password": "${ADMIN_PW}", "viewer_password": "${VIEWER_PW}"},
+    })
+    app = create_app(settings)
+    app.config["TESTING"] = True
+    engine = app.extensions[EXTENSION_KEY].engine
+    upgrade(engine)
+    yield app, settings, engine
+    engine.dispose()
+
+
+def signed_in(app, password: str):
+    client = app.test_client()
+    token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/status/login").text).group(1)
+    assert client.post("/status/login", data={"password": password, "csrf_token": token}).status_code == 302
+    return client
+
+
+def section(page: str, mapping: str) -> str:
+    """The attempts of one delivery on the event page."""
+    match = re.search(rf'<section class="delivery"[^>]*data-mapping="{mapping}">(.*?)</section>', page, re.S)
+    assert match, f"no attempts section for {mapping}"
+    return match.group(1)
+
+
+def blocks(html: str, test: str) -> list[str]:
+    """The text of each <pre data-test=...> as a reader sees it (entities decoded)."""
+    return [unescape(text) for text in re.findall(rf'<pre class="json" data-test="{test}">(.*?)</pre>', html, re.S)]
+
+
+def test_the_event_page_shows_what_was_sent_and_answered_readably_with_what_to_do(site):
+    app, settings, engine = site
+    bad = ingest(engine, review("review-bad", BAD, 101))
+    drain(settings, engine)
+    page = signed_in(app, PASSWORD).get(f"/status/events/{bad}").text
+
+    hubspot = section(page, HUBSPOT_CONTACT)
+    assert "POST</span> <span class=\"mono\">/crm/v3/objects/contacts/batch/upsert" in hubspot
+    assert 'data-test="response-status">HTTP 400<' in hubspot and "<dt>X-HubSpot-Correlation-Id</dt>" in hubspot
+    # The request as indented JSON, not one escaped line.
+    [sent] = blocks(hubspot, "request-body")
+    assert json.loads(sent)["inputs"][0]["id"] == BAD and '\n  "inputs": [' in sent
+    # HubSpot's message holds JSON in a text: the page lays it out instead of showing \" escapes.
+    [answer] = blocks(hubspot, "response-body")
+    assert '\\"' not in answer and '"message (as JSON)": [' in answer
+    # Each error of the CRM on a line of its own, with what the operator should do about it.
+    do = advice("hubspot", "INVALID_EMAIL").do
+    [line] = re.findall(r"<li>(.*?)</li>", section(page, HUBSPOT_CONTACT), re.S)
+    assert "email" in line and "INVALID_EMAIL" in line and f"What to do:</strong> {escape(do)}" in line
+    salesforce = section(page, SALESFORCE_CONTACT)
+    assert "INVALID_EMAIL_ADDRESS" in salesforce
+    assert escape(advice("salesforce", "INVALID_EMAIL_ADDRESS").do) in salesforce
+    # The replay buttons sit in the action bar at the top (status.css keeps it in view).
+    bar = re.search(r'<div class="actions" data-test="actions">(.*?)\n</div>', page, re.S).group(1)
+    assert 'data-test="replay-event"' in bar and f"Replay {HUBSPOT_CONTACT}" in bar
+
+    # The JSON twin carries the same answers, and the advice with each error.
+    detail = signed_in(app, PASSWORD).get(f"/api/events/{bad}").get_json()
+    [contact] = [d for d in detail["deliveries"] if d["mapping"] == HUBSPOT_CONTACT]
+    [error] = contact["attempts"][0]["requests"][0]["response"]["errors"]
+    assert error["code"] == "INVALID_EMAIL" and error["advice"]["do"] == do
+
+    # A viewer sees the same forensics, and no button that would only be refused.
+    viewed = signed_in(app, VIEWER).get(f"/status/events/{bad}").text
+    assert 'data-test="field-errors"' in viewed and "replay-event" not in viewed and "bar-replay" not in viewed

@@ -171,3 +171,43 @@ def test_an_operator_sees_the_story_and_fixes_a_failure(site, browser):
     frame = next((f for f in framer.frames if f.url == framed), None)
     assert frame is None or "Replay" not in (frame.content() if frame else "")
     signed_in.close()
+
+
+def test_a_long_event_page_keeps_its_replay_button_in_view_and_wraps_what_the_crm_answered(site, browser):
+    server, _crms = site
+    base = server.base_url
+    page = browser.new_page(viewport={"width": 1000, "height": 700})
+    page.goto(f"{base}/status/login")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r".*/status/?$"))
+    # A review whose body is one unbroken word several screens wide: it travels in the note's request.
+    post(base, "review.create", "msg-long", lambda d: d["resource"].update(body="Lovely" * 3000))
+    page.goto(f"{base}/status/events?topic=review.create")
+    page.locator("table[data-test=events] tr[data-event-id] a").first.click()
+    page.wait_for_url(re.compile(r".*/status/events/\d+$"))
+    contact = 'section[data-mapping="hubspot_contact_from_review"]'
+    wait_for(page, page.url, lambda p: p.locator(f"{contact} [data-test=field-errors]").count() > 0)
+
+    # HubSpot's refusal, read per property, with what to do about it.
+    errors = page.locator(f"{contact} [data-test=field-errors]").first.inner_text()
+    assert "favourite_colour" in errors and "PROPERTY_DOESNT_EXIST" in errors and "connector setup hubspot" in errors
+    # Nothing widens the page: the long body and answers wrap inside their boxes.
+    for details in page.locator("details.attempt").all():
+        details.evaluate("element => element.open = true")
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    assert page.evaluate("getComputedStyle(document.querySelector('pre.json')).whiteSpace") == "pre-wrap"
+
+    # Scrolled to the very end of a page several screens long, the replay button is still in view,
+    # on top of everything, and works from there.
+    assert page.evaluate("document.documentElement.scrollHeight") > 3 * 700
+    page.evaluate("window.scrollTo(0, document.documentElement.scrollHeight)")
+    button = page.locator("[data-test=replay-event]")
+    box = button.bounding_box()
+    assert box is not None and 0 <= box["y"] and box["y"] + box["height"] <= 700
+    assert page.evaluate("([x, y]) => document.elementFromPoint(x, y).dataset.test",
+                         [box["x"] + box["width"] / 2, box["y"] + box["height"] / 2]) == "replay-event"
+    page.screenshot(path=str(ARTIFACTS / "event-forensics.png"), full_page=False)
+    button.click()
+    page.wait_for_url(re.compile(r".*/status/events/\d+$"))
+    assert "Replaying" in page.locator(".flash").inner_text()

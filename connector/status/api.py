@@ -9,7 +9,7 @@ from typing import Any
 from flask import Blueprint, abort, jsonify, request, url_for
 
 from connector.runtime import runtime
-from connector.status import queries
+from connector.status import attempts, queries
 from connector.status.auth import require_auth
 from connector.status import audit
 from connector.status.views import event_filter, replay_as_user, replay_filter
@@ -56,6 +56,7 @@ def event(event_id: int) -> Any:
     document = detail.pop("document")
     detail["operations"] = [o.to_json() for o in rt.mappings.plan(document)] \
         if detail["state"] not in ("invalid", "unsupported") else []
+    attempts.annotate(detail, attempts.destination_kinds(rt.settings))  # each error with what to do about it
     for delivery in detail["deliveries"]:
         delivery["attempts"] = delivery.pop("attempt_list")
     return jsonify(_plain(detail))

@@ -15,6 +15,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, s
 
 from connector.runtime import runtime
 from connector.status import queries
+from connector.status import attempts
 from connector.status import audit
 from connector.status.auth import (
     OPERATOR,
@@ -29,6 +30,7 @@ from connector.status.links import record_url
 from connector.worker.replay import ReplayFilter, count, replay
 
 bp = Blueprint("status", __name__, template_folder="templates", static_folder="static", url_prefix="/status")
+bp.add_app_template_filter(attempts.readable, "readable")
 
 
 def _time(value: str | None) -> datetime | None:
@@ -164,6 +166,7 @@ def event(event_id: int) -> Any:
                                             (delivery["operation"] or {}).get("object"), delivery["crm_record_id"])
     for link in detail["links"]:
         link["record_url"] = record_url(rt.settings, link["destination"], link["crm_object"], link["crm_record_id"])
+    attempts.annotate(detail, attempts.destination_kinds(rt.settings))
     return render_template("status/event.html", event=detail, operations=operations,
                            operations_json=json.dumps(operations, indent=2, ensure_ascii=False, default=str))
 
