@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import replace
 from collections.abc import Iterator
@@ -215,6 +216,13 @@ def test_a_persistent_429_goes_back_to_the_worker_as_retry_soon(emulator, hubspo
     assert result.error.error_class == ErrorClass.RETRY_SOON and result.error.status == 429
     assert result.error.code == "TEN_SECONDLY_ROLLING"
     assert "ten_secondly_rolling limit" in result.error.message
+    # The attempt keeps what it sent and the last answer: Retry-After and the rate-limit headers with it.
+    [sent] = result.requests
+    assert sent["path"] == "/crm/v3/objects/contacts/batch/upsert" and sent["body"]["inputs"][0]["id"] == "a@example.com"
+    answer = sent["response"]
+    assert answer["status"] == 429 and answer["body"]["policyName"] == "TEN_SECONDLY_ROLLING"
+    assert answer["headers"]["Retry-After"] == "0.1" and "X-HubSpot-RateLimit-Remaining" in answer["headers"]
+    assert [(e["code"], e["field"]) for e in answer["errors"]] == [("TEN_SECONDLY_ROLLING", None)]
 
 
 def test_the_daily_limit_is_retry_later(emulator, hubspot, links):
@@ -239,6 +247,66 @@ def test_timeouts_and_dropped_connections_are_retry_soon(emulator, links):
     [dropped] = deliver(destination, contact_work(), links)
     assert (slow.error.error_class, slow.error.code) == (ErrorClass.RETRY_SOON, "TIMEOUT")
     assert (dropped.error.error_class, dropped.error.code) == (ErrorClass.RETRY_SOON, "CONNECTION")
+    # No answer came: the attempt keeps what it sent, and why nothing came back.
+    for result in (slow, dropped):
+        [sent] = result.requests
+        assert sent["body"]["inputs"][0]["id"] == "a@example.com"
+        assert sent["response"]["status"] is None and sent["response"]["failure"].startswith("no answer: ")
+
+
+def test_an_answer_is_kept_redacted_and_capped(emulator, links):
+    destination = make_destination(emulator, retry_attempts=1)
+    destination.create_missing_properties(MAPPINGS)
+    emulator.fail(path="/batch/upsert", status=502, headers={"Set-Cookie": "session=abc", "Retry-After": "7"},
+                  body={"status": "error", "message": "token test-token refused (Bearer test-token-1234567890, "
+                        "access_token=s3cr3t-value) " + "x" * 100_000, "category": "INTERNAL_ERROR"})
+    [result] = deliver(destination, contact_work(), links)
+    answer = result.requests[0]["response"]
+    assert answer["status"] == 502 and answer["truncated"] is True
+    assert len(answer["body"].encode()) <= 64 * 1024  # the body, cut: text from here on
+    kept = json.dumps(result.requests)
+    assert "test-token" not in kept and "s3cr3t-value" not in kept and "[REDACTED]" in answer["body"]
+    assert answer["headers"]["Retry-After"] == "7" and "Set-Cookie" not in answer["headers"]
+
+
+def test_a_large_successful_answer_keeps_only_the_ids_it_names(emulator, hubspot, links):
+    body = "A long review. " * 3000  # HubSpot echoes every property it stored
+    note = [Work(1, Operation("notes", "create", SourceRef("review", "long"), None,
+                              {"hs_timestamp": "2026-01-01T00:00:00Z", "hs_note_body": body}))]
+    [result] = deliver(hubspot, note, links)
+    assert result.status == OK
+    [sent] = result.requests
+    assert sent["body"]["inputs"][0]["properties"]["hs_note_body"] == body  # what was sent stays whole
+    answer = sent["response"]
+    assert answer["status"] == 201 and answer["reduced_to_ids"] is True
+    assert answer["body"]["results"] == [{"id": result.record_id, "objectWriteTraceId": "0"}]
+
+
+class KnownRecords:
+    """A link store that knows given CRM ids (one of them gone from HubSpot)."""
+
+    def __init__(self, ids: dict[str, str]):
+        self.ids = ids
+
+    def lookup(self, destination, crm_object, sources):
+        return {source: self.ids[source.id] for source in sources if source.id in self.ids}
+
+
+def test_each_input_of_a_207_keeps_only_its_own_result_or_error(emulator, hubspot):
+    kept_id = emulator.add_record("notes", {"hs_timestamp": "2026-01-01T00:00:00Z", "hs_note_body": "old"})
+    updates = [Work(i, Operation("notes", "update", SourceRef("review", name), None, {"hs_note_body": "new"}))
+               for i, name in enumerate(("kept", "gone"))]
+    updated, gone = hubspot.deliver(updates, KnownRecords({"kept": kept_id, "gone": "98765"}))
+    assert updated.status == OK and gone.status == SKIPPED
+    assert {c.status for c in emulator.calls("POST", "/notes/batch/update")} == {207}
+    [mine] = updated.requests
+    assert mine["body"]["inputs"] == [{"id": kept_id, "properties": {"hs_note_body": "new"}}]
+    assert [r["id"] for r in mine["response"]["body"]["results"]] == [kept_id]
+    assert "98765" not in json.dumps([mine["body"], mine["response"]["body"], mine["response"]["errors"]])
+    [theirs] = gone.requests
+    assert theirs["response"]["status"] == 207 and theirs["response"]["body"]["results"] == []
+    assert [(e["record"], e["code"]) for e in theirs["response"]["errors"]] == [("98765", "OBJECT_NOT_FOUND")]
+    assert f'"{kept_id}"' not in json.dumps([theirs["body"], theirs["response"]["body"]])
 
 
 def test_a_create_that_timed_out_is_found_again_not_duplicated(emulator, hubspot, links):

@@ -153,6 +153,13 @@ def test_a_failed_record_fails_alone_with_its_class(emulator, salesforce, links,
     assert [r.status for r in results] == [OK, "failed", OK]
     assert (results[1].error.error_class, results[1].error.code) == (error_class, code)
     assert len(emulator.records("Okendo_Review__c")) == 2
+    # Each record's attempt keeps its own record and its own result of the one collection call.
+    for position, result in enumerate(results):
+        [sent] = result.requests
+        assert sent["batch_size"] == 3 and [r["Name"] for r in sent["body"]["records"]] == [f"Review {position}"]
+        [own] = sent["response"]["body"]
+        assert sent["response"]["status"] == 200 and own["success"] is (position != 1)
+    assert [e["code"] for e in results[1].requests[0]["response"]["errors"]] == [code]
 
 
 def test_validation_errors_are_permanent_with_salesforces_message(emulator, salesforce, links):
@@ -166,6 +173,12 @@ def test_validation_errors_are_permanent_with_salesforces_message(emulator, sale
     assert "Bogus__c" in unknown.error.message
     assert (missing.error.code, missing.error.error_class) == ("REQUIRED_FIELD_MISSING", ErrorClass.PERMANENT)
     assert "LastName" in missing.error.message
+    # Read per field, from a record's error in a collection and from a whole-request error alike.
+    errors = {name: [(e["field"], e["code"]) for e in result.requests[-1]["response"]["errors"]]
+              for name, result in (("too_long", too_long), ("unknown", unknown), ("missing", missing))}
+    assert errors["too_long"] == [("Name", "STRING_TOO_LONG")]
+    assert errors["missing"] == [("LastName", "REQUIRED_FIELD_MISSING")]
+    assert [code for _, code in errors["unknown"]] == ["INVALID_FIELD"]
 
 
 def test_deletes_are_idempotent_and_unknown_records_are_skipped(emulator, salesforce, links):
@@ -175,6 +188,34 @@ def test_deletes_are_idempotent_and_unknown_records_are_skipped(emulator, salesf
     assert [r.status for r in first] == [OK] and [r.status for r in again] == [SKIPPED]
     assert again[0].reason == f"no Okendo_Review__c with Okendo_Review_Id__c {REVIEW}; nothing to delete"
     assert ("salesforce", "Okendo_Review__c", "review", REVIEW) not in [row[:4] for row in link_rows(links)]
+
+
+def test_each_delete_keeps_only_its_own_record_id_and_result(emulator, salesforce, links):
+    deliver(salesforce, [review_work(1), review_work(2)], links)
+    ids = {record["Okendo_Review_Id__c"]: record["Id"] for record in emulator.records("Okendo_Review__c")}
+    deletes = [Work(10 + i, Operation("Okendo_Review__c", "delete", SourceRef("review", f"r{i}"),
+                                      RecordKey("Okendo_Review_Id__c", f"r{i}"))) for i in (1, 2)]
+    results = deliver(salesforce, deletes, links)
+    assert [r.status for r in results] == [OK, OK] and emulator.records("Okendo_Review__c") == []
+    for result, mine, other in ((results[0], ids["r1"], ids["r2"]), (results[1], ids["r2"], ids["r1"])):
+        [sent] = result.requests
+        assert sent["method"] == "DELETE" and sent["path"].endswith(f"?ids={mine}&allOrNone=false")
+        assert sent["batch_size"] == 2 and [a["id"] for a in sent["response"]["body"]] == [mine]
+        assert other not in str(sent)
+
+
+def test_a_503_keeps_retry_after_and_the_api_usage(emulator, links):
+    salesforce = make_destination(emulator, retry_attempts=1)
+    salesforce._describe("Okendo_Review__c")
+    emulator.fail_unavailable(times=1, retry_after=30)
+    [result] = deliver(salesforce, [review_work(1)], links)
+    assert result.error.status == 503
+    [sent] = result.requests
+    assert [r["Name"] for r in sent["body"]["records"]] == ["Review 1"]
+    answer = sent["response"]
+    assert answer["status"] == 503 and answer["headers"]["Retry-After"] == "30"
+    assert answer["headers"]["Sforce-Limit-Info"].startswith("api-usage=")
+    assert [e["code"] for e in answer["errors"]] == ["SERVER_UNAVAILABLE"]
 
 
 def test_a_lookup_whose_contact_is_missing_creates_it_from_the_email(emulator, salesforce, links):
