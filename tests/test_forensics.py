@@ -172,3 +172,55 @@ def test_the_event_page_shows_what_was_sent_and_answered_readably_with_what_to_d
     # A viewer sees the same forensics, and no button that would only be refused.
     viewed = signed_in(app, VIEWER).get(f"/status/events/{bad}").text
     assert 'data-test="field-errors"' in viewed and "replay-event" not in viewed and "bar-replay" not in viewed
+
+
+# --- the error-code table -------------------------------------------------------------------------
+
+DOCUMENTED_CODES = {
+    "hubspot": ["PROPERTY_DOESNT_EXIST", "INVALID_EMAIL", "VALIDATION_ERROR", "OBJECT_NOT_FOUND", "RATE_LIMITS",
+                "INVALID_AUTHENTICATION", "MISSING_SCOPES", "CONFLICT", "TEN_SECONDLY_ROLLING", "DAILY"],
+    "salesforce": ["INVALID_FIELD", "REQUIRED_FIELD_MISSING", "STRING_TOO_LONG", "INVALID_EMAIL_ADDRESS",
+                   "DUPLICATE_VALUE", "DUPLICATES_DETECTED", "MALFORMED_ID", "INVALID_CROSS_REFERENCE_KEY",
+                   "NOT_FOUND", "INVALID_TYPE", "INVALID_SESSION_ID", "REQUEST_LIMIT_EXCEEDED", "UNABLE_TO_LOCK_ROW",
+                   "FIELD_CUSTOM_VALIDATION_EXCEPTION"],
+}
+
+
+def test_every_documented_error_code_says_what_to_do():
+    for kind, codes in DOCUMENTED_CODES.items():
+        for code in codes:
+            found = advice(kind, code)
+            assert found is not None and found.do and found.means, f"{kind} {code} has no advice"
+    assert "connector setup hubspot" in advice("hubspot", "PROPERTY_DOESNT_EXIST").do
+    assert advice("hubspot", "NO_SUCH_CODE") is None and advice("salesforce", None) is None
+
+
+def test_a_broken_error_code_table_names_the_file_and_the_key(tmp_path):
+    from connector.destinations.error_codes import load
+
+    table = tmp_path / "error_codes.yaml"
+    table.write_text("hubspot:\n  INVALID_EMAIL:\n    means: 'an email HubSpot refuses'\n")
+    with pytest.raises(ValueError, match=r"error_codes\.yaml: hubspot\.INVALID_EMAIL needs a `means` and a `do`"):
+        load(table)
+    table.write_text("hubspot:\n  INVALID_EMAIL:\n    means: it says: this\n")
+    with pytest.raises(ValueError, match=r"error_codes\.yaml: not valid YAML"):
+        load(table)
+
+
+# --- when a failure's share of the call cannot be told apart --------------------------------------
+
+
+def test_a_failed_lookup_for_a_batch_keeps_the_call_and_its_error_but_no_other_shoppers_data(ledger, crms):
+    settings, engine = ledger
+    shoppers = ["ada.lovelace@example.com", "grace.hopper@example.com"]
+    events = [ingest(engine, review(f"review-{n}", email, 100 + n)) for n, email in enumerate(shoppers)]
+    crms.salesforce.fail_server_error(times=20, path="/query")  # the Contacts are looked up by email first
+    drain(settings, engine, rounds=3)
+
+    for event_id, email in zip(events, shoppers):
+        attempt, sent = only_request(engine, SALESFORCE_CONTACT, event_id)
+        assert attempt["outcome"] == "retry" and attempt["http_status"] == 500
+        assert sent["method"] == "GET" and sent["path"].endswith("/query/") and "?" not in sent["path"]
+        assert sent["response"]["status"] == 500 and sent["response"]["body"][0]["errorCode"] == "UNKNOWN_EXCEPTION"
+        other = next(o for o in shoppers if o != email)
+        assert other not in json.dumps(attempt) and email not in json.dumps(sent)
