@@ -123,8 +123,10 @@ def test_webhooks_answered_503_while_the_ledger_is_locked_are_reported_once_it_a
         finally:
             holder.execute("ROLLBACK")
             holder.close()
-        first = loop.tick()
-        second = loop.tick()
+        assert loop.tick().written == 0  # counted now; a message waits for other processes' counts
+        later = utcnow() + timedelta(seconds=61)
+        first = loop.tick(later)
+        second = loop.tick(later)
     assert answers == [503, 503, 503]
     assert (first.written, second.written) == (2, 0)
     [seen] = http.taken(HOOK)
@@ -143,7 +145,7 @@ def test_webhooks_answered_503_for_want_of_a_secret_are_reported_with_their_coun
         client = app.test_client()
         for i in range(4):
             assert client.post("/webhooks/okendo", data=b"{}").status_code == 503
-        now = utcnow()
+        now = utcnow() + timedelta(seconds=61)  # two ticks after the last 503
         loop.tick(now)
         assert client.post("/webhooks/okendo", data=b"{}").status_code == 503
         loop.tick(now + timedelta(minutes=1))  # within the interval: counted, not sent
@@ -151,3 +153,44 @@ def test_webhooks_answered_503_for_want_of_a_secret_are_reported_with_their_coun
     assert [seen.body["facts"]["count"] for seen in http.taken(HOOK)] == [4, 1]
     app.extensions[EXTENSION_KEY].engine.dispose()
     engine.dispose()
+
+
+def test_a_lasting_outage_is_reported_while_it_lasts(db_url, no_503s_counted_yet):
+    from connector.alerts import outbox
+
+    with HttpSink() as http:
+        loop, engine = loop_for(db_url, http)  # evaluate_every_s 30: a burst settles 60 s after its last 503
+        start = utcnow()
+        outbox.add_to_counter(engine, "webhooks_503", 40, start, start + timedelta(minutes=4, seconds=50))
+        loop.tick(start + timedelta(minutes=4, seconds=55))  # still answering 503 five seconds ago
+        assert not http.taken(HOOK)
+        loop.tick(start + timedelta(minutes=5, seconds=1))  # five settling periods after the first: say it
+    [seen] = http.taken(HOOK)
+    assert seen.body["facts"]["count"] == 40
+    engine.dispose()
+
+
+def test_the_503s_of_every_gunicorn_worker_make_one_message(tmp_path, db_url):
+    import requests
+
+    from tests.servers import gunicorn
+
+    with HttpSink() as http:
+        config = {"database": {"url": db_url}, "mappings": MAPPINGS,
+                  "destinations": {"hubspot": {"type": "hubspot"}, "salesforce": {"type": "salesforce"}},
+                  "alerts": {"targets": targets(http), "evaluate_every_s": 0.5}}
+        with gunicorn(tmp_path, config, env=alert_environ(http), workers=2) as server:
+            # No signing secret: every webhook is answered 503, by whichever worker process takes it.
+            answers = [requests.post(f"{server.base_url}/webhooks/okendo", data=b"{}", timeout=5).status_code
+                       for _ in range(10)]
+            deadline = time.monotonic() + 30
+            while not http.taken(HOOK) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            time.sleep(2)  # more ticks of both processes: nothing more to say
+            log = server.log()
+    assert answers == [503] * 10
+    [seen] = http.taken(HOOK)
+    assert seen.body["condition"] == "webhooks_503", log
+    # Every 503 the server answered (the helper's probes while it started included), from both processes.
+    assert seen.body["facts"]["count"] == log.count('"POST /webhooks/okendo HTTP/1.1" 503') >= 11
+    assert log.count("alerts: evaluated every 0.5 s") == 2  # one alert loop in each worker process

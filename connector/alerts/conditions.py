@@ -194,15 +194,20 @@ def _oldest_waiting(connection: Connection, settings: Settings, pauses: dict, wa
 
 def _webhooks_503(connection: Connection, settings: Settings, now: datetime) -> list[Firing]:
     count, first, last = outbox.read_counter(connection, WEBHOOKS_503_COUNTER)
-    if not count:
+    if not count or first is None:
         return []
-    span = f"between {first:%Y-%m-%d %H:%M:%S} and {last:%H:%M:%S} UTC" if first and last else "recently"
+    # Each process adds its count at its next tick: wait two ticks after the last 503 added, so one
+    # message reports a burst from every process; during a lasting outage, report after five of those.
+    settle_s = 2 * settings.alerts.evaluate_every_s
+    last = last or first
+    if (now - last).total_seconds() < settle_s and (now - first).total_seconds() < 5 * settle_s:
+        return []
+    span = f"between {first:%Y-%m-%d %H:%M:%S} and {last:%H:%M:%S} UTC"
     text = (f"The receiver answered {count} webhook(s) with 503 {span}: they were not stored, and Svix sends "
             "each again later (for about a day). Causes: the ledger was unavailable or locked for longer than "
             "receiver.answer_within_s, or no signing secret is configured (OKENDO_WEBHOOK_SECRETS). The server's "
             "log has a line for each 503, with its message id and reason.")
     return [Firing(Alert(WEBHOOKS_503, "receiver", f"{count} webhooks answered 503", text, now,
                          status_link(settings.alerts, "/status"),
-                         {"count": count, "first_at": first.isoformat() if first else None,
-                          "last_at": last.isoformat() if last else None}),
+                         {"count": count, "first_at": first.isoformat(), "last_at": last.isoformat()}),
                    consumes=(WEBHOOKS_503_COUNTER, count))]
