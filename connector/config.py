@@ -28,8 +28,7 @@ CONFIG_PATH_ENV = "CONNECTOR_CONFIG"
 _ENV_REFERENCE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _PURE_ENV_REFERENCE = re.compile(r"^\s*\$\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\}\s*$")
 
-# Keys whose values are credentials, wherever they appear in the tree (an alert target's webhook URL
-# is one: Slack's carries its token in the path).
+# Keys whose values are credentials, wherever they appear in the tree (a Slack webhook URL is one).
 SECRET_KEYS = frozenset(
     {"secrets", "access_token", "client_secret", "private_key", "password", "admin_password", "viewer_password",
      "api_key", "webhook_url", "bearer_token"}

@@ -38,7 +38,7 @@ class EmailTarget(Target):
         message["Subject"] = f"okendo-connector: {alert.title}"
         message["From"] = config.from_address
         message["To"] = ", ".join(config.to)
-        message["Date"] = formatdate(localtime=False)
+        message["Date"] = formatdate(usegmt=True)
         message["Message-ID"] = f"<{outgoing.key}@{config.from_address.rpartition('@')[2]}>"
         lines = [alert.text, ""]
         if alert.link:
