@@ -67,9 +67,10 @@ class AlertLoop:
         while not self._stop.is_set():
             try:
                 self.tick()
-            except SQLAlchemyError as error:
-                log.warning("alerts: the ledger is unavailable (%s); trying again in %g s",
-                            error.__class__.__name__, self.config.evaluate_every_s)
+            except SQLAlchemyError as error:  # the receiver's 503 alert reports a long lock; this one waits its turn
+                level = logging.DEBUG if "locked" in str(error) else logging.WARNING
+                log.log(level, "alerts: the ledger is unavailable (%s); trying again in %g s",
+                        error.__class__.__name__, self.config.evaluate_every_s)
             except Exception:  # keep alerting alive: the next tick may succeed
                 log.exception("alerts: unexpected error")
             self._stop.wait(self.config.evaluate_every_s)
