@@ -34,13 +34,15 @@ def site(tmp_path, monkeypatch):
     with crm_emulators(tmp_path) as crms:
         for name, value in crms.environ.items():
             monkeypatch.setenv(name, value)
+        colours(crms.hubspot, "red", "blue")
         config = {
             "database": {"url": f"sqlite:///{tmp_path / 'ledger.db'}"},
             "receiver": {"secrets": "${OKENDO_WEBHOOK_SECRETS}"},
             "destinations": crms.destinations(),
             "mappings": {"files": [str(PROJECT_ROOT / "mappings" / "hubspot.yaml"),
                                    str(PROJECT_ROOT / "mappings" / "salesforce.yaml")],
-                         # A mapping error a person fixes: it writes a property HubSpot lacks.
+                         # An error a person fixes: it writes an option HubSpot's dropdown lacks (a record's
+                         # error, so the delivery goes dead; a missing property would pause HubSpot instead).
                          "overrides": {"hubspot_contact_from_review": {"fields": {"favourite_colour": "'teal'"}}}},
             "worker": {"poll_interval_s": 0.2, "backoff_base_s": 0.1, "backoff_max_s": 0.2, "max_attempts": 2},
             "status": {"admin_password": "${CONNECTOR_ADMIN_PASSWORD}"},
@@ -58,6 +60,11 @@ def browser():
             "--disable-component-update", "--disable-sync"])
         yield browser
         browser.close()
+
+
+def colours(hubspot, *options: str) -> None:
+    """HubSpot's `favourite_colour` dropdown, with these options."""
+    hubspot.add_property("contacts", "favourite_colour", type="enumeration", field_type="select", options=list(options))
 
 
 def post(base_url: str, name: str, message_id: str, mutate=None) -> None:
@@ -106,8 +113,8 @@ def test_an_operator_sees_the_story_and_fixes_a_failure(site, browser):
         body='<script>window.pwned = true</script>Loved it <b>really</b>'))
     post(base, "survey_response.create", "msg-b2")
 
-    # The counts arrive: the review's contact is dead (HubSpot lacks favourite_colour); the review's
-    # note does not wait for it in vain: it is written, on a contact made from the shopper's email.
+    # The counts arrive: the review's contact is dead (HubSpot's favourite_colour has no "teal"); the
+    # review's note does not wait for it in vain: it is written, on a contact made from the shopper's email.
     wait_for(page, f"{base}/status", lambda p: p.locator("[data-test=received]").inner_text() == "2"
              and p.locator('tr[data-destination="hubspot"] td[data-state="dead"]').inner_text() == "1"
              and p.locator('tr[data-destination="salesforce"] td[data-state="delivered"]').inner_text() == "4")
@@ -145,7 +152,7 @@ def test_an_operator_sees_the_story_and_fixes_a_failure(site, browser):
 
     # Fix the cause in HubSpot, replay the dead delivery, and watch it become delivered, on the
     # contact the note was already attached to.
-    crms.hubspot.add_property("contacts", "favourite_colour")
+    colours(crms.hubspot, "red", "blue", "teal")
     dead_row.locator("[data-test=replay-delivery]").click()
     page.wait_for_url(event_url)
     assert "Replaying 1 delivery(ies)." in page.locator(".flash").inner_text()
@@ -191,7 +198,7 @@ def test_a_long_event_page_keeps_its_replay_button_in_view_and_wraps_what_the_cr
 
     # HubSpot's refusal, read per property, with what to do about it.
     errors = page.locator(f"{contact} [data-test=field-errors]").first.inner_text()
-    assert "favourite_colour" in errors and "PROPERTY_DOESNT_EXIST" in errors and "connector setup hubspot" in errors
+    assert "favourite_colour" in errors and "INVALID_OPTION" in errors and "add the option to the property" in errors
     # Nothing widens the page: the long body and answers wrap inside their boxes.
     for details in page.locator("details.attempt").all():
         details.evaluate("element => element.open = true")
