@@ -119,14 +119,34 @@ def start_embedded_worker(gunicorn_worker) -> None:  # type: ignore[no-untyped-d
     # What the mappings write that a CRM lacks, once per configuration load (the first worker to ask).
     start_in_background(runtime.settings, runtime.mappings, runtime.engine, loaded_at())
     if not runtime.settings.worker.embedded:
+        # No delivery worker here, but this process's 503s must be counted, and "no live worker" can only
+        # be told by a process that is not a worker: the web server's own alert loop does both.
+        _start_web_alerts(runtime)
         return
     _embedded = Worker(runtime.settings, runtime.mappings, runtime.engine,
                        limit_share=max(int(gunicorn_worker.cfg.workers), 1), kind="embedded").start()
 
 
+_web_alerts = None
+
+
+def _start_web_alerts(runtime) -> None:  # type: ignore[no-untyped-def]
+    global _web_alerts
+    from connector.alerts.loop import AlertLoop
+    from connector.worker.runner import worker_engine, worker_name
+
+    if runtime.settings.alerts.enabled:
+        # On SQLite, an engine that waits only briefly for the write lock: the receiver goes first.
+        engine = worker_engine(runtime.engine, runtime.settings)
+        _web_alerts = AlertLoop(runtime.settings, engine, f"web:{worker_name()}").start()
+
+
 def stop_embedded_worker(graceful_timeout: float) -> None:
     """gunicorn `worker_exit`: finish or give back the current batches before gunicorn's own deadline."""
-    global _embedded
+    global _embedded, _web_alerts
+    if _web_alerts is not None:
+        _web_alerts.stop(timeout=max(graceful_timeout - 5, 1))
+        _web_alerts = None
     if _embedded is None:
         return
     _embedded.stop(timeout=max(min(_embedded.config.shutdown_timeout_s, graceful_timeout - 5), 1))

@@ -14,6 +14,7 @@ from sqlalchemy.exc import OperationalError
 
 from connector import create_app
 from connector.alerts import refusals
+from connector.alerts.message import NO_LIVE_WORKER
 from connector.cli import main
 from connector.ledger.migrate import upgrade
 from connector.ledger.models import utcnow
@@ -194,3 +195,29 @@ def test_the_503s_of_every_gunicorn_worker_make_one_message(tmp_path, db_url):
     # Every 503 the server answered (the helper's probes while it started included), from both processes.
     assert seen.body["facts"]["count"] == log.count('"POST /webhooks/okendo HTTP/1.1" 503') >= 11
     assert log.count("alerts: evaluated every 0.5 s") == 2  # one alert loop in each worker process
+
+
+def test_a_web_server_without_embedded_workers_says_when_no_worker_is_alive(tmp_path, db_url):
+    """worker.embedded: false and every standalone worker down: only the web server can tell."""
+    import requests
+
+    from tests.servers import gunicorn
+    from tests.signing import SECRET, signed_headers
+
+    with HttpSink() as http:
+        config = {"database": {"url": db_url}, "mappings": MAPPINGS, "worker": {"embedded": False},
+                  "receiver": {"secrets": "${OKENDO_WEBHOOK_SECRETS}"},
+                  "destinations": {"hubspot": {"type": "hubspot"}, "salesforce": {"type": "salesforce"}},
+                  "alerts": {"targets": targets(http), "evaluate_every_s": 0.5}}
+        with gunicorn(tmp_path, config, env={**alert_environ(http), "OKENDO_WEBHOOK_SECRETS": SECRET},
+                      workers=1) as server:
+            body = sample_bytes("review.create")
+            assert requests.post(f"{server.base_url}/webhooks/okendo", data=body,
+                                 headers=signed_headers(body, "msg_nobody_delivers"), timeout=5).status_code == 202
+            deadline = time.monotonic() + 30
+            while NO_LIVE_WORKER not in {seen.body["condition"] for seen in http.taken(HOOK)} \
+                    and time.monotonic() < deadline:
+                time.sleep(0.1)
+            log = server.log()
+    assert [seen.body["condition"] for seen in http.taken(HOOK)].count(NO_LIVE_WORKER) == 1, log
+    assert log.count("alerts: evaluated every 0.5 s") == 1  # the web server's own loop

@@ -35,7 +35,7 @@ from connector.worker.status import record_destination_status
 log = logging.getLogger(__name__)
 
 
-def _worker_engine(engine: Engine, settings: Settings) -> Engine:
+def worker_engine(engine: Engine, settings: Settings) -> Engine:
     """On SQLite, an engine of the worker's own that waits only briefly for the write lock.
 
     SQLite grants its write lock to whoever asks first when it frees up, not
@@ -66,7 +66,7 @@ class Worker:
         # `connector worker` logs CRM errors: keep its credentials out of them whatever the caller set up.
         register_secrets(settings_secrets(settings))
         self.mappings = mappings
-        self.engine = _worker_engine(engine, settings)
+        self.engine = worker_engine(engine, settings)
         self.name = name or worker_name()
         self.destinations = destinations if destinations is not None else build_destinations(settings, limit_share)
         self.prune_enabled = prune_enabled
