@@ -6,11 +6,13 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask
+from flask import Flask, Response, jsonify
+from sqlalchemy.exc import OperationalError
 
 from connector.config import Settings, load_settings, settings_from_mapping
 from connector.health import init_observability
 from connector.ledger import create_ledger_engine
+from connector.ledger.database import is_lock_timeout
 from connector.ledger.intake import EventIntake
 from connector.logs import configure_logging
 from connector.mapping.engine import MappingSet
@@ -47,14 +49,26 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, *, mappings: 
     engine = create_ledger_engine(settings)
     app.extensions[EXTENSION_KEY] = Runtime(
         settings=settings, engine=engine, verifier=verifier, mappings=mappings,
-        intake=EventIntake(engine, wait_s=settings.database.busy_timeout_ms / 1000),
+        intake=EventIntake(engine),
     )
     app.register_blueprint(receiver_bp)
+    app.register_error_handler(OperationalError, _ledger_busy)
     init_status(app)
     init_observability(app)
     _warn_about_receiver(settings, verifier)
     log.info("serving with %d mapping(s): %s", len(mappings.mappings), ", ".join(mappings.names()) or "none")
     return app
+
+
+def _ledger_busy(error: OperationalError) -> tuple[Response, int]:
+    """A read that gave up on a lock someone else holds (a PostgreSQL table locked by a migration or
+    an operator): 503 with Retry-After, at once, rather than a 500. Any other database error is a 500."""
+    if not is_lock_timeout(error):
+        raise error
+    log.warning("answered 503: the ledger is locked by another process (%s)", error.__class__.__name__)
+    response = jsonify(error="ledger busy: another process holds a lock on it; try again in a few seconds")
+    response.headers["Retry-After"] = "5"
+    return response, 503
 
 
 def _warn_about_receiver(settings: Settings, verifier: SignatureVerifier) -> None:

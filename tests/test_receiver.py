@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
 
 from tests.conftest import event_rows, make_app
+from tests.ledger_locks import ledger_locked
 from tests.signing import (
     OTHER_SECRET,
     SAMPLE_PATHS,
@@ -273,6 +275,31 @@ def test_postgres_locked_past_the_bound_is_503_and_the_retry_succeeds(postgres_u
     assert locked.status_code == 503
     assert retried.status_code == 202
     assert [row.message_id for row in event_rows(engine)] == ["msg_locked"]
+
+
+def test_a_locked_ledger_answers_every_webhook_503_with_retry_after_within_the_bound(db_url, caplog):
+    # busy_timeout_ms stays 5000: one write may wait for the lock five times longer than the bound.
+    app = make_app(db_url, answer_within_s=1)
+    body = sample_bytes("review.create")
+    answers: list[tuple[int, str | None, float]] = []
+
+    def deliver(n: int) -> None:
+        started = time.monotonic()
+        response = post(app.test_client(), body, signed_headers(body, f"msg_locked_{n}"))
+        answers.append((response.status_code, response.headers.get("Retry-After"), time.monotonic() - started))
+
+    with ledger_locked(db_url):
+        threads = [threading.Thread(target=deliver, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    assert [(status, retry_after) for status, retry_after, _ in answers] == [(503, "5")] * 8
+    assert max(took for _, _, took in answers) < 1.0
+    # The log names the event and why; never another event's id.
+    [line] = [r.getMessage() for r in caplog.records if "msg_locked_3" in r.getMessage()]
+    assert "answered 503 within the 1 s bound" in line and "msg_locked_2" not in line
 
 
 def test_database_unreachable_is_503(tmp_path):

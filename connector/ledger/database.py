@@ -1,12 +1,17 @@
 """Engines for the ledger: SQLite by default, PostgreSQL to scale out.
 
 SQLite is set up for several gunicorn workers writing at once: WAL so readers
-never block the writer, a busy timeout so writers queue instead of failing, and
-`synchronous=FULL` so an acknowledged event survives a power loss.
+never block the writer (nor wait for it, even while another process holds the
+write lock), a busy timeout so writers queue instead of failing, and
+`synchronous=FULL` so an acknowledged event survives a power loss. On
+PostgreSQL every lock wait is bounded: writes wait `busy_timeout_ms`, reads a
+quarter of a second, so a locked table answers at once instead of hanging.
 """
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -16,6 +21,7 @@ from weakref import WeakKeyDictionary
 from sqlalchemy import Connection, Engine, Table, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import OperationalError
 
 from connector.config import ConfigError, DatabaseConfig, Settings
 from connector.ledger.gate import WriteGate, gate_for
@@ -66,6 +72,65 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
             yield connection
 
 
+def is_lock_timeout(error: BaseException) -> bool:
+    """Whether a database error means "locked by someone else for too long", not "broken"."""
+    cause = getattr(error, "orig", None) or error
+    # PostgreSQL's lock_not_available, raised when lock_timeout expires:
+    # https://www.postgresql.org/docs/current/errcodes-appendix.html
+    if getattr(cause, "sqlstate", None) == "55P03":
+        return True
+    return isinstance(cause, sqlite3.OperationalError) and "database is locked" in str(cause)
+
+
+def write_lock_free(engine: Engine, table: Table, wait_s: float) -> bool:
+    """Whether a write to `table` could start within `wait_s`: take the lock that writing needs and
+    give it back at once, writing nothing. False when someone else holds it that long; any other
+    error propagates. For readiness probes: it waits behind no queue of writers but its own turn."""
+    try:
+        if engine.dialect.name == "sqlite":
+            _take_sqlite_write_lock(engine, wait_s)
+        else:
+            _take_postgres_write_lock(engine, table, wait_s)
+    except (OperationalError, sqlite3.OperationalError) as error:
+        if is_lock_timeout(error):
+            return False
+        raise
+    return True
+
+
+def _take_sqlite_write_lock(engine: Engine, wait_s: float) -> None:
+    gated = _write_gates.get(engine)
+    if gated is None:  # an in-memory ledger: no other connection can hold its lock
+        return
+    gate, busy_timeout_s = gated
+    started = time.monotonic()
+    with gate.turn(wait_s), engine.connect() as connection:
+        # The driver's own connection, so that SQLAlchemy begins nothing; the busy timeout is the
+        # connection's, so it is put back before the connection returns to the pool.
+        sqlite_connection = connection.connection.driver_connection
+        left_ms = max(int((wait_s - (time.monotonic() - started)) * 1000), 1)
+        sqlite_connection.execute(f"PRAGMA busy_timeout = {left_ms}")
+        try:
+            sqlite_connection.execute("BEGIN IMMEDIATE")
+            sqlite_connection.execute("ROLLBACK")
+        finally:
+            sqlite_connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+
+
+def _take_postgres_write_lock(engine: Engine, table: Table, wait_s: float) -> None:
+    # ROW EXCLUSIVE is the table lock every INSERT takes: it waits only for the locks that would make
+    # a webhook's insert wait (LOCK TABLE, ALTER TABLE, VACUUM FULL ...), never for other writers.
+    # https://www.postgresql.org/docs/current/explicit-locking.html
+    with engine.connect() as connection:
+        transaction = connection.begin()
+        try:
+            connection.exec_driver_sql(f"SET LOCAL lock_timeout = {max(int(wait_s * 1000), 1)}")
+            connection.exec_driver_sql(
+                f"LOCK TABLE {connection.dialect.identifier_preparer.format_table(table)} IN ROW EXCLUSIVE MODE")
+        finally:
+            transaction.rollback()
+
+
 def _install_sqlite_pragmas(engine: Engine, config: DatabaseConfig) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -90,6 +155,28 @@ def _install_sqlite_pragmas(engine: Engine, config: DatabaseConfig) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+# How long a PostgreSQL read waits for a table lock (an ALTER TABLE, a LOCK TABLE, a VACUUM FULL):
+# a read that waited longer would hold one of gunicorn's few threads, and the webhooks, probes and
+# status pages queued behind it would wait too. https://www.postgresql.org/docs/current/runtime-config-client.html#GUC-LOCK-TIMEOUT
+READ_LOCK_WAIT_MS = 250
+
+
+def _postgres_lock_waits_ms(config: DatabaseConfig) -> tuple[int, int]:
+    """(reads, writes): at least 1 ms, as PostgreSQL's lock_timeout = 0 would wait forever."""
+    write_ms = max(int(config.busy_timeout_ms), 1)
+    return min(READ_LOCK_WAIT_MS, write_ms), write_ms
+
+
+def _install_postgres_lock_waits(engine: Engine, config: DatabaseConfig) -> None:
+    write_ms = _postgres_lock_waits_ms(config)[1]
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        # Writers wait for busy_timeout_ms, for this transaction only (SET LOCAL).
+        if connection.get_execution_options().get(WRITE_OPTION, False):
+            connection.exec_driver_sql(f"SET LOCAL lock_timeout = {write_ms}")
+
+
 def create_ledger_engine(settings: Settings) -> Engine:
     config = settings.database
     url = normalize_url(config.url, settings.base_dir)
@@ -108,9 +195,11 @@ def create_ledger_engine(settings: Settings) -> Engine:
         kwargs["max_overflow"] = config.pool_size
         kwargs["pool_timeout"] = max(config.busy_timeout_ms / 1000, 1)
     elif backend == "postgresql":
-        # Bound every lock wait, so a locked table answers 503 instead of hanging.
-        # Keep any `?options=` the user put in the URL (a search_path, say).
-        options = " ".join(filter(None, [url.query.get("options"), f"-c lock_timeout={int(config.busy_timeout_ms)}"]))
+        # Bound every lock wait, so a locked table answers 503 instead of hanging: reads briefly (see
+        # _install_postgres_lock_waits), writes for busy_timeout_ms. Keep any `?options=` the user put
+        # in the URL (a search_path, say).
+        read_ms = _postgres_lock_waits_ms(config)[0]
+        options = " ".join(filter(None, [url.query.get("options"), f"-c lock_timeout={read_ms}"]))
         url = url.difference_update_query(["options"])
         kwargs["connect_args"] = {"connect_timeout": config.connect_timeout_s, "options": options}
         kwargs["pool_size"] = config.pool_size
@@ -122,4 +211,6 @@ def create_ledger_engine(settings: Settings) -> Engine:
         _install_sqlite_pragmas(engine, config)
         if url.database and url.database != ":memory:":
             _write_gates[engine] = (gate_for(url.database), config.busy_timeout_ms / 1000)
+    else:
+        _install_postgres_lock_waits(engine, config)
     return engine

@@ -3,6 +3,10 @@
 Order matters: bound the body, verify the signature on the raw bytes, store
 the event and commit, and only then answer 2xx (Okendo allows 15 s; we take
 milliseconds). The CRM work belongs to the worker.
+
+Every answer comes within `receiver.answer_within_s` of the request's start,
+however long the ledger's queue or lock: 202 once stored, else 503 with
+Retry-After, and Svix sends the event again (https://docs.svix.com/retries).
 """
 
 from __future__ import annotations
@@ -25,6 +29,10 @@ from connector.runtime import runtime
 log = logging.getLogger(__name__)
 
 bp = Blueprint("receiver", __name__)
+
+# Kept back from the bound for what follows the store: the answer still has to be written.
+ANSWER_MARGIN_S = 0.2
+RETRY_AFTER_S = "5"
 
 
 @bp.before_request
@@ -55,6 +63,13 @@ STORED_HEADERS = (
 
 def _error(status: int, error: str, **extra: str) -> tuple[Response, int]:
     return jsonify(error=error, **extra), status
+
+
+def _not_stored() -> tuple[Response, int]:
+    metrics.webhook_rejected("ledger_unavailable")
+    response, status = _error(503, "ledger unavailable, retry later")
+    response.headers["Retry-After"] = RETRY_AFTER_S
+    return response, status
 
 
 def _read_bounded_body(limit: int) -> bytes | None:
@@ -157,16 +172,19 @@ def receive_okendo_webhook() -> tuple[Response, int]:
         customer_email=envelope.customer_email,
         verified_by_secret=verified_by,
     )
+    deadline = g.webhook_started + settings.answer_within_s - ANSWER_MARGIN_S
     try:
-        stored = rt.intake.store(incoming)
-    except (SQLAlchemyError, LedgerWriteTimeout) as error:
-        # Never acknowledge what is not stored: Svix will retry.
+        stored = rt.intake.store(incoming, deadline=deadline)
+    except LedgerWriteTimeout as error:
+        # Never acknowledge what is not stored: Svix will retry (its retry may find it stored after all,
+        # and is then answered as a redelivery).
+        log.error("webhook %s answered 503 within the %g s bound: %s", message_id, settings.answer_within_s, error,
+                  extra={"message_id": message_id, "reason": "ledger_unavailable"})
+        return _not_stored()
+    except SQLAlchemyError as error:
         log.error("webhook %s not stored, answering 503: %s", message_id, error.__class__.__name__,
                   extra={"message_id": message_id, "reason": "ledger_unavailable"})
-        metrics.webhook_rejected("ledger_unavailable")
-        response, status = _error(503, "ledger unavailable, retry later")
-        response.headers["Retry-After"] = "5"
-        return response, status
+        return _not_stored()
 
     if stored.created:
         log.info(
