@@ -4,9 +4,11 @@
 
 - `/healthz`: the process answers. Never touches the ledger, so a slow database
   does not get healthy workers restarted.
-- `/readyz`: the ledger answers a trivial query and its migrations are at the
-  head this code expects; otherwise 503 naming what is wrong (never a DSN or a
-  secret: only the exception's class).
+- `/readyz`: the ledger answers a trivial query, its migrations are at the
+  head this code expects, and a webhook could be stored now (the write lock is
+  free within READY_LOCK_WAIT_S); otherwise 503 naming what is wrong (never a
+  DSN or a secret: only the exception's class). It answers within a second
+  even while another process holds the ledger's lock.
 - `/metrics`: Prometheus text format (OpenMetrics when asked), summed over every
   gunicorn worker, with the queue depths read from the ledger at scrape time.
 """
@@ -22,7 +24,9 @@ from prometheus_client.exposition import choose_encoder
 from sqlalchemy import text
 
 from connector import metrics
+from connector.ledger.database import write_lock_free
 from connector.ledger.migrate import head_revision
+from connector.ledger.models import Event
 from connector.logs import register_secrets, settings_secrets
 from connector.runtime import EXTENSION_KEY, runtime
 
@@ -31,6 +35,11 @@ log = logging.getLogger(__name__)
 bp = Blueprint("health", __name__)
 
 MIGRATIONS_HINT = "migrations not current: run `connector db upgrade`"
+# A normal commit holds the write lock for milliseconds: a fifth of a second apart means held by
+# someone else, and keeps the probe's answer well within a second.
+READY_LOCK_WAIT_S = 0.2
+LOCKED_PROBLEM = (f"ledger busy: its write lock was not free within {READY_LOCK_WAIT_S:g} s (another process "
+                  "holds it); webhooks are answered 503 and Svix retries them")
 
 
 @functools.cache
@@ -46,7 +55,14 @@ def healthz() -> tuple[Response, int]:
 
 @bp.get("/readyz")
 def readyz() -> tuple[Response, int]:
-    engine = runtime().engine
+    rt = runtime()
+    engine = rt.engine
+    stalled = rt.intake.stalled_for()
+    if stalled is not None:  # this process's webhooks are being answered 503 right now
+        problem = (f"ledger busy: the webhook write in progress has taken {stalled:.1f} s; webhooks are "
+                   "answered 503 and Svix retries them")
+        _log_change("ledger busy: a webhook write is stalled")
+        return jsonify(status="unavailable", problems=[problem]), 503
     try:
         with engine.connect() as connection:
             connection.execute(text("SELECT 1"))
@@ -59,6 +75,15 @@ def readyz() -> tuple[Response, int]:
     if current != head:
         _log_change(f"{MIGRATIONS_HINT} (ledger at {current}, code expects {head})")
         return jsonify(status="unavailable", problems=[MIGRATIONS_HINT], revision=current, expected=head), 503
+    try:
+        writable = write_lock_free(engine, Event.__table__, READY_LOCK_WAIT_S)
+    except Exception as error:  # noqa: BLE001 - as above
+        problem = f"ledger unreachable: {error.__class__.__name__}"
+        _log_change(problem)
+        return jsonify(status="unavailable", problems=[problem]), 503
+    if not writable:
+        _log_change(LOCKED_PROBLEM)
+        return jsonify(status="unavailable", problems=[LOCKED_PROBLEM], revision=current), 503
     _log_change(None)
     return jsonify(status="ok", revision=current), 200
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,9 @@ from connector.health import MIGRATIONS_HINT, init_observability
 from connector.ledger.migrate import head_revision, upgrade
 from connector.runtime import EXTENSION_KEY
 from tests.conftest import make_app
+from tests.ledger_locks import ledger_locked
 from tests.servers import free_port
-from tests.signing import SECRET
+from tests.signing import SECRET, sample_bytes, signed_headers
 
 
 def observed(app):
@@ -122,3 +124,56 @@ def test_init_observability_twice_is_harmless(app):
 def test_probes_are_get_only(app, path):
     observed(app)
     assert app.test_client().post(path).status_code == 405
+
+
+def _timed_get(client, path: str):
+    started = time.monotonic()
+    response = client.get(path)
+    return response, time.monotonic() - started
+
+
+def test_readyz_says_ledger_busy_within_a_second_while_another_process_holds_the_lock(db_url):
+    app = observed(make_app(db_url))
+    client = app.test_client()
+    with ledger_locked(db_url):
+        ready, took = _timed_get(client, "/readyz")
+        alive, _ = _timed_get(client, "/healthz")
+    assert ready.status_code == 503 and took < 1.0
+    [problem] = ready.get_json()["problems"]
+    assert problem.startswith("ledger busy: its write lock was not free") and "webhooks are answered 503" in problem
+    assert alive.status_code == 200  # liveness never depends on the ledger: nothing restarts the server
+    assert client.get("/readyz").status_code == 200  # ready again as soon as the lock is gone
+    engine_of(app).dispose()
+
+
+def test_readyz_says_ledger_busy_while_this_process_has_a_webhook_write_stalled(db_url):
+    app = observed(make_app(db_url))
+    client = app.test_client()
+    body = sample_bytes("review.create")
+    with ledger_locked(db_url):
+        webhook = client.post("/webhooks/okendo", data=body, headers=signed_headers(body, "msg_stalled"))
+        # Its write goes on waiting for the lock (busy_timeout_ms): the probe says so without waiting itself.
+        ready, took = _timed_get(client, "/readyz")
+    assert webhook.status_code == 503
+    assert ready.status_code == 503 and took < 0.1
+    [problem] = ready.get_json()["problems"]
+    assert problem.startswith("ledger busy: the webhook write in progress has taken")
+    engine_of(app).dispose()
+
+
+@pytest.mark.postgres
+def test_a_read_behind_a_locked_postgres_table_is_503_at_once_and_other_database_errors_stay_500(postgres_url):
+    app = observed(make_app(postgres_url))
+    client = app.test_client()
+    with ledger_locked(postgres_url):  # the events table, as an ALTER TABLE or a VACUUM FULL holds it
+        stats, took = _timed_get(client, "/api/stats")
+    assert stats.status_code == 503 and took < 1.0
+    assert stats.headers["Retry-After"] == "5"
+    assert stats.get_json()["error"].startswith("ledger busy")
+    assert client.get("/api/stats").status_code == 200
+
+    with engine_of(app).begin() as connection:  # a broken ledger is not a busy one
+        connection.exec_driver_sql("DROP TABLE deliveries CASCADE")
+    app.config["TESTING"] = False  # answer with a 500 instead of raising into the test
+    assert client.get("/api/stats").status_code == 500
+    engine_of(app).dispose()
