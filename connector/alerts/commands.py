@@ -63,15 +63,15 @@ def test_alert(ctx, names: tuple[str, ...]) -> None:  # type: ignore[no-untyped-
 def list_alerts(ctx, limit: int) -> None:  # type: ignore[no-untyped-def]
     """The newest messages in the alert outbox: sent, waiting to be retried, or given up."""
     from connector.alerts.outbox import recent
-    from connector.cli import _current_ledger, _ledger_error
+    from connector.cli_context import current_ledger, ledger_error
 
     settings = ctx.settings()
-    engine = _current_ledger(settings)
+    engine = current_ledger(settings)
     try:
         with engine.connect() as connection:
             rows = recent(connection, limit)
     except SQLAlchemyError as error:
-        raise click.ClickException(_ledger_error(settings, error)) from None
+        raise click.ClickException(ledger_error(settings, error)) from None
     finally:
         engine.dispose()
     if not rows:
@@ -95,11 +95,11 @@ def run_alerts(ctx, once: bool) -> None:  # type: ignore[no-untyped-def]
     (a worker cannot say that of itself).
     """
     from connector.alerts.loop import AlertLoop
-    from connector.cli import _current_ledger
+    from connector.cli_context import current_ledger
     from connector.worker.runner import worker_name
 
     settings = _configured(ctx)
-    engine = _current_ledger(settings)
+    engine = current_ledger(settings)
     loop = AlertLoop(settings, engine, f"alerts:{worker_name()}")
     try:
         if once:
@@ -114,8 +114,8 @@ def run_alerts(ctx, once: bool) -> None:  # type: ignore[no-untyped-def]
         stop.wait()
         loop.stop()
     except SQLAlchemyError as error:
-        from connector.cli import _ledger_error
+        from connector.cli_context import ledger_error
 
-        raise click.ClickException(_ledger_error(settings, error)) from None
+        raise click.ClickException(ledger_error(settings, error)) from None
     finally:
         engine.dispose()

@@ -20,14 +20,14 @@ def destination() -> None:
 
 
 def _engine_for(ctx, name: str | None):  # type: ignore[no-untyped-def]
-    from connector.cli import _current_ledger
+    from connector.cli_context import current_ledger
 
     settings = ctx.settings()
     if name is not None and name not in settings.destinations:
         configured = ", ".join(sorted(settings.destinations)) or "none"
         raise click.ClickException(f"{settings.source}: no destination named {name!r} under `destinations` "
                                    f"(configured: {configured})")
-    return settings, _current_ledger(settings)
+    return settings, current_ledger(settings)
 
 
 @destination.command()
@@ -37,13 +37,13 @@ def _engine_for(ctx, name: str | None):  # type: ignore[no-untyped-def]
 @click.pass_context
 def pause(click_ctx: click.Context, name: str, reason: str, by: str) -> None:
     """Stop delivering to NAME: its deliveries wait, no attempt is spent, until `resume`."""
-    from connector.cli import _ledger_error
+    from connector.cli_context import ledger_error
 
     settings, engine = _engine_for(click_ctx.obj, name)
     try:
         changed = pausing.pause(engine, name, reason, by)
     except SQLAlchemyError as error:
-        raise click.ClickException(_ledger_error(settings, error)) from None
+        raise click.ClickException(ledger_error(settings, error)) from None
     finally:
         engine.dispose()
     click.echo(f"{name} paused: {reason}" if changed else f"{name} was paused already; nothing changed")
@@ -54,13 +54,13 @@ def pause(click_ctx: click.Context, name: str, reason: str, by: str) -> None:
 @click.pass_context
 def resume(click_ctx: click.Context, name: str) -> None:
     """Deliver to NAME again: its waiting deliveries go at the workers' next claim."""
-    from connector.cli import _ledger_error
+    from connector.cli_context import ledger_error
 
     settings, engine = _engine_for(click_ctx.obj, name)
     try:
         ended = pausing.resume(engine, name)
     except SQLAlchemyError as error:
-        raise click.ClickException(_ledger_error(settings, error)) from None
+        raise click.ClickException(ledger_error(settings, error)) from None
     finally:
         engine.dispose()
     if ended is None:
@@ -73,14 +73,14 @@ def resume(click_ctx: click.Context, name: str) -> None:
 @click.pass_context
 def list_destinations(click_ctx: click.Context) -> None:
     """Each configured destination, and whether it is paused and why."""
-    from connector.cli import _ledger_error
+    from connector.cli_context import ledger_error
 
     settings, engine = _engine_for(click_ctx.obj, None)
     try:
         with engine.connect() as connection:
             pauses = pausing.paused(connection)
     except SQLAlchemyError as error:
-        raise click.ClickException(_ledger_error(settings, error)) from None
+        raise click.ClickException(ledger_error(settings, error)) from None
     finally:
         engine.dispose()
     for name in sorted(set(settings.destinations) | set(pauses)):

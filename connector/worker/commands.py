@@ -1,0 +1,144 @@
+"""`connector worker`, `prune` and `replay`: the delivery worker and the operator's tools on its ledger."""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import datetime, timezone
+
+import click
+from sqlalchemy.exc import SQLAlchemyError
+
+from connector.cli_context import Context, current_ledger, ledger_engine, ledger_error, pass_context
+
+
+@click.command()
+@click.option("--threads", type=click.IntRange(1, 64), help="Delivery threads (default: worker.threads).")
+@click.option("--share", type=click.IntRange(1, 1000), default=1, show_default=True,
+              help="How many worker processes share each CRM's rate limit (each takes 1/N of it).")
+@click.option("--once", is_flag=True, help="Drain what is due now, then exit.")
+@pass_context
+def worker(ctx: Context, threads: int | None, share: int, once: bool) -> None:
+    """Run delivery workers: any number, on any host sharing the ledger. SIGTERM stops within a bound."""
+    import signal
+    import threading
+
+    from connector.ledger.migrate import is_current
+    from connector.serving import Configuration, reload_configuration
+    from connector.worker.runner import Worker
+
+    settings = ctx.settings()
+    mappings = ctx.mappings(settings)
+    engine = ledger_engine(settings)
+    if not is_current(engine):
+        raise click.ClickException("the ledger's migrations are not current: run `connector db upgrade` first")
+    runner = Worker(settings, mappings, engine, limit_share=share)
+    if once:
+        while runner.run_once():
+            pass
+        runner.stop(timeout=0)
+        return
+    stop, hangup = threading.Event(), threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    signal.signal(signal.SIGHUP, lambda *_: (hangup.set(), stop.set()))
+    runner.start(threads)
+    click.echo(f"worker {runner.name} running; SIGHUP reloads config.yaml and the mappings, "
+               "SIGTERM or Ctrl-C stops it")
+    running = Configuration(settings, mappings)
+    while True:
+        stop.wait()
+        if not hangup.is_set():
+            break
+        stop.clear(), hangup.clear()
+        adopted = reload_configuration(running, ctx.config_path, logging.getLogger("connector.worker"))
+        if adopted is running:
+            continue
+        if adopted.settings.database.url != running.settings.database.url:
+            logging.getLogger("connector.worker").warning(
+                "database.url changed: a worker keeps its ledger until it is restarted")
+        # Finish (or give back) the current batches under the old mappings, then go on with the new.
+        runner.stop()
+        running = adopted
+        runner = Worker(running.settings, running.mappings, engine, limit_share=share).start(threads)
+    click.echo("stopping: finishing or releasing the current batches")
+    runner.stop()
+
+
+@click.command()
+@click.option("--older-than-days", type=float, help="Default: retention.finished_days.")
+@pass_context
+def prune(ctx: Context, older_than_days: float | None) -> None:
+    """Delete finished events older than the retention period (never one still needing delivery)."""
+    from connector.worker.retention import prune as prune_events
+
+    settings = ctx.settings()
+    days = older_than_days if older_than_days is not None else settings.retention.finished_days
+    if days is None:
+        raise click.ClickException(f"{settings.source}: retention.finished_days is not set; pass --older-than-days")
+    engine = current_ledger(settings)
+    try:
+        removed = prune_events(engine, days, batch_size=settings.retention.batch_size)
+    except SQLAlchemyError as error:
+        raise click.ClickException(ledger_error(settings, error)) from None
+    finally:
+        engine.dispose()
+    click.echo(f"pruned {removed} finished event(s) older than {days:g} days; open deliveries and links are kept")
+
+
+def _parse_time(value: str | None, option: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 time (e.g. 2026-11-27T10:00:00Z)",
+                                 param_hint=option) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+@click.command()
+@click.option("--event", "event_ids", type=int, multiple=True, help="An event id (repeatable).")
+@click.option("--delivery", "delivery_ids", type=int, multiple=True, help="A delivery id (repeatable).")
+@click.option("--state", "states", multiple=True,
+              type=click.Choice(["dead", "retrying", "pending", "delivered", "skipped", "stale"]),
+              help="Deliveries in this state (repeatable).")
+@click.option("--topic", help="An event name, e.g. review.create, or a resource type, e.g. review.")
+@click.option("--destination", help="A destination name, e.g. hubspot.")
+@click.option("--since", help="Events received at or after this time (ISO 8601).")
+@click.option("--until", help="Events received before this time (ISO 8601).")
+@click.option("--by", default=lambda: os.environ.get("USER") or "cli", help="Who is replaying (recorded).")
+@click.option("--yes", is_flag=True, help="Do it without asking.")
+@pass_context
+def replay(ctx: Context, event_ids: tuple[int, ...], delivery_ids: tuple[int, ...], states: tuple[str, ...],
+           topic: str | None, destination: str | None, since: str | None, until: str | None, by: str,
+           yes: bool) -> None:
+    """Queue deliveries again (the signature is not checked again: it was verified on arrival)."""
+    from connector.worker.replay import ReplayFilter, count, replay as requeue
+
+    selection = ReplayFilter(event_ids=event_ids, delivery_ids=delivery_ids, states=states, topic=topic,
+                             destination=destination, since=_parse_time(since, "--since"),
+                             until=_parse_time(until, "--until"))
+    if selection.is_empty():
+        raise click.UsageError("say what to replay: --event, --delivery, --state, --topic, --destination, "
+                               "--since or --until")
+    settings = ctx.settings()
+    engine = current_ledger(settings)
+    try:
+        preview = count(engine, selection)
+        click.echo(f"{preview.requeued} delivery(ies) to replay"
+                   + (f"; {preview.held} held by a worker right now are left alone" if preview.held else ""))
+        if not preview.requeued and not event_ids:
+            return
+        if not yes and not click.confirm("Replay them?", default=False):
+            raise click.ClickException("nothing replayed")
+        summary = requeue(engine, selection, by=by)
+    except SQLAlchemyError as error:
+        raise click.ClickException(ledger_error(settings, error)) from None
+    finally:
+        engine.dispose()
+    click.echo(f"replayed {summary.requeued} delivery(ies) as {by}"
+               + (f"; re-mapping {len(summary.replanned_events)} event(s)" if summary.replanned_events else ""))
+
+
+# --- onboarding: subscribe Okendo, send signed test events, check a setup ----------------------
