@@ -50,7 +50,8 @@ class DatabaseConfig(_Section):
     # it). NORMAL is faster in WAL mode but may lose the last commits on power
     # loss (never on a process crash). https://www.sqlite.org/pragma.html#pragma_synchronous
     sqlite_synchronous: Literal["FULL", "EXTRA", "NORMAL"] = "FULL"
-    # How long a write waits for a lock before the receiver answers 503.
+    # How long one write waits for the ledger's lock (on PostgreSQL: the lock_timeout of writes; reads
+    # wait 0.25 s). A webhook's answer is bounded by receiver.answer_within_s regardless.
     busy_timeout_ms: int = Field(5000, ge=0, le=60_000)
     connect_timeout_s: int = Field(5, ge=1, le=60)
     pool_size: int = Field(5, ge=1, le=100)

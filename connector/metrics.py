@@ -98,7 +98,7 @@ CRM_RATE_LIMITED = Counter(
 REJECTION_REASONS = (
     "missing_headers", "no_matching_signature", "malformed_signature_header", "malformed_timestamp",
     "timestamp_too_old", "timestamp_too_new", "body_not_utf8", "verification_failed",
-    "too_large", "no_secret_configured", "ledger_unavailable", "missing_message_id", "message_id_too_long",
+    "too_large", "no_secret_configured", "ledger_unavailable", "ledger_busy", "missing_message_id", "message_id_too_long",
 )
 OUTCOMES = ("delivered", "skipped", "stale", "retry", "dead")
 

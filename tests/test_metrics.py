@@ -125,7 +125,7 @@ def test_every_rejection_is_counted_under_its_reason(client, app):
         assert after.total(P + "events_received_total") == before.total(P + "events_received_total")
 
 
-def test_too_large_no_secret_and_ledger_unavailable_are_counted(sqlite_url, tmp_path):
+def test_too_large_no_secret_and_a_busy_ledger_are_counted(sqlite_url, tmp_path):
     small = observed(make_app(sqlite_url, max_body_bytes=8192, database={"busy_timeout_ms": 200}))
     client = small.test_client()
     big = b'{"x": "' + b"y" * 9000 + b'"}'
@@ -145,7 +145,7 @@ def test_too_large_no_secret_and_ledger_unavailable_are_counted(sqlite_url, tmp_
         connection.exec_driver_sql("ROLLBACK")
     blocker.dispose()
     assert locked.status_code == 503
-    assert scrape(client).delta(before, P + "webhooks_rejected_total", reason="ledger_unavailable") == 1
+    assert scrape(client).delta(before, P + "webhooks_rejected_total", reason="ledger_busy") == 1
 
     unconfigured = observed(make_app(f"sqlite:///{tmp_path / 'other.db'}", secrets=[]))
     before = scrape(unconfigured.test_client())
@@ -159,7 +159,7 @@ def test_too_large_no_secret_and_ledger_unavailable_are_counted(sqlite_url, tmp_
 def test_every_rejection_reason_is_exported_at_zero_before_it_happens(client):
     text = client.get("/metrics").get_data(as_text=True)
     for reason in ("missing_headers", "no_matching_signature", "too_large", "no_secret_configured",
-                   "ledger_unavailable"):
+                   "ledger_unavailable", "ledger_busy"):
         assert f'{P}webhooks_rejected_total{{reason="{reason}"}}' in text
     assert "_created" not in text  # same series in single- and multi-process mode
 

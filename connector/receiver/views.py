@@ -21,6 +21,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from connector import metrics
 from connector.ledger import IncomingEvent
+from connector.ledger.database import is_lock_timeout
 from connector.ledger.intake import LedgerWriteTimeout
 from connector.ledger.models import MESSAGE_ID_MAX
 from connector.receiver.envelope import classify
@@ -65,8 +66,9 @@ def _error(status: int, error: str, **extra: str) -> tuple[Response, int]:
     return jsonify(error=error, **extra), status
 
 
-def _not_stored() -> tuple[Response, int]:
-    metrics.webhook_rejected("ledger_unavailable")
+def _not_stored(reason: str) -> tuple[Response, int]:
+    """`ledger_busy`: not stored within the bound (locked, or a write stalled); `ledger_unavailable`: an error."""
+    metrics.webhook_rejected(reason)
     response, status = _error(503, "ledger unavailable, retry later")
     response.headers["Retry-After"] = RETRY_AFTER_S
     return response, status
@@ -179,12 +181,13 @@ def receive_okendo_webhook() -> tuple[Response, int]:
         # Never acknowledge what is not stored: Svix will retry (its retry may find it stored after all,
         # and is then answered as a redelivery).
         log.error("webhook %s answered 503 within the %g s bound: %s", message_id, settings.answer_within_s, error,
-                  extra={"message_id": message_id, "reason": "ledger_unavailable"})
-        return _not_stored()
+                  extra={"message_id": message_id, "reason": "ledger_busy"})
+        return _not_stored("ledger_busy")
     except SQLAlchemyError as error:
+        reason = "ledger_busy" if is_lock_timeout(error) else "ledger_unavailable"
         log.error("webhook %s not stored, answering 503: %s", message_id, error.__class__.__name__,
-                  extra={"message_id": message_id, "reason": "ledger_unavailable"})
-        return _not_stored()
+                  extra={"message_id": message_id, "reason": reason})
+        return _not_stored(reason)
 
     if stored.created:
         log.info(
