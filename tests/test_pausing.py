@@ -18,7 +18,7 @@ from connector.samples import sample_bytes
 from connector.worker import pausing
 from tests.crm import Crms
 from tests.emulators.hubspot import HubSpotEmulator
-from tests.test_worker import drain, ingest, make_settings, states
+from tests.test_worker import drain, ingest, ledger, make_settings  # noqa: F401  (ledger: a fixture)
 
 
 def review(number: int, email: str | None = None) -> dict:
@@ -155,10 +155,8 @@ def test_a_portal_missing_its_properties_pauses_hubspot_after_the_first_batch_an
     engine.dispose()
 
 
-def test_one_invalid_record_fails_alone_and_pauses_nothing(db_url, crms):
-    settings = make_settings(db_url, crms)
-    engine = create_ledger_engine(settings)
-    upgrade(engine)
+def test_one_invalid_record_fails_alone_and_pauses_nothing(ledger, crms):
+    settings, engine = ledger
     ingest(engine, review(1))
     ingest(engine, review(2, email="not-an-email"))
     ingest(engine, review(3))
@@ -167,13 +165,10 @@ def test_one_invalid_record_fails_alone_and_pauses_nothing(db_url, crms):
 
     assert pause_of(engine, "hubspot") is None and pause_of(engine, "salesforce") is None
     assert len(crms.hubspot.records("contacts")) == 2
-    engine.dispose()
 
 
-def test_refused_hubspot_credentials_pause_hubspot(db_url, crms):
-    settings = make_settings(db_url, crms)
-    engine = create_ledger_engine(settings)
-    upgrade(engine)
+def test_refused_hubspot_credentials_pause_hubspot(ledger, crms):
+    settings, engine = ledger
     crms.hubspot.revoke("test-token")
     for number in range(1, 4):
         ingest(engine, review(number))
@@ -185,13 +180,10 @@ def test_refused_hubspot_credentials_pause_hubspot(db_url, crms):
     assert "HTTP 401" in pause.reason
     assert "dead" not in by_destination(engine, "hubspot")
     assert by_destination(engine, "salesforce") == {"delivered": 6}
-    engine.dispose()
 
 
-def test_refused_salesforce_credentials_pause_salesforce_after_the_one_reauthentication(db_url, crms):
-    settings = make_settings(db_url, crms)
-    engine = create_ledger_engine(settings)
-    upgrade(engine)
+def test_refused_salesforce_credentials_pause_salesforce_after_the_one_reauthentication(ledger, crms):
+    settings, engine = ledger
     crms.salesforce.expire()  # a ready access token cannot be renewed: still refused after re-authenticating
     ingest(engine, review(1))
 
@@ -201,13 +193,10 @@ def test_refused_salesforce_credentials_pause_salesforce_after_the_one_reauthent
     assert pause is not None and "refused the credentials" in pause.reason and "INVALID_SESSION_ID" in pause.reason
     assert by_destination(engine, "salesforce") == {"pending": 2}
     assert by_destination(engine, "hubspot") == {"delivered": 2}
-    engine.dispose()
 
 
-def test_a_salesforce_field_missing_on_every_record_pauses_salesforce(db_url, crms):
-    settings = make_settings(db_url, crms)
-    engine = create_ledger_engine(settings)
-    upgrade(engine)
+def test_a_salesforce_field_missing_on_every_record_pauses_salesforce(ledger, crms):
+    settings, engine = ledger
     crms.salesforce.remove_field("Okendo_Review__c", "Rating__c")
     for number in range(1, 4):
         ingest(engine, review(number))
@@ -220,13 +209,10 @@ def test_a_salesforce_field_missing_on_every_record_pauses_salesforce(db_url, cr
     assert "dead" not in salesforce
     # The contacts went before the reviews that need them; the reviews wait for the field.
     assert salesforce == {"delivered": 3, "pending": 3}
-    engine.dispose()
 
 
-def test_a_missing_salesforce_object_pauses_salesforce(db_url, crms):
-    settings = make_settings(db_url, crms)
-    engine = create_ledger_engine(settings)
-    upgrade(engine)
+def test_a_missing_salesforce_object_pauses_salesforce(ledger, crms):
+    settings, engine = ledger
     crms.salesforce.remove_object("Okendo_Review__c")
     for number in range(1, 4):
         ingest(engine, review(number))
@@ -236,4 +222,3 @@ def test_a_missing_salesforce_object_pauses_salesforce(db_url, crms):
     pause = pause_of(engine, "salesforce")
     assert pause is not None and "NOT_FOUND" in pause.reason and "Salesforce: what the shipped mappings need" in pause.reason
     assert by_destination(engine, "salesforce") == {"delivered": 3, "pending": 3}
-    engine.dispose()
