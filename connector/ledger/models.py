@@ -16,6 +16,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -325,3 +326,32 @@ class AlertCounter(Base):
     count: Mapped[int] = mapped_column(BigIntId, default=0)
     first_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class RateLimitWindow(Base):
+    """One CRM account's request window, shared by every process on the ledger (connector.destinations.ratelimit).
+
+    The window is kept as spaced slots: each request takes the next free instant, `spacing` after the
+    previous one, so no `per_seconds` span ever holds more than `requests`. One atomic UPDATE hands out a
+    slot; nothing is held while the CRM call runs. Keyed by a hash of the account (never the credential).
+    """
+
+    __tablename__ = "rate_limit_windows"
+
+    account_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    destination: Mapped[str] = mapped_column(String(64))  # the first destination that used it, for people
+    next_slot_at: Mapped[float] = mapped_column(Float, default=0.0)  # epoch seconds of the next free slot
+    paused_until: Mapped[float] = mapped_column(Float, default=0.0)  # set from a 429 / Retry-After
+    paused_by: Mapped[str | None] = mapped_column(String(128))  # the process that saw it
+
+
+class RateLimitLease(Base):
+    """One of an account's concurrent-request slots (Salesforce's cap), leased for one call; a lease
+    that outlives its expiry (a crashed process) is free again."""
+
+    __tablename__ = "rate_limit_leases"
+
+    account_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(128))
+    expires_at: Mapped[float] = mapped_column(Float, default=0.0)
