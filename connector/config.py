@@ -118,6 +118,9 @@ class _DestinationBase(_Section):
     retry_attempts: int = Field(3, ge=1, le=10)
     max_retry_wait_s: float = Field(15.0, ge=0, le=120)
     connect_timeout_s: float = Field(5.0, gt=0, le=60)
+    # Of the CRM's daily API allocation (shared with the merchant's other integrations), the share the
+    # connector leaves alone: it stops delivering when only this much is left (connector.worker.budget).
+    daily_reserve_percent: float = Field(10.0, ge=0, le=90)
 
 
 class HubSpotDestinationConfig(_DestinationBase):
@@ -140,6 +143,19 @@ class HubSpotDestinationConfig(_DestinationBase):
     property_group: str = "okendo"
     # Your HubSpot account id: the status page links records to app.hubspot.com with it.
     portal_id: str | None = None
+    # HubSpot's daily limit starts over at midnight in the account's time zone (its settings say which).
+    daily_reset_timezone: str = "UTC"
+
+    @field_validator("daily_reset_timezone")
+    @classmethod
+    def _known_time_zone(cls, name: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{name!r} is not a time zone name (e.g. UTC, America/New_York)") from None
+        return name
 
 
 class SalesforceDestinationConfig(_DestinationBase):
@@ -197,6 +213,8 @@ class WorkerConfig(_Section):
     # Each running worker writes a heartbeat this often (its row in the ledger's `workers` table);
     # one not heard from for three intervals counts as gone.
     heartbeat_s: float = Field(10.0, gt=0, le=600)
+    # While a destination waits for its daily API budget, how often its usage is read again (Salesforce /limits).
+    budget_check_s: float = Field(300.0, gt=0, le=86400)
 
 
 class RetentionConfig(_Section):

@@ -109,7 +109,8 @@ def prometheus_metrics() -> Response:
     if not rt.settings.observability.metrics:
         abort(404)
     try:
-        registry = metrics.scrape_registry(rt.engine, rt.settings.destinations, rt.settings.worker.heartbeat_s)
+        registry = metrics.scrape_registry(rt.engine, rt.settings.destinations, rt.settings.worker.heartbeat_s,
+                                           rt.settings)
     except ValueError as error:  # $PROMETHEUS_MULTIPROC_DIR is not a directory
         log.error("metrics: %s", error)
         return Response(f"metrics unavailable: {error}\n", status=503, mimetype="text/plain")

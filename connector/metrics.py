@@ -232,10 +232,12 @@ _events = Event.__table__
 class LedgerCollector:
     """Queue depths asked of the ledger at scrape time (any process's work shows)."""
 
-    def __init__(self, engine: Engine, destinations: Iterable[str] = (), heartbeat_s: float = 10.0):
+    def __init__(self, engine: Engine, destinations: Iterable[str] = (), heartbeat_s: float = 10.0,
+                 settings=None):  # type: ignore[no-untyped-def]
         self.engine = engine
         self.destinations = list(destinations)
         self.heartbeat_s = heartbeat_s
+        self.settings = settings  # for the daily API budgets (their reserves and resets)
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily(PREFIX + "ledger_up", "1 when the ledger answered this scrape's queue queries, else 0.")
@@ -253,6 +255,7 @@ class LedgerCollector:
                 ).one()
                 workers = presence.seen(connection, self.heartbeat_s)
                 pauses = pausing.paused(connection)
+                budgets = _budgets(connection, self.settings)
         except SQLAlchemyError as error:
             log.warning("metrics: ledger unavailable for the queue gauges (%s)", error.__class__.__name__)
             up.add_metric([], 0)
@@ -307,6 +310,20 @@ class LedgerCollector:
             paused.add_metric([destination], 1 if destination in pauses else 0)
         yield paused
 
+        used = GaugeMetricFamily(PREFIX + "crm_daily_budget_used", "Daily API calls used, as the CRM last "
+                                 "reported (every integration of the account counts).", labels=["destination"])
+        cap = GaugeMetricFamily(PREFIX + "crm_daily_budget_limit", "The CRM account's daily API allocation.",
+                                labels=["destination"])
+        held = GaugeMetricFamily(PREFIX + "crm_daily_budget_held", "1 while deliveries wait because only the "
+                                 "reserve of the daily allocation is left, else 0.", labels=["destination"])
+        for destination, budget in sorted(budgets.items()):
+            used.add_metric([destination], budget.used)
+            cap.add_metric([destination], budget.limit)
+            held.add_metric([destination], 1 if budget.held else 0)
+        yield used
+        yield cap
+        yield held
+
 
 class _Forward:
     """Another registry's metrics, as a collector."""
@@ -321,8 +338,16 @@ class _Forward:
             yield metric
 
 
+def _budgets(connection, settings):  # type: ignore[no-untyped-def]
+    if settings is None:
+        return {}
+    from connector.worker.budget import budgets  # the request path never needs it
+
+    return budgets(connection, settings)
+
+
 def scrape_registry(engine: Engine | None, destinations: Iterable[str] = (),
-                    heartbeat_s: float = 10.0) -> CollectorRegistry:
+                    heartbeat_s: float = 10.0, settings=None) -> CollectorRegistry:  # type: ignore[no-untyped-def]
     """A registry for one scrape: every process's counters and histograms, and the ledger's queue gauges."""
     registry = CollectorRegistry()
     if multiprocess_mode():
@@ -330,5 +355,5 @@ def scrape_registry(engine: Engine | None, destinations: Iterable[str] = (),
     else:
         registry.register(_Forward(REGISTRY))
     if engine is not None:
-        registry.register(LedgerCollector(engine, destinations, heartbeat_s))
+        registry.register(LedgerCollector(engine, destinations, heartbeat_s, settings))
     return registry

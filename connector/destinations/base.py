@@ -20,7 +20,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 from connector import metrics
 from connector.destinations.errors import DeliveryError, ErrorClass
 from connector.destinations.forensics import whole_call
-from connector.destinations.ratelimit import RateLimiter
+from connector.destinations.ratelimit import Limiter
 from connector.destinations.wire import Wire
 from connector.mapping.engine import MappingSet
 from connector.mapping.operations import AssociationRef, Operation, SourceRef
@@ -94,6 +94,10 @@ class Destination(abc.ABC):
         """What the CRM last said about its API quota (for the status page)."""
         return {}
 
+    def refresh_quota(self) -> dict[str, Any]:
+        """Ask the CRM for its quota now, where it has a call for that (a held daily budget waits on it)."""
+        return self.quota()
+
     def close(self) -> None:
         """Release connections."""
 
@@ -104,7 +108,7 @@ T = TypeVar("T")
 def call_with_retries(
     call: Callable[[], T],
     classify: Callable[[BaseException], DeliveryError],
-    limiter: RateLimiter,
+    limiter: Limiter,
     *,
     attempts: int,
     max_wait: float,

@@ -35,7 +35,7 @@ from connector.destinations.base import (
 from connector.destinations.errors import DeliveryError, ErrorClass, parse_retry_after
 from connector.destinations.forensics import Answered, answered
 from connector.destinations.isolation import isolated, outcome_per_input
-from connector.destinations.ratelimit import shared_limiter
+from connector.destinations.ratelimit import Limiter, shared_limiter
 from connector.destinations.salesforce_answers import classify, first_error, kept, record_error
 from connector.destinations.salesforce_auth import PROVIDERS, Token, TokenProvider
 from connector.destinations.wire import RecordingSession, Wire
@@ -60,7 +60,8 @@ _ALREADY_DELETED = frozenset({"ENTITY_IS_DELETED", "INVALID_CROSS_REFERENCE_KEY"
 class SalesforceDestination(Destination):
     kind = "salesforce"
 
-    def __init__(self, name: str, config: SalesforceDestinationConfig, base_dir: Path | None = None):
+    def __init__(self, name: str, config: SalesforceDestinationConfig, base_dir: Path | None = None, *,
+                 limiter: Limiter | None = None):
         self.name = name
         self.config = config
         self._tokens: TokenProvider = PROVIDERS[config.auth_mode or "token"](config, base_dir)
@@ -68,7 +69,8 @@ class SalesforceDestination(Destination):
         self._sf: Salesforce | None = None
         self._describes: dict[str, dict[str, Any]] = {}
         limit = config.rate_limit
-        self.limiter = shared_limiter(name, limit.requests, limit.per_seconds, limit.max_concurrency)
+        self.limiter: Limiter = limiter or shared_limiter(name, limit.requests, limit.per_seconds,
+                                                          limit.max_concurrency)
         self._quota: dict[str, Any] = {}
         self._wire = Wire()
 
@@ -127,6 +129,13 @@ class SalesforceDestination(Destination):
                 self._quota = {"api_usage": usage.used, "api_limit": usage.total}
 
     def quota(self) -> dict[str, Any]:
+        return dict(self._quota)
+
+    def refresh_quota(self) -> dict[str, Any]:
+        """The daily allocation now, from `/limits` (https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/resources_limits.htm)."""
+        daily = (self._restful("limits") or {}).get("DailyApiRequests") or {}
+        if isinstance(daily.get("Max"), int) and isinstance(daily.get("Remaining"), int):
+            self._quota = {"api_usage": daily["Max"] - daily["Remaining"], "api_limit": daily["Max"]}
         return dict(self._quota)
 
     def _restful(self, path: str, method: str = "GET", *, idempotent: bool = True, **kwargs: Any) -> Any:

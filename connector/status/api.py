@@ -32,7 +32,8 @@ def _plain(value: Any) -> Any:
 @require_auth(api=True)
 def stats() -> Any:
     with runtime().engine.connect() as connection:
-        return jsonify(_plain(queries.stats(connection, heartbeat_s=runtime().settings.worker.heartbeat_s).to_json()))
+        return jsonify(_plain(queries.stats(connection, heartbeat_s=runtime().settings.worker.heartbeat_s,
+                                                  settings=runtime().settings).to_json()))
 
 
 @bp.get("/events")

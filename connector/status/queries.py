@@ -16,7 +16,9 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
+from connector.config import Settings
 from connector.worker import presence
+from connector.worker.budget import budgets as budget_readings
 from connector.ledger.models import (
     Delivery,
     DeliveryAttempt,
@@ -183,7 +185,9 @@ class Stats:
         return data
 
 
-def stats(connection: Connection, now: datetime | None = None, heartbeat_s: float = 10.0) -> Stats:
+def stats(connection: Connection, now: datetime | None = None, heartbeat_s: float = 10.0,
+          settings: Settings | None = None) -> Stats:
+    """`settings` adds what needs the configuration: the daily API budgets."""
     e, d = _events, _deliveries
     now = now or utcnow()
     result = Stats()
@@ -228,4 +232,11 @@ def stats(connection: Connection, now: datetime | None = None, heartbeat_s: floa
                                    f"{waiting} delivery(ies) wait for it to be resumed")
         for problem in info["remote_problems"]:
             result.warnings.append(f"remote check: {problem}")
+    if settings is not None:
+        for name, budget in sorted(budget_readings(connection, settings, now).items()):
+            if name in result.destinations:
+                result.destinations[name]["budget"] = budget.to_json()
+            if budget.held:
+                result.warnings.append(f"{budget.describe()}: deliveries wait for "
+                                       f"{budget.waiting_for(settings.worker.budget_check_s)}")
     return result

@@ -127,7 +127,7 @@ def logout() -> Any:
 def overview() -> Any:
     rt = runtime()
     with rt.engine.connect() as connection:
-        stats = queries.stats(connection, heartbeat_s=rt.settings.worker.heartbeat_s)
+        stats = queries.stats(connection, heartbeat_s=rt.settings.worker.heartbeat_s, settings=rt.settings)
     destinations = sorted(set(rt.settings.destinations) | set(stats.deliveries_by_destination))
     return render_template("status/overview.html", stats=stats, destinations=destinations,
                            configured=set(rt.settings.destinations),

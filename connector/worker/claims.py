@@ -15,6 +15,7 @@ worker's leases simply expire.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -55,7 +56,8 @@ class Claimed:
         return self.previous_attempts > 0 or self.replayed
 
 
-def claim(engine: Engine, owner: str, limit: int, lease_s: float, now: datetime | None = None) -> list[Claimed]:
+def claim(engine: Engine, owner: str, limit: int, lease_s: float, now: datetime | None = None,
+          held: Iterable[str] = ()) -> list[Claimed]:
     """Lease up to `limit` due deliveries, all of one kind (destination and mapping) when possible.
 
     One kind per claim is what lets a backlog go out in full CRM batches (100 records per
@@ -72,6 +74,9 @@ def claim(engine: Engine, owner: str, limit: int, lease_s: float, now: datetime 
                or_(d.c.next_attempt_at.is_(None), d.c.next_attempt_at <= now),
                or_(d.c.lease_expires_at.is_(None), d.c.lease_expires_at <= now),
                d.c.destination.not_in(paused))
+    held = list(held)  # destinations waiting for their daily API budget (connector.worker.budget)
+    if held:
+        due = and_(due, d.c.destination.not_in(held))
     columns = (d.c.id, d.c.event_id, d.c.mapping, d.c.destination, d.c.resource_type, d.c.resource_id,
                d.c.sequence_key, d.c.position, d.c.attempts, d.c.created_at, d.c.target_key, d.c.replayed_at,
                d.c.lease_expires_at)

@@ -27,6 +27,7 @@ from connector.ledger.models import utcnow
 from connector.logs import register_secrets, settings_secrets
 from connector.mapping.engine import MappingSet
 from connector.worker import claims, presence
+from connector.worker.budget import BudgetGate
 from connector.worker.delivery import BatchProcessor, Finished
 from connector.worker.planner import plan_received
 from connector.worker.retention import prune
@@ -82,6 +83,7 @@ class Worker:
         self._last_prune = float("-inf")  # the monotonic clock may be younger than the interval
         self.kind = kind  # embedded (inside gunicorn) | standalone (`connector worker`)
         self.config_hash = presence.config_hash(settings, mappings)
+        self.budgets = BudgetGate(self.engine, settings, self.destinations)
         self.deliveries_done = 0
         self.last_claim_at: datetime | None = None
 
@@ -145,7 +147,8 @@ class Worker:
         for _ in range(_PLAN_AHEAD_BATCHES):
             if plan_received(self.engine, self.mappings, limit=self.config.batch_size) < self.config.batch_size:
                 break
-        claimed = claims.claim(self.engine, self.name, self.config.batch_size, self.config.lease_s)
+        claimed = claims.claim(self.engine, self.name, self.config.batch_size, self.config.lease_s,
+                               held=self.budgets.held())
         if not claimed:
             return 0
         self.last_claim_at = utcnow()
