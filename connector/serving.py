@@ -105,8 +105,8 @@ def start_embedded_worker(gunicorn_worker) -> None:  # type: ignore[no-untyped-d
     """gunicorn `post_worker_init`: start delivery threads in this worker, unless config says not to,
     and the remote check of each CRM in the background.
 
-    Each gunicorn worker takes its share of every CRM's rate limit, so the
-    whole server stays under it.
+    Every gunicorn worker, like every `connector worker`, draws on each CRM account's one rate limit
+    through the ledger, so the whole deployment stays under it.
     """
     global _embedded
     from connector.runtime import EXTENSION_KEY
@@ -123,8 +123,7 @@ def start_embedded_worker(gunicorn_worker) -> None:  # type: ignore[no-untyped-d
         # be told by a process that is not a worker: the web server's own alert loop does both.
         _start_web_alerts(runtime)
         return
-    _embedded = Worker(runtime.settings, runtime.mappings, runtime.engine,
-                       limit_share=max(int(gunicorn_worker.cfg.workers), 1), kind="embedded").start()
+    _embedded = Worker(runtime.settings, runtime.mappings, runtime.engine, kind="embedded").start()
 
 
 _web_alerts = None

@@ -6,8 +6,11 @@ so the connector works, and shows what it would do, with no CRM at all.
 
 from __future__ import annotations
 
+from sqlalchemy import Engine
+
 from connector.config import HubSpotDestinationConfig, SalesforceDestinationConfig, Settings
 from connector.destinations.base import Destination
+from connector.destinations.ratelimit import limiter_for
 
 
 def has_credentials(config: HubSpotDestinationConfig | SalesforceDestinationConfig) -> bool:
@@ -16,30 +19,24 @@ def has_credentials(config: HubSpotDestinationConfig | SalesforceDestinationConf
     return config.auth_mode is not None
 
 
-def _shared_limits(config, share: int):  # type: ignore[no-untyped-def]
-    """Several processes draining one ledger divide a CRM's request budget between them."""
-    if share <= 1 or config.rate_limit.requests is None:
-        return config
-    requests = max(config.rate_limit.requests // share, 1)
-    return config.model_copy(update={"rate_limit": config.rate_limit.model_copy(update={"requests": requests})})
-
-
-def build_destination(name: str, settings: Settings, limit_share: int = 1) -> Destination:
+def build_destination(name: str, settings: Settings, ledger: Engine | None = None) -> Destination:
+    """The destination `name`; its CRM calls share one rate limit with every process on `ledger`
+    (without a ledger, with this process's other calls only)."""
     from connector.destinations.dryrun import DryRunDestination
 
-    config = _shared_limits(settings.destinations[name], limit_share)
+    config = settings.destinations[name]
     if isinstance(config, HubSpotDestinationConfig):
         if not has_credentials(config):
             return DryRunDestination(name, "hubspot", source_key_property=config.source_key_property)
         from connector.destinations.hubspot import HubSpotDestination
 
-        return HubSpotDestination(name, config)
+        return HubSpotDestination(name, config, limiter=limiter_for(name, config, ledger))
     if not has_credentials(config):
         return DryRunDestination(name, "salesforce", api_version=config.api_version)
     from connector.destinations.salesforce import SalesforceDestination
 
-    return SalesforceDestination(name, config, base_dir=settings.base_dir)
+    return SalesforceDestination(name, config, base_dir=settings.base_dir, limiter=limiter_for(name, config, ledger))
 
 
-def build_destinations(settings: Settings, limit_share: int = 1) -> dict[str, Destination]:
-    return {name: build_destination(name, settings, limit_share) for name in settings.destinations}
+def build_destinations(settings: Settings, ledger: Engine | None = None) -> dict[str, Destination]:
+    return {name: build_destination(name, settings, ledger) for name in settings.destinations}

@@ -14,7 +14,7 @@ from connector.config import HubSpotDestinationConfig
 from connector.destinations.base import Destination, call_with_retries
 from connector.destinations.hubspot_answers import classify
 from connector.destinations.hubspot_values import source_key
-from connector.destinations.ratelimit import shared_limiter
+from connector.destinations.ratelimit import Limiter, shared_limiter
 from connector.destinations.wire import Wire, tap_hubspot
 from connector.logs import register_secrets
 from connector.mapping.operations import SourceRef
@@ -23,7 +23,7 @@ from connector.mapping.operations import SourceRef
 class HubSpotCalls(Destination):
     kind = "hubspot"
 
-    def __init__(self, name: str, config: HubSpotDestinationConfig):
+    def __init__(self, name: str, config: HubSpotDestinationConfig, *, limiter: Limiter | None = None):
         self.name = name
         self.config = config
         register_secrets([config.access_token])  # never kept in an attempt's answer, nor logged
@@ -39,7 +39,8 @@ class HubSpotCalls(Destination):
             tap_hubspot(api, self._wire)
         self._timeout = (config.connect_timeout_s, config.timeout_s)
         limit = config.rate_limit
-        self.limiter = shared_limiter(name, limit.requests, limit.per_seconds, limit.max_concurrency)
+        self.limiter: Limiter = limiter or shared_limiter(name, limit.requests, limit.per_seconds,
+                                                          limit.max_concurrency)
         self._quota: dict[str, Any] = {}
 
     def _call(self, method: Callable[..., Any], *args: Any, idempotent: bool = True) -> Any:

@@ -14,12 +14,15 @@ from connector.cli_context import Context, current_ledger, ledger_engine, ledger
 
 @click.command()
 @click.option("--threads", type=click.IntRange(1, 64), help="Delivery threads (default: worker.threads).")
-@click.option("--share", type=click.IntRange(1, 1000), default=1, show_default=True,
-              help="How many worker processes share each CRM's rate limit (each takes 1/N of it).")
+@click.option("--share", type=click.IntRange(1, 1000), default=None, hidden=True,
+              help="Deprecated, ignored: every worker shares each CRM's whole rate limit through the ledger.")
 @click.option("--once", is_flag=True, help="Drain what is due now, then exit.")
 @pass_context
-def worker(ctx: Context, threads: int | None, share: int, once: bool) -> None:
-    """Run delivery workers: any number, on any host sharing the ledger. SIGTERM stops within a bound."""
+def worker(ctx: Context, threads: int | None, share: int | None, once: bool) -> None:
+    """Run delivery workers: any number, on any host sharing the ledger. SIGTERM stops within a bound.
+
+    Every worker on the ledger draws on each CRM account's one rate limit (connector.destinations.ratelimit).
+    """
     import signal
     import threading
 
@@ -27,12 +30,17 @@ def worker(ctx: Context, threads: int | None, share: int, once: bool) -> None:
     from connector.serving import Configuration, reload_configuration
     from connector.worker.runner import Worker
 
+    if share is not None:
+        # Kept so systemd units and scripts that still pass it start; it no longer divides anything.
+        click.echo("connector worker: --share is deprecated and ignored: every worker now shares each CRM's "
+                   "whole rate limit through the ledger; remove --share (and WORKER_SHARE) from the command line",
+                   err=True)
     settings = ctx.settings()
     mappings = ctx.mappings(settings)
     engine = ledger_engine(settings)
     if not is_current(engine):
         raise click.ClickException("the ledger's migrations are not current: run `connector db upgrade` first")
-    runner = Worker(settings, mappings, engine, limit_share=share)
+    runner = Worker(settings, mappings, engine)
     if once:
         while runner.run_once():
             pass
@@ -60,7 +68,7 @@ def worker(ctx: Context, threads: int | None, share: int, once: bool) -> None:
         # Finish (or give back) the current batches under the old mappings, then go on with the new.
         runner.stop()
         running = adopted
-        runner = Worker(running.settings, running.mappings, engine, limit_share=share).start(threads)
+        runner = Worker(running.settings, running.mappings, engine).start(threads)
     click.echo("stopping: finishing or releasing the current batches")
     runner.stop()
 

@@ -59,7 +59,7 @@ _PLAN_AHEAD_BATCHES = 5
 
 class Worker:
     def __init__(self, settings: Settings, mappings: MappingSet, engine: Engine, *,
-                 destinations: Mapping[str, Destination] | None = None, limit_share: int = 1,
+                 destinations: Mapping[str, Destination] | None = None,
                  name: str | None = None, prune_enabled: bool = True, kind: str = "standalone",
                  on_finished: Callable[[list[Finished]], None] | None = None):
         self.settings = settings
@@ -69,7 +69,7 @@ class Worker:
         self.mappings = mappings
         self.engine = worker_engine(engine, settings)
         self.name = name or worker_name()
-        self.destinations = destinations if destinations is not None else build_destinations(settings, limit_share)
+        self.destinations = destinations if destinations is not None else build_destinations(settings, self.engine)
         self.prune_enabled = prune_enabled
         self._on_finished = on_finished
         self._stop = threading.Event()
