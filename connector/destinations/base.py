@@ -104,6 +104,9 @@ class Destination(abc.ABC):
 
 T = TypeVar("T")
 
+# A 429 without Retry-After (HubSpot's answers name the window instead, see hubspot_answers.py): pause this long.
+RATE_LIMITED_PAUSE_S = 1.0
+
 
 def call_with_retries(
     call: Callable[[], T],
@@ -131,6 +134,12 @@ def call_with_retries(
     `wire` saw on this thread (what was sent and answered), for the attempt to keep.
     """
 
+    def pause_on_rate_limit(error: DeliveryError) -> None:
+        # Every 429 pauses the whole account, in every process (connector.destinations.ratelimit), also
+        # one whose Retry-After is too long to wait for here: the other threads would be refused as well.
+        if error.status == 429:
+            limiter.pause(error.retry_after or RATE_LIMITED_PAUSE_S)
+
     def attempt() -> T:
         with limiter.request():
             started = time.monotonic()
@@ -138,10 +147,12 @@ def call_with_retries(
                 result = call()
             except DeliveryError as error:
                 metrics.crm_call(destination, error.status, call_name, time.monotonic() - started)
+                pause_on_rate_limit(error)
                 raise
             except Exception as error:
                 failure = classify(error)
                 metrics.crm_call(destination, failure.status, call_name, time.monotonic() - started)
+                pause_on_rate_limit(failure)
                 raise failure from error
             metrics.crm_call(destination, 200, call_name, time.monotonic() - started)
             return result
@@ -157,8 +168,7 @@ def call_with_retries(
         error = state.outcome.exception() if state.outcome else None
         delay = getattr(error, "retry_after", None) or min(0.5 * 2 ** (state.attempt_number - 1), max_wait)
         if getattr(error, "status", None) == 429:
-            limiter.pause(delay)
-            return 0.0  # the limiter holds every thread back; this one waits there
+            return 0.0  # paused already: the limiter holds every thread back; this one waits there
         return delay
 
     retrying = Retrying(stop=stop_after_attempt(attempts), wait=wait, retry=retry_if_exception(should_retry),
