@@ -334,6 +334,7 @@ class RateLimitWindow(Base):
     The window is kept as spaced slots: each request takes the next free instant, `spacing` after the
     previous one, so no `per_seconds` span ever holds more than `requests`. One atomic UPDATE hands out a
     slot; nothing is held while the CRM call runs. Keyed by a hash of the account (never the credential).
+    UNLOGGED on PostgreSQL (migration 0009); on SQLite the limiter keeps it in a file beside the ledger.
     """
 
     __tablename__ = "rate_limit_windows"

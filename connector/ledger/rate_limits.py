@@ -6,7 +6,9 @@ CRM call runs. On PostgreSQL the rows live in the ledger (tables `rate_limit_win
 live in a small file of their own beside the ledger (`<ledger>-rate-limits`): a grant is a write,
 and writes to the ledger itself queue at its single write lock with every webhook's insert
 (fsynced, `synchronous=FULL`); in a file of its own, with `synchronous=OFF` (it holds nothing that
-must survive a power loss), a grant costs tens of microseconds and a webhook never waits behind one.
+must survive a power loss), a grant costs about 0.2 ms and a webhook never waits behind one. On
+PostgreSQL a grant (one UPDATE on an UNLOGGED table) costs 0.75-1.0 ms, against CRM calls of 50 ms
+and more.
 Only the processes of one host can share a SQLite ledger, so that is all this file has to cover.
 """
 
@@ -18,10 +20,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Float, create_engine, event, func, literal, or_, select, update
+from sqlalchemy import Engine, Float, bindparam, create_engine, event, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.pool import NullPool
 
 from connector.ledger.models import RateLimitLease, RateLimitWindow
 
@@ -39,17 +40,38 @@ class RateLimitStore:
 
     def __init__(self, engine: Engine):
         self.engine = engine
-        self._greatest = func.greatest if engine.dialect.name == "postgresql" else func.max
+        greatest = func.greatest if engine.dialect.name == "postgresql" else func.max
         self._known: set[tuple[str, int]] = set()  # (account, leases) rows this process made sure exist
+        # Built once: a grant then costs the statement's execution only (SQLAlchemy caches its compiled form).
+        account = bindparam("account")
+        start = greatest(_windows.c.next_slot_at, bindparam("now", type_=Float), _windows.c.paused_until)
+        self._take = (update(_windows).where(_windows.c.account_key == account)
+                      .values(next_slot_at=start + bindparam("spacing", type_=Float))
+                      .returning(_windows.c.next_slot_at))
+        self._pause = (update(_windows).where(_windows.c.account_key == account)
+                       .values(paused_until=greatest(_windows.c.paused_until, bindparam("until", type_=Float)),
+                               paused_by=bindparam("pauser")))
+        self._read_pause = select(_windows.c.paused_until).where(_windows.c.account_key == account)
+        # SKIP LOCKED: two processes after a free slot at once take different ones instead of queueing
+        # (https://www.postgresql.org/docs/current/sql-select.html#SQL-FOR-UPDATE-SHARE); SQLite
+        # serialises writers anyway and renders no FOR UPDATE.
+        free = (select(_leases.c.slot)
+                .where(_leases.c.account_key == account, _leases.c.slot < bindparam("slots"),
+                       or_(_leases.c.holder.is_(None), _leases.c.expires_at < bindparam("now", type_=Float)))
+                .order_by(_leases.c.slot).limit(1).with_for_update(skip_locked=True).scalar_subquery())
+        self._lease = (update(_leases).where(_leases.c.account_key == account, _leases.c.slot == free)
+                       .values(holder=bindparam("owner"), expires_at=bindparam("lease_until", type_=Float))
+                       .returning(_leases.c.slot))
+        self._release = (update(_leases)
+                         .where(_leases.c.account_key == account, _leases.c.slot == bindparam("slot_number"),
+                                _leases.c.holder == bindparam("owner"))
+                         .values(holder=None, expires_at=0.0))
 
     def take_slot(self, account: str, destination: str, spacing: float, now: float) -> float:
         """The instant (epoch seconds) this caller may send its request: the account's next free slot,
         not before `now` nor before a pause ends. The following slot is `spacing` later."""
-        start = self._greatest(_windows.c.next_slot_at, literal(now, Float), _windows.c.paused_until)
-        statement = (update(_windows).where(_windows.c.account_key == account)
-                     .values(next_slot_at=start + spacing).returning(_windows.c.next_slot_at))
         for _ in range(2):
-            row = self._run(statement).first()
+            row = self._run(self._take, {"account": account, "now": now, "spacing": spacing}).first()
             if row is not None:
                 return float(row[0]) - spacing
             self._create_window(account, destination)
@@ -57,16 +79,13 @@ class RateLimitStore:
 
     def pause(self, account: str, destination: str, until: float, holder: str) -> None:
         """No slot of this account starts before `until` (a 429 or Retry-After seen by `holder`)."""
-        statement = (update(_windows).where(_windows.c.account_key == account)
-                     .values(paused_until=self._greatest(_windows.c.paused_until, literal(until, Float)),
-                             paused_by=holder[:128]))
-        if self._run(statement).rowcount == 0:
+        parameters = {"account": account, "until": until, "pauser": holder[:128]}
+        if self._run(self._pause, parameters).rowcount == 0:
             self._create_window(account, destination)
-            self._run(statement)
+            self._run(self._pause, parameters)
 
     def paused_until(self, account: str) -> float:
-        value = self._run(select(_windows.c.paused_until).where(_windows.c.account_key == account)).scalar()
-        return float(value or 0.0)
+        return float(self._run(self._read_pause, {"account": account}).scalar() or 0.0)
 
     def lease(self, account: str, slots: int, holder: str, now: float, lease_s: float) -> int | None:
         """One of the account's `slots` concurrent-request slots for `holder`, or None if all are held.
@@ -75,22 +94,12 @@ class RateLimitStore:
             rows = [{"account_key": account, "slot": slot, "holder": None, "expires_at": 0.0} for slot in range(slots)]
             self._run(_INSERTS[self.engine.dialect.name](_leases).on_conflict_do_nothing(), rows)
             self._known.add((account, slots))
-        # SKIP LOCKED: two processes after a free slot at once take different ones instead of queueing
-        # (https://www.postgresql.org/docs/current/sql-select.html#SQL-FOR-UPDATE-SHARE); SQLite
-        # serialises writers anyway and renders no FOR UPDATE.
-        free = (select(_leases.c.slot)
-                .where(_leases.c.account_key == account, _leases.c.slot < slots,
-                       or_(_leases.c.holder.is_(None), _leases.c.expires_at < now))
-                .order_by(_leases.c.slot).limit(1).with_for_update(skip_locked=True).scalar_subquery())
-        statement = (update(_leases).where(_leases.c.account_key == account, _leases.c.slot == free)
-                     .values(holder=holder[:128], expires_at=now + lease_s).returning(_leases.c.slot))
-        row = self._run(statement).first()
+        row = self._run(self._lease, {"account": account, "slots": slots, "now": now, "owner": holder[:128],
+                                      "lease_until": now + lease_s}).first()
         return None if row is None else int(row[0])
 
     def release(self, account: str, slot: int, holder: str) -> None:
-        self._run(update(_leases)
-                  .where(_leases.c.account_key == account, _leases.c.slot == slot, _leases.c.holder == holder[:128])
-                  .values(holder=None, expires_at=0.0))
+        self._run(self._release, {"account": account, "slot_number": slot, "owner": holder[:128]})
 
     def _create_window(self, account: str, destination: str) -> None:
         insert = _INSERTS[self.engine.dialect.name](_windows).on_conflict_do_nothing()
@@ -125,8 +134,7 @@ class _Buffered:
 
 # --- where the state lives -------------------------------------------------------------------------
 
-# One engine per side file for the process. NullPool: a connection to a local SQLite file costs
-# microseconds, and no test or reload leaves file handles open behind it.
+# One engine per side file for the process; it keeps two connections open (more while threads wait).
 _side_engines: dict[Path, Engine] = {}
 _side_engines_lock = threading.Lock()
 
@@ -146,7 +154,7 @@ def store_for(ledger: Engine) -> RateLimitStore | None:
 
 
 def _side_file_engine(path: Path) -> Engine:
-    engine = create_engine(f"sqlite:///{path}", poolclass=NullPool,
+    engine = create_engine(f"sqlite:///{path}", isolation_level="AUTOCOMMIT", pool_size=2, max_overflow=16,
                            connect_args={"timeout": 2.0, "check_same_thread": False})
 
     @event.listens_for(engine, "connect")
