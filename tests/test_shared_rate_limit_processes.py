@@ -131,3 +131,21 @@ def test_share_is_accepted_with_a_deprecation_and_changes_nothing(deployment, tm
     assert result.returncode == 0, result.stderr
     assert "--share is deprecated and ignored" in result.stderr
     assert work_left(engine) == 0 and len(crms.hubspot.records("contacts")) == 5
+
+
+def test_salesforces_concurrency_cap_holds_across_every_process(deployment, tmp_path):
+    """Two workers and a gunicorn: 8 delivery threads, each process allowed the whole cap of 2."""
+    crms, engine, config = deployment
+    config["destinations"]["salesforce"]["rate_limit"] = {"max_concurrency": 2}
+    crms.salesforce.latency = (0.1, 0.2)  # calls overlap unless the cap keeps them apart
+    backlog(engine, 80)
+    done: list[bool] = []
+    run_deployment(tmp_path, config, 2, lambda: done.append(drained(engine, timeout=240)))
+    assert crms.salesforce.max_concurrent_requests() <= 2
+    assert done == [True]
+    assert crms.salesforce.max_concurrent_requests() == 2, "the cap was used, not just respected"
+    with engine.connect() as connection:
+        processes = set(connection.execute(sa.text(
+            "SELECT DISTINCT a.worker FROM delivery_attempts a JOIN deliveries d ON d.id = a.delivery_id "
+            "WHERE d.destination = 'salesforce'")).scalars())
+    assert len(processes) >= 2
