@@ -202,3 +202,21 @@ def test_on_sqlite_a_grant_does_not_wait_for_the_ledgers_write_lock(sqlite_url):
         holder.execute("ROLLBACK")
         holder.close()
         engine.dispose()
+
+
+def test_a_ledger_that_cannot_be_read_sends_nothing_and_says_which_destination_and_what_to_check():
+    from connector.destinations.errors import DeliveryError, ErrorClass
+    from connector.ledger.rate_limits import RateLimitStore
+
+    limiter = SharedRateLimiter(RateLimitStore(sa.create_engine("sqlite://")), "account-x", "hubspot-eu", 30, 10.0,
+                                max_concurrency=1)  # a database without the limiter's tables
+    sent = []
+    with pytest.raises(DeliveryError) as raised:
+        with limiter.request():
+            sent.append(1)
+    assert sent == []
+    assert raised.value.error_class == ErrorClass.RETRY_SOON
+    assert "hubspot-eu" in raised.value.message and "ledger" in raised.value.message
+    with pytest.raises(DeliveryError):  # the local slot was given back: it fails the same way, does not hang
+        with limiter.request():
+            pass

@@ -33,6 +33,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from connector.config import HubSpotDestinationConfig, SalesforceDestinationConfig
+from connector.destinations.errors import DeliveryError, ErrorClass
 from connector.ledger.rate_limits import RateLimitStore, store_for
 
 log = logging.getLogger(__name__)
@@ -139,7 +140,19 @@ class SharedRateLimiter:
             if lease is not None:
                 self._release(*lease)
 
+    def _unavailable(self, error: SQLAlchemyError) -> DeliveryError:
+        # Nothing was sent: the delivery is simply tried again later, like any CRM call that could not go out.
+        return DeliveryError(ErrorClass.RETRY_SOON, f"destination {self.destination}: the shared rate limit in the "
+                             f"ledger could not be read ({type(error).__name__}), so nothing was sent; check that the "
+                             "ledger's database is reachable (`okendo doctor`)", code="RATE_LIMIT_UNAVAILABLE")
+
     def _wait_for_slot(self) -> None:
+        try:
+            self._wait_for_slot_in_ledger()
+        except SQLAlchemyError as error:
+            raise self._unavailable(error) from error
+
+    def _wait_for_slot_in_ledger(self) -> None:
         while True:
             slot = self.store.take_slot(self.account, self.destination, self.spacing, self._clock())
             wait = slot - self._clock()
@@ -162,6 +175,9 @@ class SharedRateLimiter:
                 self._sleep(random.uniform(delay / 2, delay))  # jitter: waiters on several hosts do not poll in step
                 delay = min(delay * 2, 0.25)
             return slot, holder
+        except SQLAlchemyError as error:
+            self._local_slots.release()
+            raise self._unavailable(error) from error
         except BaseException:
             self._local_slots.release()
             raise
