@@ -267,7 +267,7 @@ def test_the_web_unit_serves_the_installed_package_and_reloads_through_its_pidfi
 def test_worker_units_deliver_for_a_web_server_without_embedded_workers(installed, tmp_path, db_url):
     port = free_port()
     host = Host(tmp_path, installed, BIND=f"127.0.0.1:{port}", WEB_CONCURRENCY="1", OKENDO_WEBHOOK_SECRETS=SECRET,
-                CONNECTOR_WORKER__EMBEDDED="false", WORKER_SHARE="2", **_postgres_or_default(db_url))
+                CONNECTOR_WORKER__EMBEDDED="false", **_postgres_or_default(db_url))
     assert host.okendo("db", "upgrade").returncode == 0
     base_url = f"http://127.0.0.1:{port}"
 

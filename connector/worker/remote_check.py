@@ -90,7 +90,7 @@ def check_destinations(settings: Settings, mappings: MappingSet, engine: Engine,
         except SQLAlchemyError as error:
             log.warning("remote check of %s skipped: the ledger is unavailable (%s)", name, error.__class__.__name__)
             continue
-        destination = build_destination(name, settings)
+        destination = build_destination(name, settings, engine)  # counted in the shared rate limit
         try:
             if destination.dry_run:
                 problems: list[str] = []
