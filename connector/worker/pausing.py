@@ -38,7 +38,7 @@ class Pause:
         return self.by == AUTOMATIC
 
 
-def pause(engine: Engine, destination: str, reason: str, by: str, *, only_if_running: bool = False) -> bool:
+def pause(engine: Engine, destination: str, reason: str, by: str) -> bool:
     """Pause `destination`; False when it was paused already (the first reason is kept)."""
     now = utcnow()
     with write_transaction(engine) as connection:
@@ -75,7 +75,3 @@ def paused(connection: Connection) -> dict[str, Pause]:
     return {row.destination: Pause(row.destination, row.paused_at, row.paused_reason or "", row.paused_by or "")
             for row in rows}
 
-
-def paused_names(engine: Engine) -> set[str]:
-    with engine.connect() as connection:
-        return set(paused(connection))
