@@ -73,6 +73,21 @@ def test_one_bad_input_among_many_costs_about_two_log2_n_calls(emulator, hubspot
     assert len(emulator.records("contacts")) == 15
 
 
+def test_an_invalid_value_quoted_in_hubspots_message_costs_one_more_call(emulator, hubspot, links):
+    """HubSpot names no input of a refused batch, but its message quotes the invalid email: that input
+    fails alone and the others go again without it, in one more call instead of a bisection."""
+    works = [contact(i, f"shopper{i}@example.com") for i in range(64)]
+    works[37] = contact(37, BAD)
+    # Refused too, and its address holds the other bad one inside it: each is named by its own message only.
+    works[5] = contact(5, "x" + BAD + ".example.com")
+    results = deliver(hubspot, works, links)
+    assert [i for i, r in enumerate(results) if r.status != OK] == [5, 37]
+    assert BAD in results[37].error.message and "shopper" not in results[37].error.message
+    assert f"x{BAD}.example.com" in results[5].error.message and f" {BAD} " not in results[5].error.message
+    assert len(emulator.records("contacts")) == 62
+    assert len(emulator.calls("POST", "/contacts/batch/upsert$")) <= 6  # bisecting each would take ~24
+
+
 def test_an_error_common_to_every_input_is_not_bisected_record_by_record(emulator, links):
     hubspot = make_destination(emulator)  # no `setup hubspot`: the Okendo properties do not exist
     works = [Work(i, Operation("contacts", "upsert", SourceRef("review", f"r{i}"),
