@@ -21,7 +21,7 @@ from weakref import WeakKeyDictionary
 from sqlalchemy import Connection, Engine, Table, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from connector.config import ConfigError, DatabaseConfig, Settings
 from connector.ledger.gate import WriteGate, gate_for
@@ -70,6 +70,40 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
     with gated[0].turn(gated[1]) if gated else nullcontext():
         with engine.connect().execution_options(**{WRITE_OPTION: True}) as connection, connection.begin():
             yield connection
+
+
+@contextmanager
+def driver_write_transaction(engine: Engine) -> Iterator[Any]:
+    """The shortest write transaction there is, for the receiver's group commit: the gate's turn
+    (SQLite), a pooled connection's own DBAPI cursor, BEGIN, the caller's statements, COMMIT.
+
+    It skips what a SQLAlchemy Connection adds per transaction (events, savepoint bookkeeping, the
+    compiled-statement cache): a webhook's insert is one statement, and every microsecond spent
+    here holds the ledger's only write lock. The same lock waits apply as in write_transaction.
+    """
+    gated = _write_gates.get(engine)
+    with gated[0].turn(gated[1]) if gated else nullcontext():
+        connection = None
+        try:
+            connection = engine.raw_connection()  # a failed connect raises the driver's own error
+            cursor = connection.cursor()
+            if engine.dialect.name == "sqlite":
+                cursor.execute("BEGIN IMMEDIATE")  # isolation_level None: we begin (see _on_connect)
+            else:
+                cursor.execute(f"SET LOCAL lock_timeout = {_WRITE_LOCK_WAITS_MS[engine]}")
+            try:
+                yield cursor
+            except BaseException:
+                connection.rollback()
+                raise
+            connection.commit()
+        except engine.dialect.loaded_dbapi.Error as error:
+            # The driver's own error, wrapped as SQLAlchemy wraps it everywhere else (callers tell a
+            # lock timeout from a broken ledger by it: is_lock_timeout).
+            raise DBAPIError.instance(None, None, error, engine.dialect.loaded_dbapi.Error) from error
+        finally:
+            if connection is not None:
+                connection.close()  # back to the pool
 
 
 def is_lock_timeout(error: BaseException) -> bool:
@@ -167,8 +201,13 @@ def _postgres_lock_waits_ms(config: DatabaseConfig) -> tuple[int, int]:
     return min(READ_LOCK_WAIT_MS, write_ms), write_ms
 
 
+# PostgreSQL engines: how long their writers wait for a lock (busy_timeout_ms).
+_WRITE_LOCK_WAITS_MS: WeakKeyDictionary[Engine, int] = WeakKeyDictionary()
+
+
 def _install_postgres_lock_waits(engine: Engine, config: DatabaseConfig) -> None:
     write_ms = _postgres_lock_waits_ms(config)[1]
+    _WRITE_LOCK_WAITS_MS[engine] = write_ms
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
