@@ -18,7 +18,7 @@ from connector.logs import configure_logging
 from connector.mapping.engine import MappingSet
 from connector.mapping.loader import load_mappings
 from connector.receiver.signature import SignatureVerifier
-from connector.receiver.views import bp as receiver_bp
+from connector.receiver import views as receiver
 from connector.runtime import EXTENSION_KEY, Runtime
 from connector.status import init_status
 
@@ -51,7 +51,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, *, mappings: 
         settings=settings, engine=engine, verifier=verifier, mappings=mappings,
         intake=EventIntake(engine),
     )
-    app.register_blueprint(receiver_bp)
+    receiver.install(app)  # first: whatever wraps the app later (ProxyFix) wraps webhooks too
     app.register_error_handler(OperationalError, _ledger_busy)
     init_status(app)
     init_observability(app)

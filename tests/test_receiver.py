@@ -314,3 +314,45 @@ def test_database_unreachable_is_503(tmp_path):
     response = post(app.test_client(), body, signed_headers(body, "msg_down"))
     assert response.status_code == 503
     assert response.get_json() == {"error": "ledger unavailable, retry later"}
+
+
+def test_answers_are_json_with_the_security_headers_whatever_the_outcome(client):
+    body = sample_bytes("review.create")
+    accepted = post(client, body, signed_headers(body, "msg_headers"))
+    refused = post(client, body, {"webhook-id": "msg_unsigned"})
+    for response in (accepted, refused):
+        assert response.headers["Content-Type"] == "application/json"
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert "default-src 'none'" in response.headers["Content-Security-Policy"]
+        assert response.headers["X-Frame-Options"] == "DENY"
+    assert (accepted.status_code, refused.status_code) == (202, 401)
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "HEAD"])
+def test_other_methods_are_405_naming_post_and_store_nothing(client, app, method):
+    response = client.open(URL, method=method, data=b"{}")
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "POST"
+    assert event_rows(app.extensions["connector"].engine) == []
+
+
+def test_a_malformed_content_length_reads_no_body_and_is_refused(client, app):
+    body = sample_bytes("review.create")
+    response = client.post(URL, data=body, headers={**signed_headers(body, "msg_bad_length")},
+                           environ_overrides={"CONTENT_LENGTH": "12abc"})
+    assert response.status_code == 401  # the signature was made over a body that did not arrive
+    assert event_rows(app.extensions["connector"].engine) == []
+
+
+def test_behind_a_listed_proxy_a_refused_webhook_logs_the_forwarded_client(sqlite_url, caplog):
+    from connector import create_app
+    from connector.ledger.migrate import upgrade
+
+    app = create_app({"database": {"url": sqlite_url}, "receiver": {"secrets": [SECRET]},
+                      "status": {"trusted_proxies": 1}})
+    upgrade(app.extensions["connector"].engine)
+    with caplog.at_level("WARNING", logger="connector.receiver.views"):
+        response = app.test_client().post(URL, data=b"{}", headers={"webhook-id": "msg_fwd", "X-Forwarded-For": "203.0.113.9"},
+                                          environ_base={"REMOTE_ADDR": "127.0.0.1"})
+    assert response.status_code == 401
+    assert "from 203.0.113.9" in caplog.text
