@@ -109,8 +109,11 @@ def test_notes_are_associated_to_the_contact_and_links_recorded(emulator, hubspo
     assert emulator.associations("notes", note["id"]) == [("contacts", contact["id"], 202)]
     assert link_rows(links) == sorted([
         ("hubspot", "contacts", "review", "30087cea-f3ab-40c4-9bf9-dd72e8285b6d", contact["id"]),
+        # The contact is remembered by the email it was upserted by: the note found it there, unread.
+        ("hubspot", "contacts", "key:email", HARRIET, contact["id"]),
         ("hubspot", "notes", "review", "30087cea-f3ab-40c4-9bf9-dd72e8285b6d", note["id"]),
     ])
+    assert emulator.calls("POST", "/contacts/batch/read") == []
 
 
 def test_a_transaction_without_email_finds_the_contact_through_the_loyalty_member(emulator, hubspot, links):

@@ -10,7 +10,7 @@ from typing import Any
 
 from connector.destinations.base import OK, LinkStore, Result, Work, describe_target, target_missing
 from connector.destinations.errors import DeliveryError
-from connector.mapping.operations import AssociationRef, SourceRef
+from connector.mapping.operations import AssociationRef, SourceRef, key_identity
 
 
 @dataclass
@@ -46,28 +46,36 @@ def resolve_associations(
 
     1. every Okendo id it may stand for, in the link table (`source`, then `identities`): what
        the connector wrote or learnt before, from any topic;
-    2. its `key` in the CRM (a contact by email);
+    2. its `key`: first in the link table (the record the CRM matched or wrote for that key
+       before: a contact by its email), then in the CRM;
     3. still missing: `if_missing: create` writes it from the key, `unlinked` writes the record
        without the association, `wait` (the default) fails the record for a retry, because the
        target is about to be written (a contact written by an earlier mapping of the same event).
 
     Whatever finds a target, its other ids are learnt for it, so the next record naming only one of
     them (a transaction whose email has another case or a +tag) finds it through the link table.
+    A key is learnt only from the CRM (its match or its write), never from an Okendo id's link: the
+    record linked to a shopper need not hold the email this event carries.
     """
     resolution = Resolution()
     wanted: dict[str, set[SourceRef]] = {}
     for _, work in items:
         for ref in work.operation.associations:
-            wanted.setdefault(ref.to, set()).update(ref.sources)
+            identity = key_identity(ref.key)
+            wanted.setdefault(ref.to, set()).update(ref.sources + ((identity,) if identity else ()))
     known = {to: links.lookup(destination, to, sources) if sources else {} for to, sources in wanted.items()}
 
     def by_identity(ref: AssociationRef) -> str | None:
         return next((known[ref.to][s] for s in ref.sources if s in known[ref.to]), None)
 
+    def by_remembered_key(ref: AssociationRef) -> str | None:
+        identity = key_identity(ref.key)
+        return known[ref.to].get(identity) if identity is not None else None
+
     by_key: dict[tuple[str, str], list[str]] = {}
     for _, work in items:
         for ref in work.operation.associations:
-            if ref.key is not None and by_identity(ref) is None:
+            if ref.key is not None and by_identity(ref) is None and by_remembered_key(ref) is None:
                 by_key.setdefault((ref.to, ref.key.field), []).append(str(ref.key.value))
     key_ids = {pair: read_by_key(pair[0], pair[1], values) for pair, values in by_key.items()}
 
@@ -78,14 +86,16 @@ def resolve_associations(
     for _, work in items:
         for ref in work.operation.associations:
             if ref.if_missing == "create" and ref.key is not None and by_identity(ref) is None \
-                    and by_key_value(ref) is None:
+                    and by_remembered_key(ref) is None and by_key_value(ref) is None:
                 creations.setdefault((ref.to, ref.key.field), {}).setdefault(str(ref.key.value), {}).update(
                     ref.create_properties)
     created = {pair: create_by_key(pair[0], pair[1], values) for pair, values in creations.items()}
 
     for index, work in items:
         for position, ref in enumerate(work.operation.associations):
-            record_id = by_identity(ref) or by_key_value(ref)
+            record_id = by_identity(ref) or by_remembered_key(ref)
+            from_crm = record_id is None and by_key_value(ref) is not None
+            record_id = record_id or by_key_value(ref)
             if record_id is None and (ref.to, ref.key.field if ref.key else "") in created:
                 outcome = created[(ref.to, ref.key.field)].get(str(ref.key.value))  # type: ignore[union-attr]
                 if isinstance(outcome, DeliveryError):
@@ -95,11 +105,15 @@ def resolve_associations(
                     resolution.unlinked.setdefault(index, []).append(
                         f"written without its {ref.to}: creating {describe_target(ref)} failed ({outcome})")
                     continue
-                record_id = outcome
+                record_id, from_crm = outcome, outcome is not None
             if record_id is not None:
                 resolution.targets[(index, position)] = record_id
-                resolution.learnt.setdefault(index, []).extend(
-                    (ref.to, source, record_id) for source in ref.sources if known[ref.to].get(source) != record_id)
+                learnt = resolution.learnt.setdefault(index, [])
+                learnt.extend((ref.to, source, record_id) for source in ref.sources
+                              if known[ref.to].get(source) != record_id)
+                identity = key_identity(ref.key)
+                if from_crm and identity is not None:
+                    learnt.append((ref.to, identity, record_id))
             elif ref.if_missing == "wait":
                 results[index] = Result.failed(target_missing(ref))
             else:

@@ -53,6 +53,9 @@ class Result:
     # Identities learnt on the way: (crm object, Okendo id, CRM record), e.g. the contact a loyalty
     # member turned out to be, found by email while associating a transaction to it.
     learnt: list[tuple[str, SourceRef, str]] = field(default_factory=list)
+    # Remembered CRM ids the CRM no longer has (crm object, record id): the worker drops every link to
+    # them, whatever this result's status (connector.destinations.remembered).
+    forgotten: list[tuple[str, str]] = field(default_factory=list)
 
     @classmethod
     def failed(cls, error: DeliveryError, requests: list[dict[str, Any]] | None = None) -> Result:

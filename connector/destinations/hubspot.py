@@ -13,17 +13,19 @@ decided it, answer included (hubspot_answers.kept), failures too.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from connector.destinations.associations import Resolution, resolve_associations
-from connector.destinations.base import LinkStore, OK, SKIPPED, Result, Work, in_rounds, unknown_record
+from connector.destinations.base import LinkStore, OK, SKIPPED, Result, Work, unknown_record
 from connector.destinations.errors import DeliveryError, ErrorClass
-from connector.destinations.forensics import Answered, answered
+from connector.destinations.forensics import Answered, answered, unwrap
 from connector.destinations.hubspot_answers import awaiting_search_index, errors_by_ref, kept, named_by
 from connector.destinations.hubspot_setup import HubSpotSetup
 from connector.destinations.hubspot_values import as_strings, source_key
 from connector.destinations.isolation import isolated, outcome_per_input
+from connector.destinations.remembered import RememberedLinks, delivering, remembered_keys
 
 __all__ = ["HubSpotDestination", "as_strings", "source_key"]
 
@@ -32,9 +34,9 @@ class HubSpotDestination(HubSpotSetup):
     # --- delivery ------------------------------------------------------------
 
     def deliver(self, works: Sequence[Work], links: LinkStore) -> list[Result]:
-        return in_rounds(works, lambda round_works: self._deliver_round(round_works, links))
+        return delivering(works, links, self._deliver_round)
 
-    def _deliver_round(self, works: Sequence[Work], links: LinkStore) -> list[Result]:
+    def _deliver_round(self, works: Sequence[Work], links: RememberedLinks) -> list[Result]:
         results: list[Result | None] = [None] * len(works)
         groups: dict[tuple[str, str, bool], list[int]] = {}
         for index, work in enumerate(works):
@@ -61,6 +63,8 @@ class HubSpotDestination(HubSpotSetup):
                     for i in chunk:
                         if results[i] is None:
                             results[i] = Result.failed(error)
+                for i in chunk:  # a later group of this batch finds what this one wrote (a note, its contact)
+                    links.wrote(works[i].operation, results[i])  # type: ignore[arg-type]
         return [result or Result.failed(DeliveryError(ErrorClass.RETRY_SOON, "HubSpot returned no result for this record"))
                 for result in results]
 
@@ -79,9 +83,12 @@ class HubSpotDestination(HubSpotSetup):
 
         existing: dict[str, str] = {}
         if any(work.operation.create_only_properties for _, work in items):
-            # HubSpot's upsert cannot tell create from update: find out first, so
-            # create-only properties are sent for new records only.
-            existing = self._read_ids(crm_object, id_property, list(by_value))
+            # HubSpot's upsert cannot tell create from update: find out first, so create-only
+            # properties are sent for new records only. A record the connector wrote or found by this
+            # key before is known to exist (the link table); only the others are read.
+            existing = remembered_keys(links, self.name, crm_object, id_property, list(by_value))
+            unknown = [value for value in by_value if value not in existing]
+            existing.update(self._read_ids(crm_object, id_property, unknown) if unknown else {})
         inputs, input_by_value = [], {}
         for value, group in by_value.items():
             properties: dict[str, Any] = {}
@@ -113,8 +120,39 @@ class HubSpotDestination(HubSpotSetup):
                     OK, record_id=found[0], created=found[1], requests=list(requests)))
         if stop is not None:
             raise stop
+        self._complete_recreated(crm_object, by_value, existing, outcomes, links, results)
         self._associate([(i, w) for i, w in items if results[i] is not None and results[i].status == OK],
                         links, results)
+
+    def _complete_recreated(self, crm_object: str, by_value: dict[str, list[tuple[int, Work]]],
+                            existing: dict[str, str], outcomes: dict[str, Any], links: LinkStore,
+                            results: list[Result | None]) -> None:
+        """A record remembered by its key that HubSpot created anew (a person deleted or merged the old
+        one): the old id is forgotten, and the create-only properties left out go in one update."""
+        remembered = RememberedLinks.of(links)
+        recreated: list[tuple[int, Work, str]] = []
+        for value, group in by_value.items():
+            found, _ = unwrap(outcomes[value])
+            if not (isinstance(found, tuple) and found[1] and remembered.remembered(crm_object, existing.get(value))):
+                continue
+            remembered.forget(crm_object, existing[value])
+            for index, work in group:
+                if work.operation.create_only_properties:
+                    recreated.append((index, work, found[0]))
+        if not recreated:
+            return
+        written = {index: results[index] for index, _, _ in recreated}
+        self._update_ids(crm_object, [(index, Work(work.delivery_id, replace(
+            work.operation, properties=work.operation.create_only_properties, create_only_properties={})), record_id)
+            for index, work, record_id in recreated], results)
+        for index, result in written.items():  # the upsert's result stands, with both calls kept
+            update = results[index]
+            if update is not None and update.status != OK:
+                results[index] = update
+                update.requests[:0] = result.requests  # type: ignore[union-attr]
+            else:
+                result.requests.extend(update.requests if update else [])  # type: ignore[union-attr]
+                results[index] = result
 
     # --- records known through the link table (notes, tasks) ----------------------
 
@@ -153,8 +191,9 @@ class HubSpotDestination(HubSpotSetup):
         return max((settled - datetime.now(UTC)).total_seconds(), 0.0)
 
     def _create(self, crm_object: str, items: list[tuple[int, Work]], links: LinkStore,
-                results: list[Result | None]) -> None:
-        resolution = self._resolve_targets(items, links, results)
+                results: list[Result | None], *, again: bool = False) -> None:
+        remembered = RememberedLinks.of(links)
+        resolution = self._resolve_targets(items, remembered, results)
         targets = resolution.targets
         inputs, order = [], []
         for index, work in items:
@@ -178,9 +217,22 @@ class HubSpotDestination(HubSpotSetup):
         if not inputs:
             return
 
+        first = [not again]
+
         def send(part: Sequence[dict[str, Any]]) -> list[Any]:
-            response = self._call(self._objects.create_with_http_info, crm_object, {"inputs": list(part)},
-                                  idempotent=False)
+            try:
+                response = self._call(self._objects.create_with_http_info, crm_object, {"inputs": list(part)},
+                                      idempotent=False)
+            except DeliveryError as error:
+                # The whole first batch refused for its associations, nothing written yet: a remembered
+                # target that HubSpot no longer has (a merged or deleted contact) is the likely cause.
+                if first[0] and refuses_associations(error):
+                    gone = self._gone_targets(resolution, items, remembered)
+                    if gone:
+                        raise _StaleTargets(gone) from error
+                raise
+            finally:
+                first[0] = False
             exchange = self._wire.last
             created = {str(getattr(record, "object_write_trace_id", None)): str(record.id)
                        for record in getattr(response, "results", None) or []}
@@ -188,7 +240,15 @@ class HubSpotDestination(HubSpotSetup):
             return answered([created.get(item["objectWriteTraceId"]) or failed.get(item["objectWriteTraceId"])
                              for item in part], exchange)
 
-        answers, stop = isolated(inputs, send, named_by("objectWriteTraceId"))
+        try:
+            answers, stop = isolated(inputs, send, named_by("objectWriteTraceId"))
+        except _StaleTargets as stale:
+            for crm_target, record_id in stale.gone:
+                remembered.forget(crm_target, record_id)
+            for index, _ in items:
+                results[index] = None
+            self._create(crm_object, items, remembered, results, again=True)  # found again by key
+            return
         for item, index, answer in zip(inputs, order, answers):
             [outcome], requests = kept([(item, answer)], {item["objectWriteTraceId"]})
             results[index] = _written(outcome, requests, lambda record_id: Result(
@@ -197,7 +257,24 @@ class HubSpotDestination(HubSpotSetup):
         if stop is not None:
             raise stop
 
-    def _update_ids(self, crm_object: str, items: list[tuple[int, Work, str]], results: list[Result | None]) -> None:
+    def _gone_targets(self, resolution: Resolution, items: list[tuple[int, Work]],
+                      remembered: RememberedLinks) -> list[tuple[str, str]]:
+        """Association targets served from the link table that HubSpot no longer has, read by id."""
+        wanted: dict[str, set[str]] = {}
+        for index, work in items:
+            for position, ref in enumerate(work.operation.associations):
+                record_id = resolution.targets.get((index, position))
+                if record_id is not None and remembered.remembered(ref.to, record_id):
+                    wanted.setdefault(ref.to, set()).add(record_id)
+        gone = []
+        for crm_target, ids in wanted.items():
+            alive = self._existing_ids(crm_target, sorted(ids))
+            gone += [(crm_target, record_id) for record_id in sorted(ids - alive)]
+        return gone
+
+    def _update_ids(self, crm_object: str, items: list[tuple[int, Work, str]],
+                    results: list[Result | None]) -> set[str]:
+        """Update records by id; returns the ids HubSpot no longer has (their records end skipped)."""
         merged: dict[str, dict[str, Any]] = {}  # one input per record: HubSpot refuses duplicate ids in a batch
         for _, work, record_id in items:
             merged.setdefault(record_id, {}).update(as_strings(work.operation.properties))
@@ -212,9 +289,11 @@ class HubSpotDestination(HubSpotSetup):
 
         answers, stop = isolated(inputs, send, named_by("id"))
         by_record = dict(zip(merged, zip(inputs, answers)))
+        missing: set[str] = set()
         for index, _work, record_id in items:
             [outcome], requests = kept([by_record[record_id]], {record_id})
             if isinstance(outcome, DeliveryError) and outcome.code == "OBJECT_NOT_FOUND":
+                missing.add(record_id)
                 results[index] = Result(SKIPPED, reason=f"{crm_object} {record_id} no longer exists in HubSpot",
                                         requests=requests)
             else:
@@ -222,12 +301,17 @@ class HubSpotDestination(HubSpotSetup):
                     OK, record_id=record_id, created=False, requests=list(requests)))
         if stop is not None:
             raise stop
+        return missing
 
-    def _ids_by_key_or_link(self, crm_object: str, items: list[tuple[int, Work]],
-                            links: LinkStore) -> dict[int, str]:
-        """The record each keyed operation names: by its key, else through the link table."""
+    def _ids_by_key_or_link(self, crm_object: str, items: list[tuple[int, Work]], links: LinkStore, *,
+                            remembered: bool = False) -> dict[int, str]:
+        """The record each keyed operation names: by its key (first as remembered, with `remembered`),
+        else through the link table."""
         id_property = items[0][1].operation.key.field  # type: ignore[union-attr]
-        by_value = self._read_ids(crm_object, id_property, [str(w.operation.key.value) for _, w in items])  # type: ignore[union-attr]
+        values = [str(w.operation.key.value) for _, w in items]  # type: ignore[union-attr]
+        by_value = remembered_keys(links, self.name, crm_object, id_property, values) if remembered else {}
+        unknown = [value for value in values if value not in by_value]
+        by_value.update(self._read_ids(crm_object, id_property, unknown) if unknown else {})
         ids = {index: by_value[str(work.operation.key.value)] for index, work in items  # type: ignore[union-attr]
                if str(work.operation.key.value) in by_value}  # type: ignore[union-attr]
         unresolved = [work.operation.source for index, work in items if index not in ids and work.operation.source]
@@ -238,16 +322,25 @@ class HubSpotDestination(HubSpotSetup):
         return ids
 
     def _update_by_key(self, crm_object: str, items: list[tuple[int, Work]], links: LinkStore,
-                       results: list[Result | None]) -> None:
-        ids = self._ids_by_key_or_link(crm_object, items, links)
+                       results: list[Result | None], *, again: bool = False) -> None:
+        remembered = RememberedLinks.of(links)
+        ids = self._ids_by_key_or_link(crm_object, items, remembered, remembered=True)
         found = []
         for index, work in items:
             if index in ids:
                 found.append((index, work, ids[index]))
             else:
                 results[index] = Result.skipped(unknown_record(crm_object, work.operation))
-        if found:
-            self._update_ids(crm_object, found, results)
+        if not found:
+            return
+        missing = self._update_ids(crm_object, found, results)
+        # A remembered record HubSpot no longer has (deleted, merged): forget it and look again, once.
+        stale = [(index, work) for index, work, record_id in found
+                 if record_id in missing and remembered.remembered(crm_object, record_id)]
+        if stale and not again:
+            for index, _ in stale:
+                remembered.forget(crm_object, ids[index])
+            self._update_by_key(crm_object, stale, remembered, results, again=True)
 
     def _update_by_link(self, crm_object: str, items: list[tuple[int, Work]], links: LinkStore,
                         results: list[Result | None]) -> None:
@@ -319,13 +412,16 @@ class HubSpotDestination(HubSpotSetup):
             outcomes.update({item["id"]: answer for item, answer in zip(chunk, answers) if answer is not None})
         return outcomes
 
-    def _associate(self, items: list[tuple[int, Work]], links: LinkStore, results: list[Result | None]) -> None:
+    def _associate(self, items: list[tuple[int, Work]], links: LinkStore, results: list[Result | None], *,
+                   again: bool = False) -> None:
         """Associations of records that were upserted or updated (creates carry theirs inline)."""
         items = [(i, w) for i, w in items if w.operation.associations]
         if not items:
             return
+        remembered = RememberedLinks.of(links)
+        written_results = {index: results[index] for index, _ in items}
         record_ids = {index: results[index].record_id for index, _ in items}  # type: ignore[union-attr]
-        resolution = self._resolve_targets(items, links, results)
+        resolution = self._resolve_targets(items, remembered, results)
         targets = resolution.targets
         batches: dict[tuple[str, str], list[dict[str, Any]]] = {}
         owners: dict[tuple[str, str], list[int]] = {}
@@ -358,7 +454,33 @@ class HubSpotDestination(HubSpotSetup):
                     results[index] = Result.failed(failure, written + requests)
                 else:
                     written.extend(requests)
+        failed = [(index, work) for index, work in items
+                  if results[index] is not None and results[index].status != OK]  # type: ignore[union-attr]
+        gone = self._gone_targets(resolution, failed, remembered) if failed and not again else []
+        if gone:  # a remembered target HubSpot no longer has: forget it, find the target again, once
+            for crm_target, record_id in gone:
+                remembered.forget(crm_target, record_id)
+            for index, _ in failed:
+                results[index] = written_results[index]
+            self._associate(failed, remembered, results, again=True)
+            failed_again = {index for index, _ in failed}
+            resolution.learnt = {i: learnt for i, learnt in resolution.learnt.items() if i not in failed_again}
+            resolution.unlinked = {i: u for i, u in resolution.unlinked.items() if i not in failed_again}
         resolution.annotate(results)
+
+
+class _StaleTargets(Exception):
+    """Remembered association targets HubSpot no longer has: (crm object, record id)."""
+
+    def __init__(self, gone: list[tuple[str, str]]):
+        super().__init__(gone)
+        self.gone = gone
+
+
+def refuses_associations(error: DeliveryError) -> bool:
+    """HubSpot's 400 for a batch naming an association target it does not have ("One or more
+    associations are invalid", https://developers.hubspot.com/docs/api-reference/crm-associations-v4/guide)."""
+    return error.status == 400 and "association" in error.message.lower()
 
 
 def _written(outcome: Any, requests: list[dict[str, Any]], success: Any,

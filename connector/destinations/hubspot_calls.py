@@ -95,6 +95,17 @@ class HubSpotCalls(Destination):
         return {value: found.get(value) or found.get(value.lower()) for value in values
                 if (found.get(value) or found.get(value.lower()))}
 
+    def _existing_ids(self, crm_object: str, ids: list[str]) -> set[str]:
+        """Which of these record ids HubSpot still has (a batch read by id answers the others with an
+        OBJECT_NOT_FOUND error, https://developers.hubspot.com/docs/api-reference/crm-objects-v3/guide)."""
+        alive: set[str] = set()
+        for start in range(0, len(ids), self.config.batch_size):
+            body = {"inputs": [{"id": record_id} for record_id in ids[start:start + self.config.batch_size]],
+                    "properties": ["hs_object_id"], "propertiesWithHistory": []}
+            response = self._call(self._objects.read_with_http_info, crm_object, body)
+            alive.update(str(record.id) for record in getattr(response, "results", None) or [])
+        return alive
+
     def _search_by_source_key(self, crm_object: str, sources: list[SourceRef]) -> dict[SourceRef, str]:
         """Records already holding these source keys. Search matches `IN` string values only in lower
         case (https://developers.hubspot.com/docs/api-reference/search/guide): Okendo ids may not be."""

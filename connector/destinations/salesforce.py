@@ -29,18 +29,23 @@ from connector.destinations.base import (
     Result,
     Work,
     call_with_retries,
-    in_rounds,
     unknown_record,
 )
 from connector.destinations.errors import DeliveryError, ErrorClass, parse_retry_after
 from connector.destinations.forensics import Answered, answered
 from connector.destinations.isolation import isolated, outcome_per_input
 from connector.destinations.ratelimit import Limiter, shared_limiter
+from connector.destinations.remembered import RememberedLinks, delivering, remembered_keys
 from connector.destinations.salesforce_answers import classify, first_error, kept, record_error
 from connector.destinations.salesforce_auth import PROVIDERS, Token, TokenProvider
 from connector.destinations.wire import RecordingSession, Wire
 from connector.logs import register_secrets
 from connector.mapping.engine import MappingSet
+
+
+def _refused_as_gone(result: Result | None) -> bool:
+    """A record Salesforce refused because an id it named no longer exists (or never did)."""
+    return result is not None and result.error is not None and result.error.code in _GONE_CODES
 
 
 def _call_name(method: str, path: str) -> str:
@@ -55,6 +60,9 @@ def _call_name(method: str, path: str) -> str:
 
 # Per-record codes that mean a delete has nothing left to do.
 _ALREADY_DELETED = frozenset({"ENTITY_IS_DELETED", "INVALID_CROSS_REFERENCE_KEY", "NOT_FOUND"})
+# Per-record codes of a write naming an id Salesforce does not have, its own Id (an update) or a lookup
+# field's (https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/errorcodes.htm).
+_GONE_CODES = frozenset({"ENTITY_IS_DELETED", "INVALID_CROSS_REFERENCE_KEY"})
 
 
 class SalesforceDestination(Destination):
@@ -156,9 +164,9 @@ class SalesforceDestination(Destination):
     # --- delivery ------------------------------------------------------------------
 
     def deliver(self, works: Sequence[Work], links: LinkStore) -> list[Result]:
-        return in_rounds(works, lambda round_works: self._deliver_round(round_works, links))
+        return delivering(works, links, self._deliver_round)
 
-    def _deliver_round(self, works: Sequence[Work], links: LinkStore) -> list[Result]:
+    def _deliver_round(self, works: Sequence[Work], links: RememberedLinks) -> list[Result]:
         results: list[Result | None] = [None] * len(works)
         groups: dict[tuple[str, str, str | None], list[int]] = {}
         for index, work in enumerate(works):
@@ -174,18 +182,26 @@ class SalesforceDestination(Destination):
                     for index, _ in chunk:
                         if results[index] is None:
                             results[index] = Result.failed(error)
+                for index, work in chunk:  # a later group of this batch finds what this one wrote
+                    links.wrote(work.operation, results[index])  # type: ignore[arg-type]
         return [result or Result.failed(DeliveryError(ErrorClass.RETRY_SOON, "Salesforce returned no result"))
                 for result in results]
 
     def _deliver_group(self, sobject: str, action: str, key_field: str | None, items: list[tuple[int, Work]],
-                       links: LinkStore, results: list[Result | None]) -> None:
+                       links: LinkStore, results: list[Result | None], *, again: bool = False) -> None:
+        remembered = RememberedLinks.of(links)
+        used: dict[int, set[tuple[str, str]]] = {}  # the remembered ids each record was sent with
         if action == "upsert" and key_field and self._is_external_id(sobject, key_field) \
                 and not any(w.operation.create_only_properties for _, w in items):
-            self._upsert_external_id(sobject, key_field, items, links, results)
+            lookups = self._upsert_external_id(sobject, key_field, items, remembered, results)
+            self._note_remembered(items, {}, lookups, sobject, remembered, used)
+            self._again_if_stale(sobject, action, key_field, items, used, set(), remembered, results, again)
             return
-        ids = self._existing_ids(sobject, key_field, items, links)
+        ids = self._existing_ids(sobject, key_field, items, remembered)
         if action == "delete":
-            self._delete(sobject, items, ids, results)
+            self._note_remembered(items, ids, {}, sobject, remembered, used)
+            already = self._delete(sobject, items, ids, results)
+            self._again_if_stale(sobject, action, key_field, items, used, already, remembered, results, again)
             return
         updates: dict[str, list[tuple[int, Work]]] = {}
         creates: dict[Any, list[tuple[int, Work]]] = {}
@@ -198,17 +214,49 @@ class SalesforceDestination(Destination):
                 creates.setdefault(("key", str(key.value).lower()) if key else ("item", index), []).append((index, work))
             else:
                 results[index] = Result.skipped(unknown_record(sobject, work.operation))
-        lookups, resolution = self._resolve_lookups([(i, w) for i, w in items if results[i] is None], links,
+        lookups, resolution = self._resolve_lookups([(i, w) for i, w in items if results[i] is None], remembered,
                                                     results)
+        self._note_remembered(items, ids, lookups, sobject, remembered, used)
         self._collection("PATCH", "composite/sobjects", [
             ({"Id": record_id}, group) for record_id, group in updates.items()], sobject, lookups, results,
             created=False)
         self._collection("POST", "composite/sobjects", [({}, group) for group in creates.values()], sobject, lookups,
                          results, created=True, idempotent=False, with_create_only=True)
         resolution.annotate(results)
+        self._again_if_stale(sobject, action, key_field, items, used, set(), remembered, results, again)
+
+    @staticmethod
+    def _note_remembered(items: list[tuple[int, Work]], ids: dict[int, str], lookups: dict[int, dict[str, str]],
+                         sobject: str, remembered: RememberedLinks, used: dict[int, set[tuple[str, str]]]) -> None:
+        """Which remembered ids each record goes out with: its own Id, and its lookup fields' targets."""
+        for index, work in items:
+            if remembered.remembered(sobject, ids.get(index)):
+                used.setdefault(index, set()).add((sobject, ids[index]))
+            for ref in work.operation.associations:
+                target = lookups.get(index, {}).get(ref.field) if ref.field else None
+                if remembered.remembered(ref.to, target):
+                    used.setdefault(index, set()).add((ref.to, target))  # type: ignore[arg-type]
+
+    def _again_if_stale(self, sobject: str, action: str, key_field: str | None, items: list[tuple[int, Work]],
+                        used: dict[int, set[tuple[str, str]]], already_deleted: set[int], remembered: RememberedLinks,
+                        results: list[Result | None], again: bool) -> None:
+        """Records that Salesforce refused because a remembered id they named is gone (deleted, merged:
+        ENTITY_IS_DELETED, INVALID_CROSS_REFERENCE_KEY), or a delete of a remembered id already gone:
+        forget those ids and send the records once more, found again by their key or their links."""
+        if again:
+            return
+        stale = [(index, work) for index, work in items if index in used and (
+            index in already_deleted or _refused_as_gone(results[index]))]
+        if not stale:
+            return
+        for index, _ in stale:
+            for crm_object, record_id in used[index]:
+                remembered.forget(crm_object, record_id)
+            results[index] = None
+        self._deliver_group(sobject, action, key_field, stale, remembered, results, again=True)
 
     def _upsert_external_id(self, sobject: str, key_field: str, items: list[tuple[int, Work]], links: LinkStore,
-                            results: list[Result | None]) -> None:
+                            results: list[Result | None]) -> dict[int, dict[str, str]]:
         lookups, resolution = self._resolve_lookups(items, links, results)
         groups: dict[str, list[tuple[int, Work]]] = {}
         for index, work in items:
@@ -217,6 +265,7 @@ class SalesforceDestination(Destination):
                          [({key_field: value}, group) for value, group in groups.items()], sobject, lookups, results,
                          created=None)
         resolution.annotate(results)
+        return lookups
 
     def _collection(self, method: str, path: str, entries: list[tuple[dict[str, Any], list[tuple[int, Work]]]],
                     sobject: str, lookups: dict[int, dict[str, str]], results: list[Result | None], *,
@@ -268,15 +317,17 @@ class SalesforceDestination(Destination):
             raise stop
 
     def _delete(self, sobject: str, items: list[tuple[int, Work]], ids: dict[int, str],
-                results: list[Result | None]) -> None:
+                results: list[Result | None]) -> set[int]:
+        """Delete by id; returns the records whose id Salesforce answered as already gone."""
         owners: dict[str, list[int]] = {}
+        already: set[int] = set()
         for index, work in items:
             if index in ids:
                 owners.setdefault(ids[index], []).append(index)
             else:
                 results[index] = Result.skipped(unknown_record(sobject, work.operation) + "; nothing to delete")
         if not owners:
-            return
+            return already
         try:
             answers = self._restful("composite/sobjects", "DELETE", params={"ids": ",".join(owners), "allOrNone": "false"})
             outcome: Any = Answered(list(answers or []), self._wire.last)
@@ -297,8 +348,11 @@ class SalesforceDestination(Destination):
                         ErrorClass.RETRY_SOON, "Salesforce returned no result for this record"), requests)
                 elif answer.get("success") or code in _ALREADY_DELETED:
                     results[index] = Result(OK, record_id=record_id, requests=requests)
+                    if code in _ALREADY_DELETED:
+                        already.add(index)
                 else:
                     results[index] = Result.failed(record_error(answer), requests)
+        return already
 
     # --- finding records ---------------------------------------------------------------
 
@@ -322,9 +376,15 @@ class SalesforceDestination(Destination):
 
     def _existing_ids(self, sobject: str, key_field: str | None, items: list[tuple[int, Work]],
                       links: LinkStore) -> dict[int, str]:
+        """The record each operation names: the one remembered for its key (what Salesforce matched or
+        the connector wrote before), else queried by its key, else linked to its source (not for an
+        upsert by key, whose key decides)."""
         ids: dict[int, str] = {}
         if key_field:
-            by_value = self._query_ids(sobject, key_field, [str(w.operation.key.value) for _, w in items])  # type: ignore[union-attr]
+            values = [str(w.operation.key.value) for _, w in items]  # type: ignore[union-attr]
+            by_value = remembered_keys(links, self.name, sobject, key_field, values)
+            unknown = [value for value in values if value not in by_value]
+            by_value.update(self._query_ids(sobject, key_field, unknown) if unknown else {})
             for index, work in items:
                 record_id = by_value.get(str(work.operation.key.value))  # type: ignore[union-attr]
                 if record_id:

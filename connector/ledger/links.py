@@ -15,7 +15,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from connector.ledger.database import upsert_all, write_transaction
 from connector.ledger.models import RecordLink, utcnow
 from connector.destinations.base import OK, Result
-from connector.mapping.operations import Operation, SourceRef
+from connector.mapping.operations import Operation, SourceRef, key_identity
 
 _links = RecordLink.__table__
 _INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
@@ -60,12 +60,19 @@ class LedgerLinks:
         with write_transaction(self.engine) as connection:
             self.record(connection, destination, crm_object, source, record_id)
 
-
-
-
     def apply_all(self, connection: Connection, changes: list[tuple[str, Operation, Result]]) -> None:
-        """`apply` for a whole batch: the links written in one statement, in the caller's transaction."""
+        """`apply` for a whole batch: the links written in one statement, in the caller's transaction.
+
+        Whatever each result's status, the ids it found stale are forgotten (every link to them). A
+        successful write remembers its record under the operation's source, its other identities and
+        its key (the email a contact was upserted by), so the next delivery naming any of them finds it
+        without asking the CRM; a delete forgets the links by which it named the record.
+        """
         upserts: dict[tuple[str, str, str, str], str] = {}
+        stale: set[tuple[str, str, str]] = set()
+        deleted: set[tuple[str, str, str, str]] = set()
+        for destination, _, result in changes:
+            stale.update((destination, crm_object, record_id) for crm_object, record_id in result.forgotten)
         for destination, operation, result in changes:
             if result.status != OK:
                 continue
@@ -73,17 +80,26 @@ class LedgerLinks:
                 upserts[(destination, crm_object, source.type, source.id)] = record_id
             if not result.record_id:
                 continue
-            if operation.action != "delete":
-                # The other ids the written record stands for (the shopper's customerId, say).
-                for source in operation.identities:
-                    upserts[(destination, operation.object, source.type, source.id)] = result.record_id
-            if operation.source is None:
-                continue
+            identity = key_identity(operation.key)
+            names = [(destination, operation.object, source.type, source.id) for source in
+                     [*operation.identities, *([identity] if identity else []),
+                      *([operation.source] if operation.source else [])]]
             if operation.action == "delete":
-                upserts.pop((destination, operation.object, operation.source.type, operation.source.id), None)
-                self.forget(connection, destination, operation.object, operation.source)
-            else:
-                upserts[(destination, operation.object, operation.source.type, operation.source.id)] = result.record_id
+                deleted.update(names)
+                for name in names:
+                    upserts.pop(name, None)
+                continue
+            for name in names:
+                upserts[name] = result.record_id
+        if stale:
+            for name in [name for name, record_id in upserts.items() if (name[0], name[1], record_id) in stale]:
+                del upserts[name]
+            self.forget_records(connection, stale)
+        if deleted:
+            # By the unique key: a delete happens often, and needs no scan for its record's id.
+            connection.execute(delete(_links).where(tuple_(
+                _links.c.destination, _links.c.crm_object, _links.c.source_type, _links.c.source_id
+            ).in_(sorted(deleted))))
         if not upserts:
             return
         now = utcnow()
@@ -91,6 +107,15 @@ class LedgerLinks:
             {"destination": destination, "crm_object": crm_object, "source_type": source_type,
              "source_id": source_id, "crm_record_id": record_id, "updated_at": now}
             for (destination, crm_object, source_type, source_id), record_id in upserts.items()])
+
+    @staticmethod
+    def forget_records(connection: Connection, records: Iterable[tuple[str, str, str]]) -> None:
+        """Drop every link to these (destination, crm object, record id): the record is gone from the CRM.
+        Rare (a person merged or deleted it), so no index serves the record id."""
+        wanted = sorted(set(records))
+        if wanted:
+            connection.execute(delete(_links).where(
+                tuple_(_links.c.destination, _links.c.crm_object, _links.c.crm_record_id).in_(wanted)))
 
     def apply(self, connection: Connection, destination: str, operation: Operation, result: Result) -> None:
         """Keep the link table in step with a delivered operation, in the caller's transaction.

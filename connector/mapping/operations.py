@@ -32,6 +32,24 @@ class SourceRef:
     id: str
 
 
+# The link table's identity type for "the record the CRM holds under this key" (`key:email`): never an
+# Okendo resource type, which has no colon.
+KEY_IDENTITY_PREFIX = "key:"
+_IDENTITY_TYPE_MAX, _IDENTITY_ID_MAX = 64, 255  # record_links.source_type / source_id
+
+
+def key_identity(key: RecordKey | None) -> SourceRef | None:
+    """The link-table identity of the record a CRM matched (or wrote) for this key: a contact by its
+    email, remembered so the next delivery naming that email needs no lookup. None when the key does
+    not fit the link table (a value over 255 characters is looked up every time instead)."""
+    if key is None or key.value is None:
+        return None
+    kind, value = KEY_IDENTITY_PREFIX + key.field, str(key.value)
+    if not value or len(kind) > _IDENTITY_TYPE_MAX or len(value) > _IDENTITY_ID_MAX:
+        return None
+    return SourceRef(kind, value)
+
+
 @dataclass(frozen=True)
 class AssociationRef:
     to: str

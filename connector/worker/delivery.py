@@ -21,7 +21,7 @@ from sqlalchemy.exc import OperationalError
 
 from connector import metrics
 from connector.config import WorkerConfig
-from connector.destinations.base import OK, SKIPPED, Destination, Result, Work
+from connector.destinations.base import FAILED as RESULT_FAILED, OK, SKIPPED, Destination, Result, Work
 from connector.destinations.errors import AWAITING_SEARCH_INDEX, DeliveryError, ErrorClass
 from connector.ledger.database import write_transaction
 from connector.ledger.links import LedgerLinks
@@ -225,11 +225,16 @@ class BatchProcessor:
             changed: dict[ordering.Resource, tuple[ordering.Version, int]] = {}
             link_changes = []
             for f in finished:
-                if f.state not in (DeliveryState.DELIVERED, DeliveryState.SKIPPED):
-                    continue
                 item = f.claimed
+                written = f.state in (DeliveryState.DELIVERED, DeliveryState.SKIPPED)
                 if works is not None and results is not None and item.id in works:
-                    link_changes.append((item.destination, works[item.id].operation, results[item.id]))
+                    result = results[item.id]
+                    if not written:  # only the remembered ids it found stale: nothing was written for it
+                        result = Result(RESULT_FAILED, forgotten=result.forgotten) if result.forgotten else None
+                    if result is not None:
+                        link_changes.append((item.destination, works[item.id].operation, result))
+                if not written:
+                    continue
                 if item.resource_type and item.resource_id and item.sequence_key:
                     resource = (item.destination, item.resource_type, item.resource_id)
                     topic = events[item.event_id].topic if item.event_id in events else None

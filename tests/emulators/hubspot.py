@@ -336,6 +336,12 @@ class HubSpotEmulator(Emulator):
         with self._lock:
             return self._create(self._type(object_type), properties, []).id
 
+    def delete_record(self, object_type: str, record_id: str) -> None:
+        """Delete a record as a person would in HubSpot (or merge it away): archived, so the API answers
+        any call naming its id as it does for an id it never had."""
+        with self._lock:
+            self._archive(self._types[self._type(object_type).key].records[str(record_id)])
+
     def records(self, object_type: str) -> list[dict[str, Any]]:
         """Non-archived records in id order, as {"id", "properties", "associations"}."""
         with self._lock:

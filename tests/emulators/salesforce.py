@@ -442,6 +442,13 @@ class SalesforceEmulator(Emulator):
             record = self._data[self._known(object).name].get(to18(record_id) or record_id)
             return dict(record) if record else None
 
+    def delete(self, object: str, record_id: str) -> None:
+        """Delete a record as a person would in Salesforce: to the recycle bin, so a later write naming
+        its id (its own, or in a lookup field) is refused with ENTITY_IS_DELETED."""
+        with self._lock:
+            obj = self._known(object)
+            self._delete(obj, to18(record_id) or record_id)
+
     def insert(self, object: str, fields: dict[str, Any]) -> str:
         """Store a record without the API's record-level checks (so tests can seed duplicates)."""
         with self._lock:
@@ -886,6 +893,8 @@ class SalesforceEmulator(Emulator):
             raise RecordError("FIELD_INTEGRITY_EXCEPTION", f"{fdef.label}: id value of incorrect type: {value}",
                               [fdef.name])
         if ref_id not in self._data.get(target.name, {}):
+            if ref_id in self._deleted:  # in the recycle bin: Salesforce's "entity is deleted", naming no field
+                raise RecordError("ENTITY_IS_DELETED", "entity is deleted")
             raise RecordError("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", [fdef.name])
         return ref_id
 
