@@ -260,7 +260,6 @@ def test_a_claim_takes_one_kind_and_keeps_each_resource_and_event_in_order(ledge
     from connector.worker.planner import plan_received
 
     create = ingest(engine, "review.create")
-    update = ingest(engine, "review.update")  # the same review, a newer sequence
     other = json.loads(sample_bytes("review.create"))
     other["resource"]["reviewId"] = "another-review"
     other["resource"]["reviewer"]["email"] = "someone.else@example.com"
@@ -272,8 +271,15 @@ def test_a_claim_takes_one_kind_and_keeps_each_resource_and_event_in_order(ledge
     assert len({(c.destination, c.mapping) for c in first}) == 1
     assert {c.event_id for c in first} == {create, second}
     kind = (first[0].destination, first[0].mapping)
+    # The same review's update arrives meanwhile: the create's deliveries still waiting end superseded,
+    # the one a worker is delivering does not.
+    update = ingest(engine, "review.update")
+    plan_received(engine, load_mappings(settings))
+    assert delivery(engine, kind[1], create).state == "pending"
+    assert delivery(engine, "salesforce_review", create).state == "stale"
     # While those are out, nothing else of those reviews for that CRM may go: neither the create's
-    # next mapping (its note waits for the contact), nor the update (the create is still open).
+    # next mapping (its note waits for the contact), nor the update (the create is still open). For
+    # the other CRM, the create's deliveries were all superseded: the update goes there.
     rest = claims.claim(engine, "worker:2", limit=200, lease_s=60)
-    assert all(c.destination != kind[0] for c in rest)
-    assert update not in {c.event_id for c in rest}
+    assert rest and all(c.destination != kind[0] for c in rest)
+    assert update in {c.event_id for c in rest}

@@ -18,6 +18,7 @@ from connector.ledger.database import write_transaction
 from connector.ledger.models import Delivery, DeliveryState, Event, EventState, sequence_key, utcnow
 from connector.mapping.engine import MappingSet
 from connector.mapping.operations import FAILED, READY, Outcome
+from connector.worker import coalescing
 
 _events = Event.__table__
 _deliveries = Delivery.__table__
@@ -71,13 +72,15 @@ def delivery_row(event: Any, position: int, outcome: Outcome) -> dict[str, Any]:
     }
 
 
-def plan_received(engine: Engine, mappings: MappingSet, limit: int = 500) -> int:
+def plan_received(engine: Engine, mappings: MappingSet, limit: int = 500, owner: str | None = None) -> int:
     """Plan up to `limit` received events; returns how many this call planned.
 
     The mapping runs outside any transaction: the write lock is held only for
     the inserts. An event is planned by whoever first finds it still
     `received` inside the write transaction, so two planners never plan one
     event twice (and the unique key on deliveries would refuse it anyway).
+    The older deliveries its new ones supersede end stale in the same
+    transaction (connector.worker.coalescing).
     """
     columns = (_events.c.id, _events.c.body, _events.c.resource_type, _events.c.resource_id,
                _events.c.sequence_number)
@@ -117,4 +120,8 @@ def plan_received(engine: Engine, mappings: MappingSet, limit: int = 500) -> int
         if unmapped:
             connection.execute(update(_events).where(_events.c.id.in_(unmapped)).values(
                 state=EventState.UNMAPPED, state_reason="no enabled mapping handles this event"))
+        superseded = coalescing.supersede(connection, {
+            (row["destination"], row["resource_type"], row["resource_id"]) for row in new_rows
+            if row["state"] == DeliveryState.PENDING and row["resource_id"] and row["sequence_key"]}, utcnow(), owner)
+    coalescing.report(superseded)
     return len(mine)

@@ -145,7 +145,8 @@ class Worker:
         # Plan ahead of delivery, so a claim finds a backlog's deliveries of one kind together;
         # in batch-sized steps, so the events being mapped never crowd a worker's memory.
         for _ in range(_PLAN_AHEAD_BATCHES):
-            if plan_received(self.engine, self.mappings, limit=self.config.batch_size) < self.config.batch_size:
+            if plan_received(self.engine, self.mappings, limit=self.config.batch_size, owner=self.name) \
+                    < self.config.batch_size:
                 break
         claimed = claims.claim(self.engine, self.name, self.config.batch_size, self.config.lease_s,
                                held=self.budgets.held())

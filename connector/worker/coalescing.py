@@ -1,0 +1,93 @@
+"""Only the newest state of a resource is sent: when newer events of a resource are planned, its
+older deliveries still waiting for the same mapping end `stale` at once, with no CRM call.
+
+Okendo sends each event with the resource's whole state (https://docs.okendo.io/webhooks/getting-started),
+so the newest event of a resource carries everything an older one would write, and the CRM's
+workflows never fire on a value about to be overwritten. Doing it when the newer event is planned,
+rather than when the older one comes up for a claim, keeps superseded deliveries out of claims
+altogether: every claim of a kind is work for the CRM, in full batches, and a resource's newest
+event does not wait behind the stale ones of its predecessors.
+
+Never superseded: a delivery tried before (an earlier try may have written it, its answer lost: it
+goes out itself and looks before creating again), one replayed, one under a live lease (a worker is
+delivering it), and any older event's mappings that the newer event does not have (a survey
+create's Contact, when only the response has an update).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, bindparam, insert, select, tuple_, update
+
+from connector import metrics
+from connector.ledger.models import Delivery, DeliveryAttempt, DeliveryState
+
+_deliveries = Delivery.__table__
+_attempts = DeliveryAttempt.__table__
+
+Resource = tuple[str, str, str]  # (destination, resource type, resource id)
+
+
+@dataclass(frozen=True)
+class Superseded:
+    delivery_id: int
+    destination: str
+    reason: str
+
+
+def supersede(connection: Connection, resources: Iterable[Resource], now: datetime,
+              owner: str | None = None) -> list[Superseded]:
+    """End as stale, inside the caller's write transaction, every older delivery of these resources
+    that a newer due delivery of the same mapping supersedes; returns them (for the metrics)."""
+    wanted = sorted(set(resources))
+    if not wanted:
+        return []
+    d = _deliveries
+    rows = []
+    for start in range(0, len(wanted), 500):  # (destination, resource type, id): ix_deliveries_destination_resource
+        rows += connection.execute(select(
+            d.c.id, d.c.destination, d.c.resource_type, d.c.resource_id, d.c.mapping, d.c.sequence_key,
+            d.c.event_id, d.c.attempts, d.c.replayed_at, d.c.lease_expires_at).where(
+            d.c.state.in_(DeliveryState.DUE), d.c.sequence_key.is_not(None),
+            tuple_(d.c.destination, d.c.resource_type, d.c.resource_id).in_(wanted[start:start + 500]))).all()
+    newest: dict[tuple[str, str, str, str], tuple[str, int]] = {}
+    for row in rows:
+        kind = (row.destination, row.resource_type, row.resource_id, row.mapping)
+        newest[kind] = max(newest.get(kind, ("", 0)), (row.sequence_key, row.event_id))
+    older = {}
+    for row in rows:
+        newer = newest[(row.destination, row.resource_type, row.resource_id, row.mapping)]
+        if (row.sequence_key, row.event_id) < newer and not row.attempts and row.replayed_at is None \
+                and (row.lease_expires_at is None or row.lease_expires_at <= now):
+            older[row.id] = Superseded(row.id, row.destination,
+                                       f"superseded by sequence {int(newer[0])} of the same {row.resource_type}, "
+                                       "waiting for this mapping: only the newest state is sent")
+    if not older:
+        return []
+    if connection.dialect.name == "postgresql":
+        # Read without locks above: take only rows no claim holds now (a claimer skips ours in turn).
+        mine = set(connection.execute(select(d.c.id).where(
+            d.c.id.in_(list(older)), d.c.state.in_(DeliveryState.DUE), d.c.attempts == 0)
+            .with_for_update(skip_locked=True)).scalars())
+        older = {delivery_id: item for delivery_id, item in older.items() if delivery_id in mine}
+        if not older:
+            return []
+    items = list(older.values())
+    # Recorded as a claim that found it superseded would: one attempt, outcome stale, the reason.
+    connection.execute(update(d).where(d.c.id == bindparam("delivery_id")).values(
+        state=DeliveryState.STALE, last_error=bindparam("reason"), attempts=d.c.attempts + 1, updated_at=now),
+        [{"delivery_id": item.delivery_id, "reason": item.reason} for item in items])
+    connection.execute(insert(_attempts), [
+        {"delivery_id": item.delivery_id, "started_at": now, "duration_ms": 0, "outcome": "stale",
+         "http_status": None, "error": item.reason, "error_class": None, "worker": owner, "requests": []}
+        for item in items])
+    return items
+
+
+def report(superseded: list[Superseded]) -> None:
+    """Count them as the worker counts every delivery's outcome (after the commit)."""
+    for item in superseded:
+        metrics.delivery_finished(item.destination, "stale")
