@@ -94,3 +94,31 @@ def test_a_create_whose_answer_was_lost_is_not_superseded_by_an_update_that_woul
     [note] = crms.hubspot.records("notes")
     assert "4/5" in note["properties"]["hs_note_body"]
     engine.dispose()
+
+
+def test_a_review_created_updated_and_deleted_while_waiting_never_reaches_the_crm(ledger, crms):
+    """Its newest state is "deleted": the note and the Okendo_Review__c are never written, so never
+    deleted either; the reviewer's contact, a record others share, still gets the review's rating."""
+    settings, engine = ledger
+    ingest(engine, review("create", 7201, 2))
+    ingest(engine, review("update", 7202, 3))
+    deleted = ingest(engine, review("delete", 7203, 3))
+    drain(settings, engine)
+
+    with engine.connect() as connection:
+        rows = connection.execute(sa.text("SELECT event_id, mapping, state, last_error FROM deliveries")).all()
+    writes = [r for r in rows if r.mapping in ("hubspot_review_note", "salesforce_review")]
+    assert len(writes) == 4 and all(r.state == "stale" for r in writes)
+    assert sum("superseded by the delete at sequence 7203" in r.last_error for r in writes) == 2  # the update's
+    for mapping in ("hubspot_review_note_delete", "salesforce_review_delete"):
+        row = next(r for r in rows if r.event_id == deleted and r.mapping == mapping)
+        assert row.state == "skipped" and "nothing to delete" in row.last_error
+    assert crms.hubspot.calls("POST", "/notes/batch/") == [] and crms.hubspot.records("notes") == []
+    assert [c for c in crms.salesforce.calls(path="Okendo_Review__c") if c.method in ("PATCH", "POST")] == []
+    assert crms.salesforce.calls("DELETE") == [] and crms.salesforce.records("Okendo_Review__c") == []
+    [contact] = crms.hubspot.records("contacts")
+    assert contact["properties"]["okendo_last_review_rating"] == "3"
+    # The delete left its tombstone: a late redelivery of the update cannot bring the review back.
+    ingest(engine, review("update", 7202, 3), message_id="late-redelivery")
+    drain(settings, engine)
+    assert crms.hubspot.records("notes") == [] and crms.salesforce.records("Okendo_Review__c") == []

@@ -8,6 +8,11 @@ rather than when the older one comes up for a claim, keeps superseded deliveries
 altogether: every claim of a kind is work for the CRM, in full batches, and a resource's newest
 event does not wait behind the stale ones of its predecessors.
 
+A delete supersedes the older writes of the record it deletes, when both name the record by the
+resource's own identity (a review's note, a review's Okendo_Review__c keyed by its review id): a
+review created, updated and deleted while waiting never reaches the CRM, and its delete finds
+nothing to do. A record others share (a contact keyed by email) is never superseded by a delete.
+
 Never superseded: a delivery tried before (an earlier try may have written it, its answer lost: it
 goes out itself and looks before creating again), one replayed, one under a live lease (a worker is
 delivering it), and any older event's mappings that the newer event does not have (a survey
@@ -50,21 +55,34 @@ def supersede(connection: Connection, resources: Iterable[Resource], now: dateti
     for start in range(0, len(wanted), 500):  # (destination, resource type, id): ix_deliveries_destination_resource
         rows += connection.execute(select(
             d.c.id, d.c.destination, d.c.resource_type, d.c.resource_id, d.c.mapping, d.c.sequence_key,
-            d.c.event_id, d.c.attempts, d.c.replayed_at, d.c.lease_expires_at).where(
+            d.c.event_id, d.c.attempts, d.c.replayed_at, d.c.lease_expires_at, d.c.operation).where(
             d.c.state.in_(DeliveryState.DUE), d.c.sequence_key.is_not(None),
             tuple_(d.c.destination, d.c.resource_type, d.c.resource_id).in_(wanted[start:start + 500]))).all()
     newest: dict[tuple[str, str, str, str], tuple[str, int]] = {}
+    deletes: dict[tuple[str, str, str, str], tuple[str, int]] = {}  # newest delete of the resource's own record
     for row in rows:
         kind = (row.destination, row.resource_type, row.resource_id, row.mapping)
         newest[kind] = max(newest.get(kind, ("", 0)), (row.sequence_key, row.event_id))
+        if _owned_record(row) and row.operation.get("action") == "delete":
+            record = (row.destination, row.resource_type, row.resource_id, row.operation.get("object"))
+            deletes[record] = max(deletes.get(record, ("", 0)), (row.sequence_key, row.event_id))
     older = {}
     for row in rows:
+        if row.attempts or row.replayed_at is not None or (row.lease_expires_at is not None
+                                                            and row.lease_expires_at > now):
+            continue
+        rank = (row.sequence_key, row.event_id)
         newer = newest[(row.destination, row.resource_type, row.resource_id, row.mapping)]
-        if (row.sequence_key, row.event_id) < newer and not row.attempts and row.replayed_at is None \
-                and (row.lease_expires_at is None or row.lease_expires_at <= now):
+        deleted = deletes.get((row.destination, row.resource_type, row.resource_id,
+                               row.operation.get("object"))) if _owned_record(row) else None
+        if rank < newer:
             older[row.id] = Superseded(row.id, row.destination,
                                        f"superseded by sequence {int(newer[0])} of the same {row.resource_type}, "
                                        "waiting for this mapping: only the newest state is sent")
+        elif deleted is not None and rank < deleted and row.operation.get("action") != "delete":
+            older[row.id] = Superseded(row.id, row.destination,
+                                       f"superseded by the delete at sequence {int(deleted[0])} of the same "
+                                       f"{row.resource_type}, waiting: the record would be deleted right after")
     if not older:
         return []
     if connection.dialect.name == "postgresql":
@@ -85,6 +103,19 @@ def supersede(connection: Connection, resources: Iterable[Resource], now: dateti
          "http_status": None, "error": item.reason, "error_class": None, "worker": owner, "requests": []}
         for item in items])
     return items
+
+
+def _owned_record(row) -> bool:  # type: ignore[no-untyped-def]
+    """Whether the delivery's operation names its record by the resource's own identity: by a key
+    holding the resource's id (an Okendo_Review__c by its review id), or keyless, by the resource
+    itself through the link table (a review's note). Not a record others share (a contact by email)."""
+    operation = row.operation if isinstance(row.operation, dict) else None
+    if not operation or not row.resource_id:
+        return False
+    key, source = operation.get("key"), operation.get("source")
+    if key:
+        return isinstance(key, dict) and str(key.get("value")) == row.resource_id
+    return isinstance(source, dict) and source.get("type") == row.resource_type and source.get("id") == row.resource_id
 
 
 def report(superseded: list[Superseded]) -> None:
