@@ -157,3 +157,34 @@ def test_create_only_properties_reach_a_remembered_contact_that_hubspot_made_ane
     assert contact["id"] == third.record_id and contact["properties"]["okendo_first_seen"] == "2025-11-03"
     assert contact["properties"]["firstname"] == "Harriet 3"
     assert first.record_id not in {row[4] for row in link_rows(links)}
+
+
+def test_an_email_a_crm_refused_is_never_looked_for_or_created_again(ledger, crms):
+    """A shopper whose address both CRMs refuse: their contact write fails (dead, with the CRM's
+    error); the link table remembers the refusal, so their notes and records are written without a
+    contact at once, with no lookup and no second try to create it."""
+    settings, engine = ledger
+    bad = "jürgen.müller@exämple.de"
+    document = json.loads(sample_bytes("review.create"))
+    document["resource"]["reviewer"] = {"name": "Jürgen Müller", "email": bad}
+    review = ingest(engine, document)
+    drain(settings, engine)
+    later = ingest(engine, transaction("txn-refused", 10, member="member-j", shopper="customer-j", email=bad))
+    drain(settings, engine)
+
+    assert delivery(engine, "hubspot_contact_from_review", review).state == "dead"
+    assert delivery(engine, "salesforce_contact_from_review", review).state == "dead"
+    for mapping, event in (("hubspot_review_note", review), ("hubspot_loyalty_transaction_note", later),
+                           ("salesforce_loyalty_transaction", later)):
+        row = delivery(engine, mapping, event)
+        assert row.state == "delivered" and row.attempts == 1, (mapping, row.last_error)
+        assert f"refused {'email' if mapping.startswith('hubspot') else 'Email'} {bad} before" in row.last_error
+    # One write of the contact each (its own mapping's), never a lookup or a create for an association.
+    assert len(crms.hubspot.calls("POST", "/contacts/batch/upsert")) == 1
+    assert crms.hubspot.calls("POST", "/contacts/batch/read") == []
+    assert len(contact_queries(crms)) == 1
+    contact_creates = [c for c in crms.salesforce.calls("POST", "/composite/sobjects$")
+                       if any(r["attributes"]["type"] == "Contact" for r in c.body["records"])]
+    assert len(contact_creates) == 1
+    assert links_to(engine, "hubspot", "contacts") == {("refused:email", bad): "INVALID_EMAIL"}
+    assert links_to(engine, "salesforce", "Contact") == {("refused:Email", bad): "INVALID_EMAIL_ADDRESS"}

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from connector.destinations.base import OK, LinkStore, Result, Work, describe_target, target_missing
-from connector.destinations.errors import DeliveryError
-from connector.mapping.operations import AssociationRef, SourceRef, key_identity
+from connector.destinations.errors import DeliveryError, refuses_value
+from connector.mapping.operations import AssociationRef, RecordKey, SourceRef, key_identity, refused_identity
 
 
 @dataclass
@@ -21,14 +21,16 @@ class Resolution:
     targets: dict[tuple[int, int], str] = field(default_factory=dict)  # (work index, association) -> CRM id
     learnt: dict[int, list[tuple[str, SourceRef, str]]] = field(default_factory=dict)
     unlinked: dict[int, list[str]] = field(default_factory=dict)
+    refused: dict[int, list[tuple[str, RecordKey, str]]] = field(default_factory=dict)
 
     def annotate(self, results: Sequence[Result | None]) -> None:
         """Give each written record the identities learnt for it and the associations it went without."""
-        for index in set(self.learnt) | set(self.unlinked):
+        for index in set(self.learnt) | set(self.unlinked) | set(self.refused):
             result = results[index]
             if result is None or result.status != OK:
                 continue
             result.learnt.extend(self.learnt.get(index, []))
+            result.refused.extend(self.refused.get(index, []))
             if index in self.unlinked:
                 result.reason = "; ".join(self.unlinked[index])
 
@@ -41,6 +43,7 @@ def resolve_associations(
     *,
     read_by_key: Callable[[str, str, list[str]], dict[str, str]],
     create_by_key: Callable[[str, str, dict[str, dict[str, Any]]], dict[str, str | DeliveryError]],
+    create_finds: bool = False,
 ) -> Resolution:
     """Find each association's target, in the documented order:
 
@@ -52,6 +55,14 @@ def resolve_associations(
        without the association, `wait` (the default) fails the record for a retry, because the
        target is about to be written (a contact written by an earlier mapping of the same event).
 
+    With `create_finds` (the CRM's create is an upsert by the key, as HubSpot's batch upsert is), a
+    target to create that has nothing to write but its key is not read first: the upsert finds it,
+    or makes it, in one call.
+
+    A key whose value the CRM refused before (an email it calls invalid, remembered in the link
+    table) is neither looked for nor created: the record is written without that association, and
+    says why, whatever `if_missing` says (waiting would wait for nothing).
+
     Whatever finds a target, its other ids are learnt for it, so the next record naming only one of
     them (a transaction whose email has another case or a +tag) finds it through the link table.
     A key is learnt only from the CRM (its match or its write), never from an Okendo id's link: the
@@ -61,8 +72,8 @@ def resolve_associations(
     wanted: dict[str, set[SourceRef]] = {}
     for _, work in items:
         for ref in work.operation.associations:
-            identity = key_identity(ref.key)
-            wanted.setdefault(ref.to, set()).update(ref.sources + ((identity,) if identity else ()))
+            keyed = (key_identity(ref.key), refused_identity(ref.key))
+            wanted.setdefault(ref.to, set()).update(ref.sources + tuple(i for i in keyed if i is not None))
     known = {to: links.lookup(destination, to, sources) if sources else {} for to, sources in wanted.items()}
 
     def by_identity(ref: AssociationRef) -> str | None:
@@ -72,10 +83,18 @@ def resolve_associations(
         identity = key_identity(ref.key)
         return known[ref.to].get(identity) if identity is not None else None
 
+    def refusal(ref: AssociationRef) -> str | None:
+        identity = refused_identity(ref.key)
+        return known[ref.to].get(identity) if identity is not None else None
+
+    def upserted(ref: AssociationRef) -> bool:
+        return create_finds and ref.if_missing == "create" and not ref.create_properties
+
     by_key: dict[tuple[str, str], list[str]] = {}
     for _, work in items:
         for ref in work.operation.associations:
-            if ref.key is not None and by_identity(ref) is None and by_remembered_key(ref) is None:
+            if ref.key is not None and by_identity(ref) is None and by_remembered_key(ref) is None \
+                    and refusal(ref) is None and not upserted(ref):
                 by_key.setdefault((ref.to, ref.key.field), []).append(str(ref.key.value))
     key_ids = {pair: read_by_key(pair[0], pair[1], values) for pair, values in by_key.items()}
 
@@ -86,7 +105,7 @@ def resolve_associations(
     for _, work in items:
         for ref in work.operation.associations:
             if ref.if_missing == "create" and ref.key is not None and by_identity(ref) is None \
-                    and by_remembered_key(ref) is None and by_key_value(ref) is None:
+                    and by_remembered_key(ref) is None and refusal(ref) is None and by_key_value(ref) is None:
                 creations.setdefault((ref.to, ref.key.field), {}).setdefault(str(ref.key.value), {}).update(
                     ref.create_properties)
     created = {pair: create_by_key(pair[0], pair[1], values) for pair, values in creations.items()}
@@ -102,6 +121,9 @@ def resolve_associations(
                     if outcome.retryable:
                         results[index] = Result.failed(outcome)
                         continue
+                    code = refuses_value(outcome, ref.key.field)  # type: ignore[union-attr]
+                    if code:
+                        resolution.refused.setdefault(index, []).append((ref.to, ref.key, code))  # type: ignore[arg-type]
                     resolution.unlinked.setdefault(index, []).append(
                         f"written without its {ref.to}: creating {describe_target(ref)} failed ({outcome})")
                     continue
@@ -114,6 +136,10 @@ def resolve_associations(
                 identity = key_identity(ref.key)
                 if from_crm and identity is not None:
                     learnt.append((ref.to, identity, record_id))
+            elif refusal(ref) is not None:
+                resolution.unlinked.setdefault(index, []).append(
+                    f"written without its {ref.to}: {destination} refused {ref.key.field} {ref.key.value} "  # type: ignore[union-attr]
+                    f"before ({refusal(ref)}), so no {ref.to} can have it")
             elif ref.if_missing == "wait":
                 results[index] = Result.failed(target_missing(ref))
             else:

@@ -23,7 +23,7 @@ from connector.destinations.forensics import whole_call
 from connector.destinations.ratelimit import Limiter
 from connector.destinations.wire import Wire
 from connector.mapping.engine import MappingSet
-from connector.mapping.operations import AssociationRef, Operation, SourceRef
+from connector.mapping.operations import AssociationRef, Operation, RecordKey, SourceRef
 
 OK = "ok"
 SKIPPED = "skipped"
@@ -56,6 +56,9 @@ class Result:
     # Remembered CRM ids the CRM no longer has (crm object, record id): the worker drops every link to
     # them, whatever this result's status (connector.destinations.remembered).
     forgotten: list[tuple[str, str]] = field(default_factory=list)
+    # Keys the CRM refused as values (crm object, key, its code), met while finding association targets:
+    # the worker remembers them so no later association looks for or creates a record by them.
+    refused: list[tuple[str, RecordKey, str]] = field(default_factory=list)
 
     @classmethod
     def failed(cls, error: DeliveryError, requests: list[dict[str, Any]] | None = None) -> Result:

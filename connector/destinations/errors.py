@@ -28,6 +28,8 @@ class DeliveryError(Exception):
     code: str | None = None  # the CRM's error code (errorCode / statusCode / category)
     retry_after: float | None = None  # seconds, when the CRM said (Retry-After) or its policy implies
     refs: tuple[str, ...] = ()  # the inputs a whole-batch error names (HubSpot's context ids), if any
+    # The fields the CRM found fault with, each with its code: (("email", "INVALID_EMAIL"),).
+    fields: tuple[tuple[str, str], ...] = ()
     # The HTTP exchange the error came from (wire.Exchange), so a failed attempt keeps what was sent and
     # answered; None when nothing was sent (a target not found yet, a token that could not be fetched).
     exchange: Any = field(default=None, compare=False, repr=False)
@@ -70,6 +72,21 @@ HUBSPOT_RATE_POLICIES: dict[str, tuple[ErrorClass, float]] = {
 
 # The code of a retried create that waits for a search index to catch up before creating again.
 AWAITING_SEARCH_INDEX = "AWAITING_SEARCH_INDEX"
+
+# Per-field codes that mean the CRM refuses the value itself, whatever else the record holds: a key
+# with such a value names no record the CRM can ever hold (HubSpot's INVALID_EMAIL,
+# https://legacydocs.hubspot.com/docs/faq/how-does-hubspot-validate-email-addresses; Salesforce's
+# INVALID_EMAIL_ADDRESS, https://developer.salesforce.com/docs/atlas.en-us.api.meta/api/sforce_api_calls_concepts_core_data_objects.htm).
+VALUE_REFUSALS = frozenset({"INVALID_EMAIL", "INVALID_EMAIL_ADDRESS"})
+
+
+def refuses_value(error: DeliveryError | None, field: str) -> str | None:
+    """The code with which the CRM refused this field's value, when that alone failed the record."""
+    if error is None or error.error_class != ErrorClass.PERMANENT or not error.fields:
+        return None
+    if any(name.lower() != field.lower() for name, _ in error.fields):
+        return None  # something else was wrong too: the value may be fine
+    return next((code for _, code in error.fields if code in VALUE_REFUSALS), None)
 
 
 def classify_status(status: int | None) -> ErrorClass:

@@ -390,11 +390,12 @@ class HubSpotDestination(HubSpotSetup):
                          results: list[Result | None]) -> Resolution:
         """Association targets, found in the documented order (`resolve_associations`)."""
         return resolve_associations(self.name, items, links, results, read_by_key=self._read_ids,
-                                    create_by_key=self._upsert_targets)
+                                    create_by_key=self._upsert_targets, create_finds=True)
 
     def _upsert_targets(self, crm_object: str, id_property: str,
                         records: dict[str, dict[str, Any]]) -> dict[str, str | DeliveryError]:
-        """Write association targets that exist nowhere yet (a member's contact), by their unique key."""
+        """Write association targets by their unique key: an upsert, so one that exists already (not read
+        first when it has nothing but its key to write) answers with its id, one that does not is made."""
         inputs = [{"idProperty": id_property, "id": value, "properties": {**as_strings(properties), id_property: value}}
                   for value, properties in records.items()]
 

@@ -59,11 +59,20 @@ def classify(error: BaseException) -> DeliveryError:
             code = policy or code
         if status == 0 or status is None:  # the SDK wraps SSL and protocol errors as status 0
             return DeliveryError(ErrorClass.RETRY_SOON, message, None, "CONNECTION")
-        return DeliveryError(error_class, message, status, code, retry_after, named_ids(body))
+        return DeliveryError(error_class, message, status, code, retry_after, named_ids(body), problem_fields(body))
     if isinstance(error, urllib3.exceptions.HTTPError):
         kind = "TIMEOUT" if isinstance(error, (urllib3.exceptions.TimeoutError,)) or "timed out" in str(error) else "CONNECTION"
         return DeliveryError(ErrorClass.RETRY_SOON, f"{type(error).__name__}: {error}", None, kind)
     return DeliveryError(ErrorClass.RETRY_SOON, f"{type(error).__name__}: {error}", None, "UNEXPECTED")
+
+
+def problem_fields(body: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """(property, code) of each problem a validation error lists, in its message or its `errors`."""
+    found = [(str(p.get("name")), str(p.get("error") or "")) for p in embedded_problems(body.get("message"))
+             if p.get("name")]
+    found += [(str(name), str(detail.get("code") or "")) for detail in body.get("errors") or []
+              if isinstance(detail, dict) for name in _context(detail, "propertyName")]
+    return tuple(dict.fromkeys(found))
 
 
 def named_ids(body: dict[str, Any]) -> tuple[str, ...]:
@@ -76,8 +85,11 @@ def named_ids(body: dict[str, Any]) -> tuple[str, ...]:
 def record_error(error: Any) -> DeliveryError:
     """A per-record error from a 207 answer."""
     category = getattr(error, "category", None)
-    message = readable_message(getattr(error, "message", None) or "HubSpot rejected this record")
-    return DeliveryError(HUBSPOT_CATEGORIES.get(category, ErrorClass.PERMANENT), message, 207, category)
+    raw = getattr(error, "message", None) or "HubSpot rejected this record"
+    details = [d.to_dict() if hasattr(d, "to_dict") else d for d in getattr(error, "errors", None) or []]
+    fields = problem_fields({"message": raw, "errors": [d for d in details if isinstance(d, dict)]})
+    return DeliveryError(HUBSPOT_CATEGORIES.get(category, ErrorClass.PERMANENT), readable_message(raw), 207, category,
+                         fields=fields)
 
 
 def awaiting_search_index(seconds: float) -> DeliveryError:

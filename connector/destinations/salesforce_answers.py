@@ -46,7 +46,8 @@ def record_error(result: dict[str, Any]) -> DeliveryError:
     message = str(detail.get("message") or "Salesforce rejected this record")
     if fields:
         message += f" (fields: {', '.join(map(str, fields))})"
-    return DeliveryError(SALESFORCE_CODES.get(code, ErrorClass.PERMANENT), message, 200, code)
+    return DeliveryError(SALESFORCE_CODES.get(code, ErrorClass.PERMANENT), message, 200, code,
+                         fields=tuple((str(name), str(code)) for name in fields))
 
 
 # --- one record's share of an answer, for its delivery's attempt ------------------------------------

@@ -14,8 +14,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from connector.ledger.database import upsert_all, write_transaction
 from connector.ledger.models import RecordLink, utcnow
-from connector.destinations.base import OK, Result
-from connector.mapping.operations import Operation, SourceRef, key_identity
+from connector.destinations.base import FAILED, OK, Result
+from connector.destinations.errors import refuses_value
+from connector.mapping.operations import Operation, SourceRef, key_identity, refused_identity
 
 _links = RecordLink.__table__
 _INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
@@ -71,8 +72,17 @@ class LedgerLinks:
         upserts: dict[tuple[str, str, str, str], str] = {}
         stale: set[tuple[str, str, str]] = set()
         deleted: set[tuple[str, str, str, str]] = set()
-        for destination, _, result in changes:
+        for destination, operation, result in changes:
             stale.update((destination, crm_object, record_id) for crm_object, record_id in result.forgotten)
+            refusals = [(crm_object, key, code) for crm_object, key, code in result.refused]
+            code = refuses_value(result.error, operation.key.field) if operation.key and result.status == FAILED \
+                else None
+            if code:  # the record's own key: the CRM will never hold a record by it
+                refusals.append((operation.object, operation.key, code))
+            for crm_object, key, code in refusals:
+                identity = refused_identity(key)
+                if identity is not None:
+                    upserts[(destination, crm_object, identity.type, identity.id)] = code
         for destination, operation, result in changes:
             if result.status != OK:
                 continue
@@ -84,6 +94,10 @@ class LedgerLinks:
             names = [(destination, operation.object, source.type, source.id) for source in
                      [*operation.identities, *([identity] if identity else []),
                       *([operation.source] if operation.source else [])]]
+            refused = refused_identity(operation.key)
+            if refused is not None and operation.action != "delete":  # the CRM took it after all
+                deleted.add((destination, operation.object, refused.type, refused.id))
+                upserts.pop((destination, operation.object, refused.type, refused.id), None)
             if operation.action == "delete":
                 deleted.update(names)
                 for name in names:

@@ -38,6 +38,18 @@ KEY_IDENTITY_PREFIX = "key:"
 _IDENTITY_TYPE_MAX, _IDENTITY_ID_MAX = 64, 255  # record_links.source_type / source_id
 
 
+REFUSED_KEY_PREFIX = "refused:"
+
+
+def refused_identity(key: RecordKey | None) -> SourceRef | None:
+    """The link-table identity recording that the CRM refuses this key's value itself (an email it
+    calls invalid), so no association looks for, or creates, a record by it again."""
+    identity = key_identity(key)
+    if identity is None or len(REFUSED_KEY_PREFIX + key.field) > _IDENTITY_TYPE_MAX:  # type: ignore[union-attr]
+        return None
+    return SourceRef(REFUSED_KEY_PREFIX + key.field, identity.id)  # type: ignore[union-attr]
+
+
 def key_identity(key: RecordKey | None) -> SourceRef | None:
     """The link-table identity of the record a CRM matched (or wrote) for this key: a contact by its
     email, remembered so the next delivery naming that email needs no lookup. None when the key does

@@ -229,8 +229,9 @@ class BatchProcessor:
                 written = f.state in (DeliveryState.DELIVERED, DeliveryState.SKIPPED)
                 if works is not None and results is not None and item.id in works:
                     result = results[item.id]
-                    if not written:  # only the remembered ids it found stale: nothing was written for it
-                        result = Result(RESULT_FAILED, forgotten=result.forgotten) if result.forgotten else None
+                    if not written:  # nothing was written for it: only what it learnt of the CRM's records
+                        result = Result(RESULT_FAILED, error=result.error, forgotten=result.forgotten,
+                                        refused=result.refused)
                     if result is not None:
                         link_changes.append((item.destination, works[item.id].operation, result))
                 if not written:
