@@ -2,7 +2,7 @@
 #   make run    install into .venv, migrate the SQLite ledger, serve under gunicorn (connector serve)
 #   make test   install into .venv with the test tools, run the whole suite
 # And, not part of `make test`:
-#   make bench  install the benchmark tools, measure ingest and drain, write bench/RESULTS.md
+#   make bench  install the benchmark tools, measure ingest, drain and scale-out, write bench/RESULTS.md
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -53,7 +53,8 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	@touch $@ $(VENV)/.installed $(VENV)/.installed-test
 
-# Takes about 8 minutes; see bench/README.md. BENCH_DATABASE_URL=skip leaves PostgreSQL out.
+# About 30 minutes on 2 CPUs today, most of it the scale-out (see bench/README.md for why and the knobs);
+# BENCH_DATABASE_URL=skip leaves PostgreSQL (and the scale-out) out.
 bench: $(VENV)/.installed-bench
 	$(BIN)/python -m bench
 

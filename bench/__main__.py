@@ -5,6 +5,10 @@ Environment:
                          a schema of its own is created and dropped). "skip" leaves PostgreSQL out.
   BENCH_DURATION_S       measured seconds per ingest run (default 10, after 2 s of warm-up)
   BENCH_DRAIN_EVENTS     size of the drain backlog (default 10000)
+  BENCH_SCALEOUT_EVENTS  size of the scale-out backlog (default 20000; PostgreSQL only)
+  BENCH_SCALEOUT_WORKERS standalone `connector worker` processes per scale-out row (default "1,2,4")
+  BENCH_ONLY             some of ingest,drain,scaleout (default all of them), to check one piece;
+                         the report then holds only those (point BENCH_RESULTS elsewhere)
   BENCH_RESULTS          where to write the report (default bench/RESULTS.md)
 """
 
@@ -27,6 +31,7 @@ from bench.drain import measure_drain
 from bench.ingest import measure_ingest
 from bench.machine import describe_machine
 from bench.report import render
+from bench.scaleout import measure_scaleout, parse_worker_counts
 
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 log = partial(print, flush=True)
@@ -48,33 +53,59 @@ def postgres_schema(url: str) -> Iterator[str]:
         admin.dispose()
 
 
+PIECES = ("ingest", "drain", "scaleout")
+
+
 def main() -> int:
     duration = float(os.environ.get("BENCH_DURATION_S", "10"))
     drain_events = int(os.environ.get("BENCH_DRAIN_EVENTS", "10000"))
+    scaleout_events = int(os.environ.get("BENCH_SCALEOUT_EVENTS", "20000"))
+    scaleout_workers = parse_worker_counts(os.environ.get("BENCH_SCALEOUT_WORKERS", "1,2,4"))
+    only = [piece.strip() for piece in os.environ.get("BENCH_ONLY", ",".join(PIECES)).split(",") if piece.strip()]
+    if unknown := sorted(set(only) - set(PIECES)):
+        raise SystemExit(f"BENCH_ONLY: unknown piece(s) {', '.join(unknown)}; choose from {', '.join(PIECES)}")
     postgres = os.environ.get("BENCH_DATABASE_URL", DEFAULT_POSTGRES)
     results_path = Path(os.environ.get("BENCH_RESULTS", Path(__file__).with_name("RESULTS.md")))
     started = time.monotonic()
     machine = describe_machine(None if postgres == "skip" else postgres)
     log(f"benchmarking on {machine['cpus']} CPUs, Python {machine['python']}, SQLite {machine['sqlite']}, "
-          f"PostgreSQL {machine['postgresql']}", flush=True)
+        f"PostgreSQL {machine['postgresql']}")
 
-    ingest, drains = [], []
+    def stage(name: str) -> None:
+        log(f"[{(time.monotonic() - started) / 60:4.1f} min] {name}")
+
+    ingest, drains, scaleout = [], [], []
     with tempfile.TemporaryDirectory(prefix="okendo-bench-") as scratch:
         workdir = Path(scratch)
-        ingest += measure_ingest(workdir, "sqlite", f"sqlite:///{workdir / 'ingest.db'}",
-                                 duration_s=duration, warmup_s=2, log=log)
-        if postgres != "skip":
-            with postgres_schema(postgres) as url:
-                ingest += measure_ingest(workdir, "postgresql", url, duration_s=duration, warmup_s=2, log=log)
-        drains.append(measure_drain(workdir / "drain-sqlite", "sqlite", f"sqlite:///{workdir / 'drain.db'}",
-                                    events=drain_events, log=log))
-        if postgres != "skip":
-            with postgres_schema(postgres) as url:
-                drains.append(measure_drain(workdir / "drain-postgresql", "postgresql", url, events=drain_events,
-                                            log=log))
+        if "ingest" in only:
+            stage("ingest on SQLite: baseline, delivery off, delivery on")
+            ingest += measure_ingest(workdir, "sqlite", f"sqlite:///{workdir / 'ingest.db'}",
+                                     delivery_url=f"sqlite:///{workdir / 'ingest-delivering.db'}",
+                                     duration_s=duration, warmup_s=2, log=log)
+            if postgres != "skip":
+                stage("ingest on PostgreSQL: baseline, delivery off, delivery on")
+                with postgres_schema(postgres) as url, postgres_schema(postgres) as delivery_url:
+                    ingest += measure_ingest(workdir, "postgresql", url, delivery_url=delivery_url,
+                                             duration_s=duration, warmup_s=2, log=log)
+        if "drain" in only:
+            stage(f"drain on SQLite: {drain_events} events")
+            drains.append(measure_drain(workdir / "drain-sqlite", "sqlite", f"sqlite:///{workdir / 'drain.db'}",
+                                        events=drain_events, log=log))
+            if postgres != "skip":
+                stage(f"drain on PostgreSQL: {drain_events} events")
+                with postgres_schema(postgres) as url:
+                    drains.append(measure_drain(workdir / "drain-postgresql", "postgresql", url,
+                                                events=drain_events, log=log))
+        if "scaleout" in only and postgres != "skip":
+            stage(f"scale-out on PostgreSQL: {scaleout_events} events, "
+                  f"{', '.join(map(str, scaleout_workers))} standalone worker(s)")
+            scaleout += measure_scaleout(workdir, partial(postgres_schema, postgres), events=scaleout_events,
+                                         worker_counts=scaleout_workers, log=log)
+        elif "scaleout" in only:
+            log("scale-out skipped: it needs PostgreSQL (BENCH_DATABASE_URL=skip)")
 
     elapsed = time.monotonic() - started
-    report = render(machine=machine, ingest=ingest, drains=drains,
+    report = render(machine=machine, ingest=ingest, drains=drains, scaleout=scaleout,
                     when=datetime.now(tz=timezone.utc), elapsed_s=elapsed, duration_s=duration)
     results_path.write_text(report)
     print(f"\n{report}\nwritten to {results_path} in {elapsed / 60:.1f} minutes", flush=True)

@@ -81,7 +81,7 @@ def store_backlog(database_url: str, messages: list[tuple[str, bytes]]) -> int:
     return stored
 
 
-def _call_kind(method: str, path: str) -> str:
+def call_kind(method: str, path: str) -> str:
     """A short name for a CRM call: the object and the operation, without ids."""
     parts = [part for part in path.split("/") if part and not any(ch.isdigit() for ch in part[-3:])]
     return f"{method} /{'/'.join(parts[-4:])}"
@@ -144,8 +144,8 @@ def measure_drain(workdir: Path, backend: str, database_url: str, *, events: int
         with engine.connect() as connection:
             deliveries = dict(connection.execute(sa.text("SELECT state, count(*) FROM deliveries GROUP BY state")).all())
         engine.dispose()
-        hubspot = Counter(_call_kind(r.method, r.path) for r in crms.hubspot.requests)
-        salesforce = Counter(_call_kind(r.method, r.path) for r in crms.salesforce.requests)
+        hubspot = Counter(call_kind(r.method, r.path) for r in crms.hubspot.requests)
+        salesforce = Counter(call_kind(r.method, r.path) for r in crms.salesforce.requests)
         too_many = sum(1 for r in [*crms.hubspot.requests, *crms.salesforce.requests] if r.status == 429)
     result = DrainResult(backend, stored, seconds, deliveries, hubspot, salesforce, too_many,
                          sampler.peaks, sampler.master_peak)

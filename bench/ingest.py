@@ -1,17 +1,28 @@
 """Ingest: signed posts to the connector under gunicorn, beside a bare Flask baseline served
-by the same gunicorn configuration, at several concurrencies, on SQLite and PostgreSQL."""
+by the same gunicorn configuration, at several concurrencies, on SQLite and PostgreSQL.
+
+Two connector configurations: *delivery off* (`worker.embedded: false`, the request path alone,
+at every concurrency) and, at concurrency 16, *delivery on*: `make run`'s own settings, the
+embedded delivery threads mapping and delivering into both CRM emulators while the load runs
+(bench/delivering.py). The load generator runs in a process of its own, so the emulators'
+threads in this one never share its interpreter lock.
+"""
 
 from __future__ import annotations
 
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.delivering import DeliveryOnRun, measure_delivery_on
 from bench.loadgen import LoadResult, run_load
 from bench.signed import SECRET, signed_requests
 from tests.servers import gunicorn
 
 CONCURRENCIES = (1, 16, 64)
+DELIVERY_ON_CONCURRENCY = 16
 
 
 @dataclass
@@ -19,15 +30,22 @@ class IngestRow:
     backend: str
     concurrency: int
     baseline: LoadResult
-    connector: LoadResult
+    connector: LoadResult  # delivery off
+    delivering: DeliveryOnRun | None = None  # delivery on, at DELIVERY_ON_CONCURRENCY only
 
     @property
     def ratio(self) -> float:
         return self.connector.per_second / self.baseline.per_second if self.baseline.per_second else 0.0
 
+    @property
+    def delivering_ratio(self) -> float | None:
+        if self.delivering is None or not self.baseline.per_second:
+            return None
+        return self.delivering.load.per_second / self.baseline.per_second
+
 
 def connector_config(database_url: str) -> dict:
-    # Deliveries are measured by the drain benchmark; here the request path alone is measured.
+    # Delivery off: the request path alone (the drain benchmark and the delivery-on run measure delivery).
     return {
         "database": {"url": database_url, "sqlite_synchronous": "FULL"},
         "receiver": {"secrets": "${OKENDO_WEBHOOK_SECRETS}"},
@@ -37,29 +55,50 @@ def connector_config(database_url: str) -> dict:
     }
 
 
-def measure_ingest(workdir: Path, backend: str, database_url: str, *, duration_s: float, warmup_s: float,
-                   concurrencies=CONCURRENCIES, log=print) -> list[IngestRow]:
+def request_count(concurrency: int, duration_s: float, warmup_s: float) -> int:
+    # Enough pre-signed requests for any plausible rate; the run reports if they ran out.
+    return int((duration_s + warmup_s) * (1200 if concurrency == 1 else 3000))
+
+
+def signed_load(url: str, count: int, label: str, concurrency: int, duration_s: float,
+                warmup_s: float) -> LoadResult:
+    """In the load process: sign `count` requests (before the clock starts), then post them."""
+    return run_load(url, iter(signed_requests(count, label)), concurrency=concurrency, duration_s=duration_s,
+                    warmup_s=warmup_s)
+
+
+def measure_ingest(workdir: Path, backend: str, database_url: str, *, delivery_url: str | None, duration_s: float,
+                   warmup_s: float, concurrencies=CONCURRENCIES, log=print) -> list[IngestRow]:
+    """`delivery_url`: a ledger of its own for the delivery-on run (None leaves that run out)."""
     rows = []
     env = {"OKENDO_WEBHOOK_SECRETS": SECRET, "LOG_LEVEL": "info"}
     connector_dir = workdir / f"ingest-{backend}-connector"
     baseline_dir = workdir / f"ingest-{backend}-baseline"
     connector_dir.mkdir(parents=True)
     baseline_dir.mkdir(parents=True)
-    with ExitStack() as stack:
-        connector = stack.enter_context(gunicorn(connector_dir, connector_config(database_url), env=env))
-        baseline = stack.enter_context(gunicorn(baseline_dir, connector_config(database_url), env=env,
-                                                app="bench.baseline:app"))
-        for concurrency in concurrencies:
-            # Enough pre-signed requests for any plausible rate; the run reports if they ran out.
-            count = int((duration_s + warmup_s) * (1200 if concurrency == 1 else 3000))
-            results = {}
-            for name, server in (("baseline", baseline), ("connector", connector)):
-                requests = iter(signed_requests(count, f"{backend}-{name}-c{concurrency}"))
-                results[name] = run_load(f"{server.base_url}/webhooks/okendo", requests,
-                                         concurrency=concurrency, duration_s=duration_s, warmup_s=warmup_s)
-                r = results[name]
-                log(f"  ingest {backend:10} {name:9} c={concurrency:<3} {r.per_second:8.0f}/s "
-                    f"p50 {r.percentile_ms(50):6.1f} ms p95 {r.percentile_ms(95):6.1f} ms "
-                    f"p99 {r.percentile_ms(99):6.1f} ms errors {r.failed}{' EXHAUSTED' if r.exhausted else ''}")
-            rows.append(IngestRow(backend, concurrency, results["baseline"], results["connector"]))
+    # spawn, not fork: this process has threads (the emulators), which a fork would copy mid-stride.
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as loads:
+        def load(server_url: str, label: str, concurrency: int) -> LoadResult:
+            return loads.submit(signed_load, f"{server_url}/webhooks/okendo",
+                                request_count(concurrency, duration_s, warmup_s), label, concurrency,
+                                duration_s, warmup_s).result()
+
+        with ExitStack() as servers:
+            connector = servers.enter_context(gunicorn(connector_dir, connector_config(database_url), env=env))
+            baseline = servers.enter_context(gunicorn(baseline_dir, connector_config(database_url), env=env,
+                                                      app="bench.baseline:app"))
+            for concurrency in concurrencies:
+                results = {}
+                for name, server in (("baseline", baseline), ("delivery off", connector)):
+                    results[name] = load(server.base_url, f"{backend}-{name.split()[0]}-c{concurrency}",
+                                         concurrency)
+                    log(f"  ingest {backend:10} {name:12} {results[name].summary()}")
+                rows.append(IngestRow(backend, concurrency, results["baseline"], results["delivery off"]))
+        # Delivery on last, once the other two servers are stopped: its ledger and emulators are its own.
+        row = next((r for r in rows if r.concurrency == DELIVERY_ON_CONCURRENCY), None)
+        if delivery_url is not None and row is not None:
+            label = f"{backend}-on-c{DELIVERY_ON_CONCURRENCY}"
+            row.delivering = measure_delivery_on(
+                workdir / f"ingest-{backend}-delivering", backend, delivery_url,
+                lambda server_url: load(server_url, label, DELIVERY_ON_CONCURRENCY), log=log)
     return rows

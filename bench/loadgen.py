@@ -44,6 +44,17 @@ class LoadResult:
         index = min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))  # nearest rank
         return ordered[index] * 1000
 
+    def failures(self) -> str:
+        """The failed count, with what failed when anything did: `26 (503 ×20, ServerDisconnectedError ×6)`."""
+        kinds = [f"{status} ×{n}" for status, n in sorted(self.statuses.items()) if not 200 <= status < 300]
+        kinds += [f"{name} ×{n}" for name, n in sorted(self.errors.items())]
+        return f"{self.failed} ({', '.join(kinds)})" if kinds else str(self.failed)
+
+    def summary(self) -> str:
+        return (f"c={self.concurrency:<3} {self.per_second:8.0f}/s p50 {self.percentile_ms(50):6.1f} ms "
+                f"p95 {self.percentile_ms(95):6.1f} ms p99 {self.percentile_ms(99):6.1f} ms "
+                f"errors {self.failures()}{' EXHAUSTED' if self.exhausted else ''}")
+
 
 async def _run(url: str, requests: Iterator[tuple[dict[str, str], bytes]], concurrency: int,
                duration_s: float, warmup_s: float) -> LoadResult:

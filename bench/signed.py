@@ -1,7 +1,9 @@
 """Pre-signed Okendo deliveries for the ingest benchmark, built from the shipped samples.
 
 Each request has a unique message id and resource id, and is signed with the real `svix`
-package exactly as Svix signs a delivery, before the clock starts.
+package exactly as Svix signs a delivery, before the clock starts. Every cycle through the
+topics is another shopper (email and customer id), so delivering them writes many contacts,
+as a store's burst of webhooks would, not one contact over and over.
 """
 
 from __future__ import annotations
@@ -32,9 +34,15 @@ def signed_requests(count: int, label: str, secret: str = SECRET) -> list[tuple[
     for n in range(count):
         document = json.loads(json.dumps(templates[n % len(templates)]))
         document["sequenceNumber"] = str(6_000_000_000_000 + n)
+        resource = document["resource"]
         for key in _ID_KEYS:
-            if key in document["resource"]:
-                document["resource"][key] = f"{label}-{n}"
+            if key in resource:
+                resource[key] = f"{label}-{n}"
+        shopper = f"{label}-{n // len(templates)}"
+        if "reviewer" in resource:
+            resource["reviewer"]["email"] = f"shopper-{shopper}@example.com"
+        if "customer" in resource:
+            resource["customer"].update(email=f"shopper-{shopper}@example.com", customerId=f"customer-{shopper}")
         body = json.dumps(document).encode()
         message_id = f"msg_{label}_{n}"
         requests.append(({
