@@ -59,6 +59,10 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # Salesforce session ids / access tokens: 00D<org id>!<token>.
     (re.compile(r"\b00D[A-Za-z0-9]{12,15}![A-Za-z0-9._-]+"), REDACTED),
 )
+# What every pattern above needs to find in a text before it can match: one search tells that most
+# texts (ids, states, counts) hold nothing to redact, instead of one search per pattern.
+_MAY_MATCH = re.compile(r"whsec_|-----BEGIN |00D|(?i:bearer|access_token|refresh_token|client_secret|assertion"
+                        r"|password|session_?id)")
 
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 _STANDARD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
@@ -69,18 +73,21 @@ _STANDARD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", (), None)._
 
 _secrets: set[str] = set()
 _secrets_lock = threading.Lock()
-_secret_pattern: tuple[frozenset[str], re.Pattern[str] | None] = (frozenset(), None)
+_secrets_version = 0  # counts the changes to _secrets
+_secret_pattern: tuple[frozenset[str], re.Pattern[str] | None, int] = (frozenset(), None, -1)
 
 
 def register_secrets(values: Iterable[str | None]) -> None:
     """Redact these literal values from every log record from now on."""
+    global _secrets_version
     with _secrets_lock:
         for value in values:
             if not isinstance(value, str):
                 continue
             for candidate in (value.strip(), value.strip().removeprefix("whsec_")):
-                if len(candidate) >= MIN_SECRET_LENGTH:
+                if len(candidate) >= MIN_SECRET_LENGTH and candidate not in _secrets:
                     _secrets.add(candidate)
+                    _secrets_version += 1
 
 
 def settings_secrets(settings: Settings) -> list[str]:
@@ -115,14 +122,15 @@ def environment_secrets(environ: Mapping[str, str] | None = None) -> list[str]:
 
 def _literal_pattern() -> re.Pattern[str] | None:
     global _secret_pattern
-    with _secrets_lock:
-        current = frozenset(_secrets)
-        if current != _secret_pattern[0]:
-            # Longest first, so a secret containing another is redacted whole.
-            alternatives = sorted(current, key=len, reverse=True)
-            compiled = re.compile("|".join(map(re.escape, alternatives))) if alternatives else None
-            _secret_pattern = (current, compiled)
+    if _secret_pattern[2] == _secrets_version:  # the common case, without the lock or a copy of the set
         return _secret_pattern[1]
+    with _secrets_lock:
+        version = _secrets_version
+        # Longest first, so a secret containing another is redacted whole.
+        alternatives = sorted(_secrets, key=len, reverse=True)
+        compiled = re.compile("|".join(map(re.escape, alternatives))) if alternatives else None
+        _secret_pattern = (frozenset(alternatives), compiled, version)
+        return compiled
 
 
 def redact(text: str) -> str:
@@ -130,8 +138,9 @@ def redact(text: str) -> str:
     literal = _literal_pattern()
     if literal is not None:
         text = literal.sub(REDACTED, text)
-    for pattern, replacement in _PATTERNS:
-        text = pattern.sub(replacement, text)
+    if _MAY_MATCH.search(text):
+        for pattern, replacement in _PATTERNS:
+            text = pattern.sub(replacement, text)
     return text
 
 
