@@ -82,7 +82,8 @@ def driver_write_transaction(engine: Engine) -> Iterator[Any]:
     here holds the ledger's only write lock. The same lock waits apply as in write_transaction.
     """
     gated = _write_gates.get(engine)
-    with gated[0].turn(gated[1]) if gated else nullcontext():
+    # Urgent: a request waits for this commit, and goes before the delivery workers' writes (gate.py).
+    with gated[0].turn(gated[1], urgent=True) if gated else nullcontext():
         connection = None
         try:
             connection = engine.raw_connection()  # a failed connect raises the driver's own error

@@ -40,6 +40,15 @@ STALL_S = 0.5
 # The writer thread ends after this long without work and starts again with the next webhook.
 _IDLE_EXIT_S = 5.0
 
+# When this process last stored a webhook (time.monotonic()): its delivery threads make way
+# while webhooks arrive (connector/worker/make_way.py).
+_last_stored_at = float("-inf")
+
+
+def webhooks_stored_within(seconds: float) -> bool:
+    """Whether this process stored a webhook in the last `seconds`."""
+    return time.monotonic() - _last_stored_at < seconds
+
 
 @dataclass(eq=False)
 class _Waiting:
@@ -129,6 +138,8 @@ class EventIntake:
                     for waiting in group:
                         waiting.error = error
                 else:
+                    global _last_stored_at
+                    _last_stored_at = time.monotonic()
                     for waiting, stored in zip(group, results):
                         waiting.stored = stored
                 finally:

@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from datetime import datetime
 
 from sqlalchemy import Engine
@@ -26,7 +27,7 @@ from connector.ledger import create_ledger_engine
 from connector.ledger.models import utcnow
 from connector.logs import register_secrets, settings_secrets
 from connector.mapping.engine import MappingSet
-from connector.worker import claims, presence
+from connector.worker import claims, make_way, presence
 from connector.worker.budget import BudgetGate
 from connector.worker.delivery import BatchProcessor, Finished
 from connector.worker.planner import plan_received
@@ -144,7 +145,9 @@ class Worker:
         """One pass: plan received events, claim a batch, deliver it. Returns deliveries handled."""
         # Plan ahead of delivery, so a claim finds a backlog's deliveries of one kind together;
         # in batch-sized steps, so the events being mapped never crowd a worker's memory.
-        for _ in range(_PLAN_AHEAD_BATCHES):
+        # Inside gunicorn during a burst of webhooks, plan just this batch: a short pass (make_way.py).
+        ahead = 1 if self.kind == "embedded" and make_way.webhooks_arriving() else _PLAN_AHEAD_BATCHES
+        for _ in range(ahead):
             if plan_received(self.engine, self.mappings, limit=self.config.batch_size, owner=self.name) \
                     < self.config.batch_size:
                 break
@@ -173,9 +176,12 @@ class Worker:
             self._on_finished(finished)
 
     def _run(self, index: int) -> None:
+        # Inside gunicorn, the webhooks this process receives go first (make_way.py).
+        pass_scope = (lambda: make_way.making_way(self._stop)) if self.kind == "embedded" else nullcontext
         while not self._stop.is_set():
             try:
-                handled = self.run_once(index)
+                with pass_scope():
+                    handled = self.run_once(index)
                 if index == 0:
                     self._maybe_prune()
             except SQLAlchemyError as error:
