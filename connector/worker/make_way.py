@@ -8,7 +8,8 @@ fell to 6-8% of a bare Flask app's (bench/README.md). So while webhooks arrive, 
 delivery thread rests after each pass for `REST_PER_PASS` times as long as the pass took: delivery
 gets about a tenth of the time during a burst, so it falls behind but never stops, and is back at
 full speed `BURST_QUIET_S` after the last webhook. During a burst a pass also plans only the
-batch it delivers, not several ahead, so that each pass is short. The pass's time on the clock, not its CPU time:
+batch it delivers, not several ahead, and takes a batch of `BURST_BATCH_SIZE` at most, so that
+each pass is short. The pass's time on the clock, not its CPU time:
 under the GIL a pass holds the write lock while it waits for its turn to run, and that wait is
 what the webhooks feel. A pass that waited long for a CRM rests `MAX_REST_S` at most. Standalone
 `connector worker` processes have no webhooks of their own and never rest; webhooks still go first
@@ -26,6 +27,8 @@ from connector.ledger.intake import webhooks_stored_within
 
 # Rest 9 s for each second a pass took: delivery takes about 10% of a thread while webhooks arrive.
 REST_PER_PASS = 9.0
+# The largest batch an embedded pass takes during a burst (worker.batch_size otherwise).
+BURST_BATCH_SIZE = 50
 # A burst is over when no webhook was stored for this long.
 BURST_QUIET_S = 0.5
 # However busy the receiver, a delivery thread passes again within this.

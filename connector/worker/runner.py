@@ -145,14 +145,15 @@ class Worker:
         """One pass: plan received events, claim a batch, deliver it. Returns deliveries handled."""
         # Plan ahead of delivery, so a claim finds a backlog's deliveries of one kind together;
         # in batch-sized steps, so the events being mapped never crowd a worker's memory.
-        # Inside gunicorn during a burst of webhooks, plan just this batch: a short pass (make_way.py).
-        ahead = 1 if self.kind == "embedded" and make_way.webhooks_arriving() else _PLAN_AHEAD_BATCHES
+        # Inside gunicorn during a burst of webhooks, a short pass: plan just this batch, and a smaller
+        # one, so no transaction or stretch of mapping keeps the webhooks waiting long (make_way.py).
+        batch_size, ahead = self.config.batch_size, _PLAN_AHEAD_BATCHES
+        if self.kind == "embedded" and make_way.webhooks_arriving():
+            batch_size, ahead = min(batch_size, make_way.BURST_BATCH_SIZE), 1
         for _ in range(ahead):
-            if plan_received(self.engine, self.mappings, limit=self.config.batch_size, owner=self.name) \
-                    < self.config.batch_size:
+            if plan_received(self.engine, self.mappings, limit=batch_size, owner=self.name) < batch_size:
                 break
-        claimed = claims.claim(self.engine, self.name, self.config.batch_size, self.config.lease_s,
-                               held=self.budgets.held())
+        claimed = claims.claim(self.engine, self.name, batch_size, self.config.lease_s, held=self.budgets.held())
         if not claimed:
             return 0
         self.last_claim_at = utcnow()
