@@ -55,7 +55,9 @@ def refused_shoppers(engine: sa.Engine, count: int, start: int = 0) -> None:
     for i in range(start, start + count):
         document = json.loads(sample_bytes("review.create"))
         document["resource"]["reviewId"] = f"refused-{i}"
-        document["resource"]["reviewer"]["email"] = f"jürgen{i}@exämple.de"
+        # No top-level domain: refused by both CRMs' answers (an internationalised local part would be
+        # refused by the connector before sending, with no HTTP status to report).
+        document["resource"]["reviewer"]["email"] = f"jurgen{i}@exaemple"
         ingest(engine, document)
 
 
@@ -132,7 +134,7 @@ def test_alerts_reach_a_local_http_sink_and_a_local_smtp_server_exactly_once_per
     assert hook["hubspot"].headers["idempotency-key"] == hook["hubspot"].body["id"]
     # No shopper's data in any alert, and no secret in any log line.
     everything = json.dumps([seen.body for seen in http.seen]) + "".join(m.as_string() for m in smtp.messages)
-    assert "jürgen" not in everything and "exämple" not in everything
+    assert "jurgen" not in everything and "exaemple" not in everything
     assert "XXXXSECRETXXXX" not in log and "hook-token-123456" not in log
     engine.dispose()
 

@@ -164,9 +164,9 @@ def test_an_email_a_crm_refused_is_never_looked_for_or_created_again(ledger, crm
     error); the link table remembers the refusal, so their notes and records are written without a
     contact at once, with no lookup and no second try to create it."""
     settings, engine = ledger
-    bad = "jürgen.müller@exämple.de"
+    bad = "jurgen.muller@localhost"  # no top-level domain: only the CRMs can tell, and both refuse it
     document = json.loads(sample_bytes("review.create"))
-    document["resource"]["reviewer"] = {"name": "Jürgen Müller", "email": bad}
+    document["resource"]["reviewer"] = {"name": "Jurgen Muller", "email": bad}
     review = ingest(engine, document)
     drain(settings, engine)
     later = ingest(engine, transaction("txn-refused", 10, member="member-j", shopper="customer-j", email=bad))

@@ -23,7 +23,7 @@ from connector.destinations.errors import DeliveryError, ErrorClass
 from connector.destinations.forensics import Answered, answered, unwrap
 from connector.destinations.hubspot_answers import awaiting_search_index, errors_by_ref, kept, named_by
 from connector.destinations.hubspot_setup import HubSpotSetup
-from connector.destinations.hubspot_values import as_strings, source_key
+from connector.destinations.hubspot_values import as_strings, source_key, unacceptable_email
 from connector.destinations.isolation import isolated, outcome_per_input
 from connector.destinations.remembered import RememberedLinks, delivering, remembered_keys
 
@@ -79,7 +79,13 @@ class HubSpotDestination(HubSpotSetup):
                 results[index] = Result.failed(DeliveryError(
                     ErrorClass.PERMANENT, "one batch cannot upsert by two different key properties"))
                 continue
+            refusal = email_refusal(crm_object, id_property, str(work.operation.key.value))  # type: ignore[union-attr]
+            if refusal is not None:
+                results[index] = Result.failed(refusal)
+                continue
             by_value.setdefault(str(work.operation.key.value), []).append((index, work))  # type: ignore[union-attr]
+        if not by_value:
+            return
 
         existing: dict[str, str] = {}
         if any(work.operation.create_only_properties for _, work in items):
@@ -396,8 +402,13 @@ class HubSpotDestination(HubSpotSetup):
                         records: dict[str, dict[str, Any]]) -> dict[str, str | DeliveryError]:
         """Write association targets by their unique key: an upsert, so one that exists already (not read
         first when it has nothing but its key to write) answers with its id, one that does not is made."""
+        outcomes: dict[str, str | DeliveryError] = {}
+        for value in list(records):
+            refusal = email_refusal(crm_object, id_property, value)
+            if refusal is not None:
+                outcomes[value] = refusal
         inputs = [{"idProperty": id_property, "id": value, "properties": {**as_strings(properties), id_property: value}}
-                  for value, properties in records.items()]
+                  for value, properties in records.items() if value not in outcomes]
 
         def send(part: Sequence[dict[str, Any]]) -> list[Any]:
             response = self._call(self._objects.upsert_with_http_info, crm_object, {"inputs": list(part)})
@@ -406,7 +417,6 @@ class HubSpotDestination(HubSpotSetup):
             failed = errors_by_ref(response, self._wire.last)
             return [written.get(item["id"].lower()) or failed.get(item["id"]) for item in part]
 
-        outcomes: dict[str, str | DeliveryError] = {}
         for start in range(0, len(inputs), self.config.batch_size):
             chunk = inputs[start:start + self.config.batch_size]
             answers = outcome_per_input(chunk, send, named_by("id"))
@@ -476,6 +486,19 @@ class _StaleTargets(Exception):
     def __init__(self, gone: list[tuple[str, str]]):
         super().__init__(gone)
         self.gone = gone
+
+
+def email_refusal(crm_object: str, id_property: str, value: str) -> DeliveryError | None:
+    """A contact email HubSpot's documented rules refuse (hubspot_values.unacceptable_email), failed
+    without a call as HubSpot would fail it (a VALIDATION_ERROR, INVALID_EMAIL on `email`)."""
+    if crm_object != "contacts" or id_property != "email":
+        return None
+    reason = unacceptable_email(value)
+    if reason is None:
+        return None
+    return DeliveryError(ErrorClass.PERMANENT, f"HubSpot refuses the email address {value}: {reason} "
+                         "(not sent: HubSpot would refuse the whole batch for it)", None, "VALIDATION_ERROR",
+                         fields=(("email", "INVALID_EMAIL"),))
 
 
 def refuses_associations(error: DeliveryError) -> bool:

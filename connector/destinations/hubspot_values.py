@@ -35,3 +35,19 @@ def property_type(name: str) -> tuple[str, str]:
     if name.endswith(("_rating", "_score", "_balance")):
         return "number", "number"
     return "string", "text"
+
+
+def unacceptable_email(value: str) -> str | None:
+    """Why HubSpot would refuse this contact email, when its documented rules settle it without a call:
+    an address must be valid RFC 2822, whose local part (before the @) is ASCII, and may not be quoted
+    (https://legacydocs.hubspot.com/docs/faq/how-does-hubspot-validate-email-addresses). HubSpot fails a
+    whole batch for one such address, so sending it would cost a call for nothing. Anything else
+    (the domain, its TLD) is left for HubSpot to judge."""
+    local, at, _ = value.rpartition("@")
+    if not at or not local:
+        return None
+    if not local.isascii():
+        return "its local part (before the @) is not ASCII, as RFC 2822 requires"
+    if local.startswith('"') and local.endswith('"'):
+        return "its local part is quoted"
+    return None
