@@ -9,6 +9,8 @@ the field and the reason). It makes no network call; the worker and
 from __future__ import annotations
 
 import fnmatch
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -63,6 +65,11 @@ class CompiledMapping:
 
     def handles(self, event_name: str) -> bool:
         return any(fnmatch.fnmatchcase(event_name, pattern) for pattern in self.patterns)
+
+
+# Bump when the engine derives different operations from the same mappings (a new filter behaviour, a
+# new field on Operation): operations planned by an older engine are then mapped again at delivery.
+ENGINE_VERSION = "1"
 
 
 class _Skip(Exception):
@@ -140,6 +147,20 @@ class MappingSet:
     def __init__(self, mappings: list[CompiledMapping], lookups: Mapping[str, Any]):
         self.mappings = mappings
         self.lookups = dict(lookups)
+        self._fingerprints: dict[str, str] = {}
+
+    def fingerprint(self, name: str) -> str | None:
+        """What decides this mapping's operations: its spec, the lookup tables and the engine's own
+        version. Equal fingerprints give equal operations for one event, so an operation planned with
+        this fingerprint can be delivered as planned, without mapping the event again."""
+        if name not in self._fingerprints:
+            mapping = self.get(name)
+            if mapping is None:
+                return None
+            text = json.dumps([ENGINE_VERSION, mapping.spec.model_dump(mode="json"), self.lookups],
+                              sort_keys=True, default=str)
+            self._fingerprints[name] = hashlib.sha256(text.encode()).hexdigest()[:32]
+        return self._fingerprints[name]
 
     def names(self) -> list[str]:
         return [mapping.name for mapping in self.mappings]

@@ -8,7 +8,7 @@ outcome; `connector preview` prints them as JSON.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 READY = "ready"
@@ -90,6 +90,54 @@ class Operation:
     associations: list[AssociationRef] = field(default_factory=list)
     identities: list[SourceRef] = field(default_factory=list)  # more Okendo ids the written record stands for
 
+    def to_json(self) -> dict[str, Any]:
+        document: dict[str, Any] = {
+            "object": self.object, "action": self.action, "source": _ref_json(self.source),
+            "key": {"field": self.key.field, "value": self.key.value} if self.key is not None else None,
+            "properties": dict(self.properties), "create_only_properties": dict(self.create_only_properties),
+            "associations": [_association_json(ref) for ref in self.associations]}
+        if self.identities:
+            document["identities"] = [_ref_json(ref) for ref in self.identities]
+        return document
+
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> Operation:
+        """The operation `to_json` wrote (defaults filled in again)."""
+        key = document.get("key")
+        return cls(
+            object=document["object"], action=document["action"], source=_ref(document.get("source")),
+            key=RecordKey(key["field"], key["value"]) if key else None,
+            properties=dict(document.get("properties") or {}),
+            create_only_properties=dict(document.get("create_only_properties") or {}),
+            associations=[AssociationRef(
+                to=a["to"], key=RecordKey(a["key"]["field"], a["key"]["value"]) if a.get("key") else None,
+                source=_ref(a.get("source")), hubspot_type=a.get("hubspot_type"), field=a.get("field"),
+                identities=tuple(_ref(i) for i in a.get("identities") or ()),  # type: ignore[misc]
+                if_missing=a.get("if_missing", "wait"), create_properties=dict(a.get("create_properties") or {}))
+                for a in document.get("associations") or []],
+            identities=[_ref(i) for i in document.get("identities") or []])  # type: ignore[misc]
+
+
+def _ref_json(ref: SourceRef | None) -> dict[str, Any] | None:
+    return {"type": ref.type, "id": ref.id} if ref is not None else None
+
+
+def _ref(document: dict[str, Any] | None) -> SourceRef | None:
+    return SourceRef(document["type"], document["id"]) if document else None
+
+
+def _association_json(ref: AssociationRef) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "to": ref.to, "key": {"field": ref.key.field, "value": ref.key.value} if ref.key is not None else None,
+        "source": _ref_json(ref.source), "hubspot_type": ref.hubspot_type, "field": ref.field}
+    if ref.identities:
+        document["identities"] = [_ref_json(i) for i in ref.identities]
+    if ref.if_missing != "wait":
+        document["if_missing"] = ref.if_missing
+    if ref.create_properties:
+        document["create_properties"] = dict(ref.create_properties)
+    return document
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -101,14 +149,9 @@ class Outcome:
     warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        document = asdict(self)
-        operation = document.get("operation")
-        if operation:  # leave out what is at its default, so a preview shows what matters
-            if not operation["identities"]:
-                del operation["identities"]
-            for association in operation["associations"]:
-                association["identities"] = list(association["identities"])
-                for name, default in (("identities", []), ("if_missing", "wait"), ("create_properties", {})):
-                    if association[name] == default:
-                        del association[name]
-        return document
+        """The outcome as JSON (what `connector preview` prints and a delivery keeps), leaving out what
+        is at its default, so it shows what matters. Built by hand: `dataclasses.asdict` deep-copies
+        every value and took a third of the time of planning an event."""
+        return {"mapping": self.mapping, "destination": self.destination, "status": self.status,
+                "operation": self.operation.to_json() if self.operation is not None else None,
+                "reason": self.reason, "warnings": list(self.warnings)}

@@ -50,9 +50,14 @@ def target_key(outcome: Outcome) -> str | None:
     return text if len(text) <= 255 else "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
-def delivery_row(event: Any, position: int, outcome: Outcome) -> dict[str, Any]:
+def delivery_row(event: Any, position: int, outcome: Outcome, planned_with: str | None = None) -> dict[str, Any]:
+    """A delivery for this outcome. Its operation keeps the fingerprint of the mapping that made it
+    (`planned_with`): delivered while the mapping is unchanged, it goes out as planned, unmapped again."""
     now = utcnow()
     state = _STATE_FOR_OUTCOME.get(outcome.status, DeliveryState.SKIPPED)
+    operation = outcome.operation.to_json() if outcome.operation is not None else None
+    if operation is not None and planned_with is not None:
+        operation["planned_with"] = planned_with
     return {
         "event_id": event.id,
         "mapping": outcome.mapping,
@@ -68,7 +73,7 @@ def delivery_row(event: Any, position: int, outcome: Outcome) -> dict[str, Any]:
         "sequence_key": sequence_key(event.sequence_number) if event.sequence_number else None,
         "position": position,
         "target_key": target_key(outcome),
-        "operation": outcome.to_json().get("operation"),
+        "operation": operation,
     }
 
 
@@ -104,8 +109,8 @@ def plan_received(engine: Engine, mappings: MappingSet, limit: int = 500, owner:
         mine = set(connection.execute(still).scalars())
         if not mine:
             return 0
-        new_rows = [delivery_row(event, position, outcome) for event in rows if event.id in mine
-                    for position, outcome in enumerate(outcomes[event.id])]
+        new_rows = [delivery_row(event, position, outcome, mappings.fingerprint(outcome.mapping))
+                    for event in rows if event.id in mine for position, outcome in enumerate(outcomes[event.id])]
         if new_rows:
             # executemany, not one multi-row VALUES: a statement per batch size would fill
             # SQLAlchemy's compiled cache with large statements.
