@@ -72,21 +72,51 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
             yield connection
 
 
+class KeptConnection:
+    """A pooled DBAPI connection one thread keeps between its driver_write_transactions (the
+    receiver's writer thread, while webhooks keep coming): no pool checkout, and on PostgreSQL no
+    pre-ping round trip, per group. Dropped (invalidated) after any error, and given back to the
+    pool by close()."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._connection: Any = None
+
+    def take(self) -> Any:
+        if self._connection is None:
+            self._connection = self.engine.raw_connection()  # a failed connect raises the driver's error
+        return self._connection
+
+    def drop(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                connection.invalidate()  # a broken or unknown state: never back to the pool
+            except Exception:  # already gone
+                pass
+
+    def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()
+
+
 @contextmanager
-def driver_write_transaction(engine: Engine) -> Iterator[Any]:
+def driver_write_transaction(engine: Engine, kept: KeptConnection | None = None) -> Iterator[Any]:
     """The shortest write transaction there is, for the receiver's group commit: the gate's turn
     (SQLite), a pooled connection's own DBAPI cursor, BEGIN, the caller's statements, COMMIT.
 
     It skips what a SQLAlchemy Connection adds per transaction (events, savepoint bookkeeping, the
     compiled-statement cache): a webhook's insert is one statement, and every microsecond spent
     here holds the ledger's only write lock. The same lock waits apply as in write_transaction.
+    `kept`: the connection to use, kept by the caller between transactions.
     """
     gated = _write_gates.get(engine)
     # Urgent: a request waits for this commit, and goes before the delivery workers' writes (gate.py).
     with gated[0].turn(gated[1], urgent=True) if gated else nullcontext():
-        connection = None
+        own = kept or KeptConnection(engine)
         try:
-            connection = engine.raw_connection()  # a failed connect raises the driver's own error
+            connection = own.take()
             cursor = connection.cursor()
             if engine.dialect.name == "sqlite":
                 cursor.execute("BEGIN IMMEDIATE")  # isolation_level None: we begin (see _on_connect)
@@ -99,12 +129,16 @@ def driver_write_transaction(engine: Engine) -> Iterator[Any]:
                 raise
             connection.commit()
         except engine.dialect.loaded_dbapi.Error as error:
+            own.drop()
             # The driver's own error, wrapped as SQLAlchemy wraps it everywhere else (callers tell a
             # lock timeout from a broken ledger by it: is_lock_timeout).
             raise DBAPIError.instance(None, None, error, engine.dialect.loaded_dbapi.Error) from error
+        except BaseException:
+            own.drop()
+            raise
         finally:
-            if connection is not None:
-                connection.close()  # back to the pool
+            if kept is None:
+                own.close()  # back to the pool
 
 
 def is_lock_timeout(error: BaseException) -> bool:

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Dialect, Engine, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from connector.ledger.database import driver_write_transaction
+from connector.ledger.database import KeptConnection, driver_write_transaction
 from connector.ledger.models import Event, utcnow
 
 _events = Event.__table__
@@ -109,13 +109,15 @@ class _DriverInsert:
 _driver_inserts: dict[str, _DriverInsert] = {}
 
 
-def record_events(engine: Engine, incomings: Sequence[IncomingEvent]) -> list[StoredEvent]:
+def record_events(engine: Engine, incomings: Sequence[IncomingEvent], *,
+                  kept: KeptConnection | None = None) -> list[StoredEvent]:
     """Insert the events in one transaction (one commit, one fsync), or find those already
     stored under their message ids; a result per event, in order.
 
     Returns only after the transaction has committed, so the caller may
     acknowledge every one of them. Database errors propagate (as SQLAlchemy
-    errors): the caller must acknowledge none.
+    errors): the caller must acknowledge none. `kept`: a connection the caller keeps between
+    groups (see KeptConnection).
 
     The receiver's hot path: the statements go to the driver as SQLAlchemy compiled them, without
     its per-statement machinery, inside the shortest write transaction (driver_write_transaction).
@@ -125,7 +127,7 @@ def record_events(engine: Engine, incomings: Sequence[IncomingEvent]) -> list[St
         statement = _driver_inserts.setdefault(engine.dialect.name, _DriverInsert.for_dialect(engine.dialect))
     rows = [statement.parameters(incoming) for incoming in incomings]
     new_ids: list[int | None] = []
-    with driver_write_transaction(engine) as cursor:
+    with driver_write_transaction(engine, kept) as cursor:
         if engine.dialect.name == "postgresql":
             # One round trip for the group (psycopg pipelines an executemany); a result set per row,
             # empty when the message id was already there.

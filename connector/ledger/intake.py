@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 
+from connector.ledger.database import KeptConnection
 from connector.ledger.events import IncomingEvent, StoredEvent, record_events
 
 # Half a second: a probe queued behind every thread of a worker still answers within a second.
@@ -124,6 +125,7 @@ class EventIntake:
         return max(min(deadline, (started if started is not None else now) + self.stall_s) - now, 0.0)
 
     def _write_while_work_waits(self) -> None:
+        kept = KeptConnection(self.engine)  # one connection for as long as the webhooks keep coming
         try:
             while True:
                 with self._state:
@@ -133,7 +135,7 @@ class EventIntake:
                     del self._queue[: self.max_group]
                     self._writing_since = time.monotonic()
                 try:
-                    results = record_events(self.engine, [waiting.incoming for waiting in group])
+                    results = record_events(self.engine, [waiting.incoming for waiting in group], kept=kept)
                 except Exception as error:  # every request of the group answers "not stored"
                     for waiting in group:
                         waiting.error = error
@@ -148,6 +150,7 @@ class EventIntake:
                     for waiting in group:
                         waiting.ready.set()
         finally:
+            kept.close()
             with self._state:
                 self._writer = None
                 if self._queue:  # arrived as this thread was leaving (or it failed): hand over
