@@ -17,7 +17,7 @@ from typing import Any
 
 from connector import okendo
 from connector.mapping.control_characters import strip_from_value
-from connector.mapping.expressions import EvaluationError, Evaluator, plain
+from connector.mapping.expressions import EvaluationError, Evaluator, Scope, plain
 from connector.mapping.operations import (
     FAILED,
     READY,
@@ -106,11 +106,11 @@ def _key_text(value: Any, where: str, what: str, warnings: list[str]) -> str | N
     return None if text is None else _without_control_characters(text, what, warnings)
 
 
-def _scope(document: Mapping[str, Any], lookups: Mapping[str, Any]) -> dict[str, Any]:
+def _scope(document: Mapping[str, Any], lookups: Mapping[str, Any]) -> Scope:
     resource = document.get("resource")
     resource_type = document.get("resourceType")
     topic = document.get("topic")
-    return {
+    return Scope({
         "resource": resource if isinstance(resource, Mapping) else {},
         "event": {
             "name": okendo.event_name(str(resource_type), str(topic)),
@@ -120,7 +120,7 @@ def _scope(document: Mapping[str, Any], lookups: Mapping[str, Any]) -> dict[str,
             "version": document.get("version"),
         },
         "lookups": lookups,
-    }
+    })
 
 
 def _identities(specs: Any, evaluators: tuple[Evaluator, ...], scope: dict[str, Any], where: str) -> list[SourceRef]:
@@ -148,6 +148,7 @@ class MappingSet:
         self.mappings = mappings
         self.lookups = dict(lookups)
         self._fingerprints: dict[str, str] = {}
+        self._handling: dict[str, list[CompiledMapping]] = {}
 
     def fingerprint(self, name: str) -> str | None:
         """What decides this mapping's operations: its spec, the lookup tables and the engine's own
@@ -198,12 +199,11 @@ class MappingSet:
         if not isinstance(resource_type, str) or not isinstance(topic, str):
             return []
         event_name = okendo.event_name(resource_type, topic)
+        handling = self._handling.get(event_name)
+        if handling is None:  # the patterns matched once per event name, not per event
+            handling = self._handling[event_name] = [m for m in self.mappings if m.handles(event_name)]
         scope = _scope(document, self.lookups)
-        outcomes = []
-        for mapping in self.mappings:
-            if (only is None or mapping.name == only) and mapping.handles(event_name):
-                outcomes.append(self._outcome(mapping, document, scope))
-        return outcomes
+        return [self._outcome(mapping, document, scope) for mapping in handling if only is None or mapping.name == only]
 
     def _outcome(self, mapping: CompiledMapping, document: Mapping[str, Any], scope: dict[str, Any]) -> Outcome:
         spec = mapping.spec
