@@ -7,7 +7,7 @@ wins, the other reads the winner's id.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -109,15 +109,17 @@ class _DriverInsert:
 _driver_inserts: dict[str, _DriverInsert] = {}
 
 
-def record_events(engine: Engine, incomings: Sequence[IncomingEvent], *,
-                  kept: KeptConnection | None = None) -> list[StoredEvent]:
+def record_events(engine: Engine, incomings: Sequence[IncomingEvent], *, kept: KeptConnection | None = None,
+                  joining: Callable[[], Sequence[IncomingEvent]] | None = None) -> list[StoredEvent]:
     """Insert the events in one transaction (one commit, one fsync), or find those already
     stored under their message ids; a result per event, in order.
 
     Returns only after the transaction has committed, so the caller may
     acknowledge every one of them. Database errors propagate (as SQLAlchemy
     errors): the caller must acknowledge none. `kept`: a connection the caller keeps between
-    groups (see KeptConnection).
+    groups (see KeptConnection). `joining`: called once the write lock is ours, for the events that
+    arrived while we waited for it; they are stored in this transaction too, their results after
+    those of `incomings`.
 
     The receiver's hot path: the statements go to the driver as SQLAlchemy compiled them, without
     its per-statement machinery, inside the shortest write transaction (driver_write_transaction).
@@ -125,9 +127,11 @@ def record_events(engine: Engine, incomings: Sequence[IncomingEvent], *,
     statement = _driver_inserts.get(engine.dialect.name)
     if statement is None:
         statement = _driver_inserts.setdefault(engine.dialect.name, _DriverInsert.for_dialect(engine.dialect))
-    rows = [statement.parameters(incoming) for incoming in incomings]
     new_ids: list[int | None] = []
     with driver_write_transaction(engine, kept) as cursor:
+        if joining is not None:
+            incomings = [*incomings, *joining()]
+        rows = [statement.parameters(incoming) for incoming in incomings]
         if engine.dialect.name == "postgresql":
             # One round trip for the group (psycopg pipelines an executemany); a result set per row,
             # empty when the message id was already there.

@@ -134,8 +134,18 @@ class EventIntake:
                     group = self._queue[: self.max_group]
                     del self._queue[: self.max_group]
                     self._writing_since = time.monotonic()
+                def joining(group: list[_Waiting] = group) -> list[IncomingEvent]:
+                    # What arrived while this write waited for the lock (another process's commit)
+                    # goes in the same commit: under load, one fsync for many more webhooks.
+                    with self._state:
+                        joined = self._queue[: self.max_group - len(group)]
+                        del self._queue[: len(joined)]
+                    group.extend(joined)
+                    return [waiting.incoming for waiting in joined]
+
                 try:
-                    results = record_events(self.engine, [waiting.incoming for waiting in group], kept=kept)
+                    results = record_events(self.engine, [waiting.incoming for waiting in group], kept=kept,
+                                            joining=joining)
                 except Exception as error:  # every request of the group answers "not stored"
                     for waiting in group:
                         waiting.error = error
