@@ -303,6 +303,11 @@ def test_worker_outcomes_and_latency_match_the_ledger(delivering, crms):
     started = time.monotonic()
     for sample in STORY:
         ingest(engine, sample)
+    # Another review, never deleted: its Okendo_Review__c is written, and dies on the short field (the
+    # story's own review is created and deleted while waiting, so it never reaches the CRM).
+    other = json.loads(sample_bytes("review.update"))
+    other["resource"]["reviewId"] = "another-review"
+    ingest(engine, other)
     drain(settings, engine)
     ingest(engine, "review.create")  # after the delete was applied: stale
     drain(settings, engine)
