@@ -26,7 +26,9 @@ from connector.ledger.models import Delivery, DeliveryState, DestinationStatus, 
 
 _deliveries = Delivery.__table__
 _status = DestinationStatus.__table__
-# Any constant shared by every worker of this ledger: pg_advisory_xact_lock's key.
+# Any constant shared by every worker of this ledger: pg_advisory_xact_lock's first key (the second is
+# the schema's hash). Workers of a release before this one used the one-key form: stop them all before
+# starting this one, or two of them could claim one resource's events at once.
 _CLAIM_LOCK_KEY = 0x0C0FFEE
 
 
@@ -85,7 +87,9 @@ def claim(engine: Engine, owner: str, limit: int, lease_s: float, now: datetime 
             .where(d.c.lease_expires_at > now, d.c.state.in_(DeliveryState.DUE)))
     with write_transaction(engine) as connection:
         if connection.dialect.name == "postgresql":
-            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CLAIM_LOCK_KEY})
+            # Keyed by the schema too: ledgers sharing one database (a schema each) never wait for each other.
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key, hashtext(current_schema()))"),
+                               {"key": _CLAIM_LOCK_KEY})
         oldest = _select_due(connection, select(*columns).where(due).order_by(d.c.next_attempt_at, d.c.id)
                              .limit(window))
         if not oldest:

@@ -19,6 +19,7 @@ from connector.ledger.models import Delivery, DeliveryState, Event, EventState, 
 from connector.mapping.engine import MappingSet
 from connector.mapping.operations import FAILED, READY, Outcome
 from connector.worker import coalescing
+from connector.worker.planning_turn import planning_turn
 
 _events = Event.__table__
 _deliveries = Delivery.__table__
@@ -85,8 +86,17 @@ def plan_received(engine: Engine, mappings: MappingSet, limit: int = 500, owner:
     `received` inside the write transaction, so two planners never plan one
     event twice (and the unique key on deliveries would refuse it anyway).
     The older deliveries its new ones supersede end stale in the same
-    transaction (connector.worker.coalescing).
+    transaction (connector.worker.coalescing). One planner at a time
+    (connector.worker.planning_turn): one that finds the turn taken plans
+    nothing and returns 0.
     """
+    with planning_turn(engine) as mine_to_plan:
+        if not mine_to_plan:
+            return 0  # another thread or process is planning: deliver meanwhile
+        return _plan(engine, mappings, limit, owner)
+
+
+def _plan(engine: Engine, mappings: MappingSet, limit: int, owner: str | None) -> int:
     columns = (_events.c.id, _events.c.body, _events.c.resource_type, _events.c.resource_id,
                _events.c.sequence_number)
     with engine.connect() as connection:
