@@ -149,6 +149,7 @@ class MappingSet:
         self.lookups = dict(lookups)
         self._fingerprints: dict[str, str] = {}
         self._handling: dict[str, list[CompiledMapping]] = {}
+        self._by_name = {mapping.name: mapping for mapping in mappings}
 
     def fingerprint(self, name: str) -> str | None:
         """What decides this mapping's operations: its spec, the lookup tables and the engine's own
@@ -167,7 +168,7 @@ class MappingSet:
         return [mapping.name for mapping in self.mappings]
 
     def get(self, name: str) -> CompiledMapping | None:
-        return next((mapping for mapping in self.mappings if mapping.name == name), None)
+        return self._by_name.get(name)
 
     def destinations(self) -> set[str]:
         return {mapping.spec.destination for mapping in self.mappings}

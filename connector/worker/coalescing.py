@@ -21,9 +21,11 @@ create's Contact, when only the response has an update).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from types import SimpleNamespace
+from typing import Any
 
 from sqlalchemy import Connection, bindparam, insert, select, tuple_, update
 
@@ -44,20 +46,32 @@ class Superseded:
 
 
 def supersede(connection: Connection, resources: Iterable[Resource], now: datetime,
-              owner: str | None = None) -> list[Superseded]:
+              owner: str | None = None, deleting: Callable[[str], bool] | None = None) -> list[Superseded]:
     """End as stale, inside the caller's write transaction, every older delivery of these resources
-    that a newer due delivery of the same mapping supersedes; returns them (for the metrics)."""
+    that a newer due delivery of the same mapping supersedes; returns them (for the metrics).
+
+    `deleting(mapping)` says which mappings delete: only resources with a due delete need their
+    deliveries' operations read (JSON each); without it, every resource's are."""
     wanted = sorted(set(resources))
     if not wanted:
         return []
     d = _deliveries
     rows = []
     for start in range(0, len(wanted), 500):  # (destination, resource type, id): ix_deliveries_destination_resource
-        rows += connection.execute(select(
+        rows += [SimpleNamespace(**row._mapping, operation=None) for row in connection.execute(select(
             d.c.id, d.c.destination, d.c.resource_type, d.c.resource_id, d.c.mapping, d.c.sequence_key,
-            d.c.event_id, d.c.attempts, d.c.replayed_at, d.c.lease_expires_at, d.c.operation).where(
+            d.c.event_id, d.c.attempts, d.c.replayed_at, d.c.lease_expires_at).where(
             d.c.state.in_(DeliveryState.DUE), d.c.sequence_key.is_not(None),
-            tuple_(d.c.destination, d.c.resource_type, d.c.resource_id).in_(wanted[start:start + 500]))).all()
+            tuple_(d.c.destination, d.c.resource_type, d.c.resource_id).in_(wanted[start:start + 500])))]
+    with_deletes = {(r.destination, r.resource_type, r.resource_id) for r in rows
+                    if deleting is None or deleting(r.mapping)}
+    needed = [r.id for r in rows if (r.destination, r.resource_type, r.resource_id) in with_deletes]
+    operations: dict[int, Any] = {}
+    for start in range(0, len(needed), 500):
+        operations.update(connection.execute(select(d.c.id, d.c.operation).where(
+            d.c.id.in_(needed[start:start + 500]))).all())
+    for row in rows:
+        row.operation = operations.get(row.id)
     newest: dict[tuple[str, str, str, str], tuple[str, int]] = {}
     deletes: dict[tuple[str, str, str, str], tuple[str, int]] = {}  # newest delete of the resource's own record
     for row in rows:

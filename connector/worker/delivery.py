@@ -76,6 +76,7 @@ class BatchProcessor:
         self.owner = owner
         self.links = LedgerLinks(engine)
         self.on_finished = on_finished
+        self._as_planned: set[int] = set()  # deliveries whose operation is the one their row holds
 
     def process(self, claimed: list[Claimed], should_abandon: Callable[[], bool] = lambda: False) -> list[int]:
         """Deliver the batch; returns the ids left unprocessed because the worker is stopping."""
@@ -93,6 +94,7 @@ class BatchProcessor:
         for item in claimed:
             facts = events.get(item.event_id)
             if item.id in planned:  # planned by this very mapping: its operation, as planned
+                self._as_planned.add(item.id)
                 outcome: Outcome | None = Outcome(item.mapping, item.destination, READY,
                                                   Operation.from_json(planned[item.id]))
             else:
@@ -214,16 +216,19 @@ class BatchProcessor:
                results: dict[int, Result] | None) -> None:
         now = utcnow()
         with write_transaction(self.engine) as connection:
-            connection.execute(
-                update(_deliveries).where(_deliveries.c.id == bindparam("delivery_id"),
-                                          _deliveries.c.lease_owner == self.owner)
-                .values(attempts=_deliveries.c.attempts - bindparam("refund")),
-                [{"delivery_id": f.claimed.id, "state": f.state, "refund": int(f.refund_attempt),
-                  "last_error": f.error,
-                  "crm_record_id": f.record_id, "next_attempt_at": f.next_attempt_at,
-                  "lease_owner": None, "lease_expires_at": None, "updated_at": now,
-                  "operation": f.operation} for f in finished],
-            )
+            rows = [{"delivery_id": f.claimed.id, "state": f.state, "refund": int(f.refund_attempt),
+                     "last_error": f.error, "crm_record_id": f.record_id, "next_attempt_at": f.next_attempt_at,
+                     "lease_owner": None, "lease_expires_at": None, "updated_at": now, "operation": f.operation}
+                    for f in finished]
+            statement = update(_deliveries).where(_deliveries.c.id == bindparam("delivery_id"),
+                                                  _deliveries.c.lease_owner == self.owner) \
+                .values(attempts=_deliveries.c.attempts - bindparam("refund"))
+            # An operation delivered as planned is in its row already: not encoded and written again.
+            for group in ([r for r in rows if r["delivery_id"] not in self._as_planned],
+                          [{k: v for k, v in r.items() if k != "operation"} for r in rows
+                           if r["delivery_id"] in self._as_planned]):
+                if group:
+                    connection.execute(statement, group)
             connection.execute(insert(_attempts), [
                 {"delivery_id": f.claimed.id, "started_at": now, "duration_ms": f.duration_ms, "outcome": f.outcome,
                  "http_status": f.http_status, "error": f.error, "error_class": f.error_class, "worker": self.owner,
