@@ -166,6 +166,10 @@ class HubSpotEmulator(Emulator):
         self._daily: dict[str, int] = {}
         self._next_id = 100
         self._next_association_type = 1000
+        # (type key, unique property) -> casefolded value -> ids of the records (live or archived) holding
+        # it, built on first use: unique checks and lookups need not scan every record (quadratic in a
+        # backlog of thousands of contacts). Dropped whenever a batch is undone.
+        self._by_unique: dict[tuple[str, str], dict[str, set[str]]] = {}
         self._types: dict[str, _ObjectType] = {}
         self._association_types: dict[int, _AssociationType] = {}
         self._defaults: dict[tuple[str, str], int] = {}
@@ -545,6 +549,7 @@ class HubSpotEmulator(Emulator):
         except BaseException:
             for undo in reversed(self._undo):
                 undo()
+            self._by_unique.clear()  # the undone writes are not in it: rebuilt on next use
             raise
         finally:
             self._undo = None
@@ -639,9 +644,31 @@ class HubSpotEmulator(Emulator):
             record = otype.records.get(str(value))
             return record if record is not None and (record.archived_at is not None) == archived else None
         self._unique(otype, id_property)
-        wanted = str(value).casefold()
-        return next((r for r in otype.records.values() if (r.archived_at is not None) == archived
-                     and r.properties.get(id_property, "").casefold() == wanted), None)
+        ids = self._holding(otype, id_property, str(value))
+        return next((otype.records[i] for i in sorted(ids, key=int)
+                     if (otype.records[i].archived_at is not None) == archived), None)
+
+    def _holding(self, otype: _ObjectType, name: str, value: str) -> set[str]:
+        """Ids of the records whose property `name` holds `value` (case-insensitively)."""
+        key = (otype.key, name)
+        if key not in self._by_unique:
+            index: dict[str, set[str]] = {}
+            for record in otype.records.values():
+                if record.properties.get(name) is not None:
+                    index.setdefault(record.properties[name].casefold(), set()).add(record.id)
+            self._by_unique[key] = index
+        return self._by_unique[key].get(value.casefold(), set())
+
+    def _reindex(self, otype: _ObjectType, record: _Record, before: dict[str, Any] | None) -> None:
+        for (type_key, name), index in self._by_unique.items():
+            if type_key != otype.key:
+                continue
+            old = (before or {}).get(name)
+            if old is not None:
+                index.get(old.casefold(), set()).discard(record.id)
+            new = record.properties.get(name)
+            if new is not None:
+                index.setdefault(new.casefold(), set()).add(record.id)
 
     def _not_found(self, otype: _ObjectType, value: str, id_property: str | None) -> HubSpotError:
         if id_property in (None, "", "hs_object_id") and not str(value).isdigit():
@@ -775,8 +802,8 @@ class HubSpotEmulator(Emulator):
         for name, value in values.items():
             if value is None or not otype.properties[name]["hasUniqueValue"]:
                 continue
-            clash = next((r for r in self._live(otype) if r.id != exclude
-                          and r.properties.get(name, "").casefold() == value.casefold()), None)
+            clash = next((otype.records[i] for i in sorted(self._holding(otype, name, value), key=int)
+                          if i != exclude and otype.records[i].archived_at is None), None)
             if clash is not None:
                 # REFERENCE §3.3: an existing email -> 409 CONFLICT "Contact already exists. Existing ID: N".
                 label = otype.name.replace("_", " ").capitalize()
@@ -792,6 +819,7 @@ class HubSpotEmulator(Emulator):
         self._next_id += 1
         record = _Record(str(self._next_id), {k: v for k, v in values.items() if v is not None}, now, now)
         otype.records[record.id] = record
+        self._reindex(otype, record, None)
         self._created_mono[(otype.key, record.id)] = time.monotonic()
         if self._undo is not None:
             self._undo.append(lambda: otype.records.pop(record.id, None))
@@ -806,11 +834,13 @@ class HubSpotEmulator(Emulator):
             before, updated_at = dict(record.properties), record.updated_at
             self._undo.append(lambda: (record.properties.clear(), record.properties.update(before),
                                        setattr(record, "updated_at", updated_at)))
+        previous = dict(record.properties)
         for name, value in values.items():
             if value is None:
                 record.properties.pop(name, None)
             else:
                 record.properties[name] = value
+        self._reindex(otype, record, previous)
         record.updated_at = _now()
         return record
 
