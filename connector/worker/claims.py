@@ -19,10 +19,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, Engine, and_, or_, select, text, tuple_, update
+from sqlalchemy import Connection, Engine, and_, func, or_, select, text, update
 
 from connector.ledger.database import write_transaction
 from connector.ledger.models import Delivery, DeliveryState, DestinationStatus, utcnow
+from connector.worker.resource_rows import due_rows_of
 
 _deliveries = Delivery.__table__
 _status = DestinationStatus.__table__
@@ -79,9 +80,11 @@ def claim(engine: Engine, owner: str, limit: int, lease_s: float, now: datetime 
     held = list(held)  # destinations waiting for their daily API budget (connector.worker.budget)
     if held:
         due = and_(due, d.c.destination.not_in(held))
+    # What choosing needs (no timestamps: reading them is most of the cost of a row); the rest is read
+    # for the chosen deliveries only.
     columns = (d.c.id, d.c.event_id, d.c.mapping, d.c.destination, d.c.resource_type, d.c.resource_id,
-               d.c.sequence_key, d.c.position, d.c.attempts, d.c.created_at, d.c.target_key, d.c.replayed_at,
-               d.c.lease_expires_at)
+               d.c.sequence_key, d.c.position, d.c.attempts, d.c.target_key,
+               d.c.replayed_at.is_not(None).label("replayed"))
     window = limit * 4
     held = (select(d.c.destination, d.c.resource_type, d.c.resource_id, d.c.target_key).distinct()
             .where(d.c.lease_expires_at > now, d.c.state.in_(DeliveryState.DUE)))
@@ -113,13 +116,17 @@ def claim(engine: Engine, owner: str, limit: int, lease_s: float, now: datetime 
             chosen = _in_order(connection, oldest, busy_resources, busy_targets, limit, superseded)
         if not chosen:
             return []
+        ids = [row.id for row in chosen]
+        times = {row.id: row for row in connection.execute(
+            select(d.c.id, d.c.created_at, d.c.replayed_at, d.c.lease_expires_at).where(d.c.id.in_(ids)))}
         connection.execute(
-            update(d).where(d.c.id.in_([row.id for row in chosen]))
+            update(d).where(d.c.id.in_(ids))
             .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_s),
                     attempts=d.c.attempts + 1, updated_at=now))
     return [Claimed(row.id, row.event_id, row.mapping, row.destination, row.resource_type, row.resource_id,
-                    row.sequence_key, row.position, row.attempts, row.replayed_at or row.created_at,
-                    row.replayed_at is not None, row.lease_expires_at, superseded.get(row.id)) for row in chosen]
+                    row.sequence_key, row.position, row.attempts,
+                    times[row.id].replayed_at or times[row.id].created_at, row.replayed,
+                    times[row.id].lease_expires_at, superseded.get(row.id)) for row in chosen]
 
 
 # How many kinds (oldest first) a claim looks at before taking a mixed batch.
@@ -147,19 +154,19 @@ def _in_order(connection: Connection, candidates: list, busy_resources: set[tupl
         return []
     d = _deliveries
     open_rows = []
+    first_positions: list = []
     for destination in {row.destination for row in free}:
         mine = [row for row in free if row.destination == destination]
         resources = list({(row.resource_type, row.resource_id) for row in mine if row.resource_id is not None})
         event_ids = list({row.event_id for row in mine})
-        for chunk in _chunks(resources):  # (destination, resource type, id): ix_deliveries_destination_resource
-            open_rows += connection.execute(select(d.c.destination, d.c.resource_type, d.c.resource_id,
-                                                   d.c.sequence_key, d.c.event_id, d.c.position, d.c.mapping).where(
-                d.c.state.in_(DeliveryState.DUE), d.c.destination == destination,
-                tuple_(d.c.resource_type, d.c.resource_id).in_(chunk))).all()
-        for chunk in _chunks(event_ids):
-            open_rows += connection.execute(select(d.c.destination, d.c.resource_type, d.c.resource_id,
-                                                   d.c.sequence_key, d.c.event_id, d.c.position, d.c.mapping).where(
-                d.c.state.in_(DeliveryState.DUE), d.c.destination == destination, d.c.event_id.in_(chunk))).all()
+        # Through ix_deliveries_destination_resource (a row-value IN made SQLite read every due row).
+        open_rows += due_rows_of(connection, (d.c.destination, d.c.resource_type, d.c.resource_id, d.c.event_id,
+                                              d.c.position, d.c.mapping),
+                                 [(destination, resource_type, resource_id) for resource_type, resource_id in resources])
+        for chunk in _chunks(event_ids):  # the first open mapping of each event, counted by the database
+            first_positions += connection.execute(select(d.c.destination, d.c.event_id, func.min(d.c.position)).where(
+                d.c.state.in_(DeliveryState.DUE), d.c.destination == destination, d.c.event_id.in_(chunk))
+                .group_by(d.c.destination, d.c.event_id)).all()
     # The oldest open event of each resource, and the first open mapping of each event.
     lowest: dict[tuple, tuple[str, int]] = {}
     newest: dict[tuple, tuple[str, int]] = {}  # per (destination, resource, mapping)
@@ -174,6 +181,9 @@ def _in_order(connection: Connection, candidates: list, busy_resources: set[tupl
             lowest[resource] = rank
         key = (row.destination, row.event_id)
         first_position[key] = min(first_position.get(key, row.position), row.position)
+    for destination, event_id, position in first_positions:
+        key = (destination, event_id)
+        first_position[key] = min(first_position.get(key, position), position)
     chosen = [row for row in free
               if (row.resource_id is None
                   or lowest.get((row.destination, row.resource_type, row.resource_id)) == (row.sequence_key or "",
@@ -182,7 +192,7 @@ def _in_order(connection: Connection, candidates: list, busy_resources: set[tupl
     chosen.sort(key=lambda row: (row.event_id, row.position))
     chosen = chosen[:limit]
     for row in chosen:
-        if row.attempts or row.replayed_at is not None:
+        if row.attempts or row.replayed:
             # An earlier try may have written this one (its answer lost): it goes out itself and looks
             # before creating again; the newer one, never tried, would not know to look.
             continue

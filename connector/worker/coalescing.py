@@ -21,16 +21,17 @@ create's Contact, when only the response has an update).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, tuple_, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from connector import metrics
 from connector.ledger.models import Delivery, DeliveryAttempt, DeliveryState
+from connector.worker.resource_rows import due_rows_of
 
 _deliveries = Delivery.__table__
 _attempts = DeliveryAttempt.__table__
@@ -46,26 +47,32 @@ class Superseded:
 
 
 def supersede(connection: Connection, resources: Iterable[Resource], now: datetime,
-              owner: str | None = None, deleting: Callable[[str], bool] | None = None) -> list[Superseded]:
+              owner: str | None = None, deletes: Collection[str] | None = None) -> list[Superseded]:
     """End as stale, inside the caller's write transaction, every older delivery of these resources
     that a newer due delivery of the same mapping supersedes; returns them (for the metrics).
 
-    `deleting(mapping)` says which mappings delete: only resources with a due delete need their
-    deliveries' operations read (JSON each); without it, every resource's are."""
+    `deletes` names the mappings that delete (None: any may), so that only resources with a due delete
+    have their deliveries' operations (JSON) read."""
     wanted = sorted(set(resources))
     if not wanted:
         return []
     d = _deliveries
-    rows = []
-    for start in range(0, len(wanted), 500):  # (destination, resource type, id): ix_deliveries_destination_resource
-        rows += [SimpleNamespace(**row._mapping, operation=None) for row in connection.execute(select(
-            d.c.id, d.c.destination, d.c.resource_type, d.c.resource_id, d.c.mapping, d.c.sequence_key,
-            d.c.event_id, d.c.attempts, d.c.replayed_at, d.c.lease_expires_at).where(
-            d.c.state.in_(DeliveryState.DUE), d.c.sequence_key.is_not(None),
-            tuple_(d.c.destination, d.c.resource_type, d.c.resource_id).in_(wanted[start:start + 500])))]
-    with_deletes = {(r.destination, r.resource_type, r.resource_id) for r in rows
-                    if deleting is None or deleting(r.mapping)}
-    needed = [r.id for r in rows if (r.destination, r.resource_type, r.resource_id) in with_deletes]
+    rows = [SimpleNamespace(**row._mapping, operation=None) for row in due_rows_of(connection, (
+        d.c.id, d.c.destination, d.c.resource_type, d.c.resource_id, d.c.mapping, d.c.event_id, d.c.attempts,
+        d.c.replayed_at, d.c.lease_expires_at), wanted, with_sequence=True)]
+    per_resource: dict[Resource, list[SimpleNamespace]] = {}
+    for row in rows:
+        per_resource.setdefault((row.destination, row.resource_type, row.resource_id), []).append(row)
+    # Only a resource with two due deliveries of one mapping, or a due delete, has anything to supersede;
+    # only one with a delete needs its deliveries' operations (JSON) read.
+    contested = {resource: any(deletes is None or r.mapping in deletes for r in mine)
+                 for resource, mine in per_resource.items()
+                 if len({r.mapping for r in mine}) < len(mine) or any(deletes is None or r.mapping in deletes
+                                                                      for r in mine)}
+    rows = [row for row in rows if (row.destination, row.resource_type, row.resource_id) in contested]
+    if not rows:
+        return []
+    needed = [r.id for r in rows if contested[(r.destination, r.resource_type, r.resource_id)]]
     operations: dict[int, Any] = {}
     for start in range(0, len(needed), 500):
         operations.update(connection.execute(select(d.c.id, d.c.operation).where(
@@ -73,13 +80,13 @@ def supersede(connection: Connection, resources: Iterable[Resource], now: dateti
     for row in rows:
         row.operation = operations.get(row.id)
     newest: dict[tuple[str, str, str, str], tuple[str, int]] = {}
-    deletes: dict[tuple[str, str, str, str], tuple[str, int]] = {}  # newest delete of the resource's own record
+    deleted_at: dict[tuple[str, str, str, str], tuple[str, int]] = {}  # newest delete of the resource's own record
     for row in rows:
         kind = (row.destination, row.resource_type, row.resource_id, row.mapping)
         newest[kind] = max(newest.get(kind, ("", 0)), (row.sequence_key, row.event_id))
         if _owned_record(row) and row.operation.get("action") == "delete":
             record = (row.destination, row.resource_type, row.resource_id, row.operation.get("object"))
-            deletes[record] = max(deletes.get(record, ("", 0)), (row.sequence_key, row.event_id))
+            deleted_at[record] = max(deleted_at.get(record, ("", 0)), (row.sequence_key, row.event_id))
     older = {}
     for row in rows:
         if row.attempts or row.replayed_at is not None or (row.lease_expires_at is not None
@@ -87,7 +94,7 @@ def supersede(connection: Connection, resources: Iterable[Resource], now: dateti
             continue
         rank = (row.sequence_key, row.event_id)
         newer = newest[(row.destination, row.resource_type, row.resource_id, row.mapping)]
-        deleted = deletes.get((row.destination, row.resource_type, row.resource_id,
+        deleted = deleted_at.get((row.destination, row.resource_type, row.resource_id,
                                row.operation.get("object"))) if _owned_record(row) else None
         if rank < newer:
             older[row.id] = Superseded(row.id, row.destination,

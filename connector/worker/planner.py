@@ -138,6 +138,6 @@ def _plan(engine: Engine, mappings: MappingSet, limit: int, owner: str | None) -
         superseded = coalescing.supersede(connection, {
             (row["destination"], row["resource_type"], row["resource_id"]) for row in new_rows
             if row["state"] == DeliveryState.PENDING and row["resource_id"] and row["sequence_key"]}, utcnow(), owner,
-            deleting=lambda name: (mapping := mappings.get(name)) is None or mapping.spec.operation == "delete")
+            deletes=[mapping.name for mapping in mappings.mappings if mapping.spec.operation == "delete"])
     coalescing.report(superseded)
     return len(mine)
