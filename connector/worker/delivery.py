@@ -32,6 +32,7 @@ from connector.worker import ordering, pausing
 from connector.worker.auto_pause import reason_to_pause
 from connector.worker.claims import Claimed
 from connector.worker.schedule import next_attempt
+from connector.worker.status_rows import destination_status_rows, write_destination_status
 
 log = logging.getLogger(__name__)
 
@@ -130,19 +131,23 @@ class BatchProcessor:
                 (item, Work(item.id, outcome.operation, 1 if item.tried_before else 0,  # type: ignore[arg-type]
                             unanswered.get(item.id)), operation_json))
 
-        self._record(finished, versions, events)
+        # What ended without a CRM call is written with the first destination's results: one write
+        # transaction per batch, not two.
         left_over: list[int] = []
         for destination_name, items in works.items():
             if should_abandon():
                 left_over.extend(item.id for item, _, _ in items)
                 continue
-            self._deliver(destination_name, items, versions, events)
+            self._deliver(destination_name, items, versions, events, before=finished)
+            finished = []
+        self._record(finished, versions, events)
         return left_over
 
     # --- one destination's share of the batch ---------------------------------------------
 
     def _deliver(self, destination_name: str, items: list[tuple[Claimed, Work, dict[str, Any]]],
-                 versions: dict[ordering.Resource, ordering.Version], events: dict[int, EventFacts]) -> None:
+                 versions: dict[ordering.Resource, ordering.Version], events: dict[int, EventFacts],
+                 before: list[Finished] = ()) -> None:  # type: ignore[assignment]
         destination = self.destinations[destination_name]
         started = time.monotonic()
         try:
@@ -159,7 +164,7 @@ class BatchProcessor:
         if pause_reason is not None and pausing.pause(self.engine, destination_name, pause_reason, pausing.AUTOMATIC):
             log.error("destination %s paused: %s", destination_name, pause_reason,
                       extra={"destination": destination_name, "paused_reason": pause_reason})
-        finished = []
+        finished = list(before)
         for (item, _work, operation_json), result in zip(items, results):
             if pause_reason is not None:
                 finished.append(self._held(item, result, duration_ms, operation_json))
@@ -257,6 +262,8 @@ class BatchProcessor:
                     changed[resource] = (version, event_id)
             self.links.apply_all(connection, link_changes)
             ordering.save(connection, changed)
+            # What the status page shows of each CRM, in the same transaction (was one more per batch).
+            write_destination_status(connection, destination_status_rows(self.destinations, finished, now))
         self._report(finished, events, now)
 
     def _report(self, finished: list[Finished], events: dict[int, EventFacts], now: datetime) -> None:
