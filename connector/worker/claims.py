@@ -105,13 +105,24 @@ def claim(engine: Engine, owner: str, limit: int, lease_s: float, now: datetime 
         chosen: list = []
         kinds = list(dict.fromkeys((row.destination, row.mapping) for row in oldest))
         superseded: dict[int, str] = {}
+        partial: tuple[list, dict[int, str]] | None = None  # the first kind found with a part batch only
         for destination, mapping in kinds[:_KINDS_TRIED]:
             candidates = _select_due(connection, select(*columns).where(
                 due, d.c.destination == destination, d.c.mapping == mapping)
                 .order_by(d.c.next_attempt_at, d.c.id).limit(window))
-            chosen = _in_order(connection, candidates, busy_resources, busy_targets, limit, superseded)
-            if chosen:
+            found: dict[int, str] = {}
+            chosen = _in_order(connection, candidates, busy_resources, busy_targets, limit, found)
+            # A few of a kind whose others wait for batches in flight: those will be free soon, and go
+            # together in one CRM call instead of two. Another kind goes first if it has a full batch.
+            if chosen and (len(chosen) >= limit // 2 or len(chosen) == len(candidates)):
+                superseded.update(found)
                 break
+            if chosen and partial is None:
+                partial = (chosen, found)
+            chosen = []
+        if not chosen and partial is not None:
+            chosen, found = partial
+            superseded.update(found)
         if not chosen:  # every kind tried waits for another: take what is free across kinds
             chosen = _in_order(connection, oldest, busy_resources, busy_targets, limit, superseded)
         if not chosen:
