@@ -355,3 +355,24 @@ def test_check_remote_names_missing_objects_and_fields(emulator, salesforce):
     problems = make_destination(emulator).check_remote(MAPPINGS)
     assert "salesforce: Contact is missing field Okendo_VIP_Tier__c" in problems
     assert any(p.startswith("salesforce: object Okendo_Survey_Response__c does not exist") for p in problems)
+
+
+def test_records_are_upserted_by_their_external_id_with_no_describe_and_by_lookup_when_it_is_none(emulator,
+                                                                                                 salesforce, links):
+    """Only custom fields can be External IDs: the Contact's Email is looked up, never described; a
+    custom key is upserted by at once. If Salesforce refuses it as no External ID, the records are
+    looked up and written instead, in the same delivery, and later batches go that way at once."""
+    deliver(salesforce, works_for(MAPPINGS, "salesforce", "review.create"), links)
+    assert emulator.calls(path="/describe") == []
+    assert [c.method for c in emulator.calls(path="Okendo_Review__c")] == ["PATCH"]
+
+    emulator.add_field("Okendo_Loyalty_Transaction__c", "Okendo_Transaction_Id__c", external_id=False)
+    for sample in ("loyalty_earning_transaction.create", "loyalty_adjustment_transaction.create"):
+        works = works_for(MAPPINGS, "salesforce", sample)
+        [result] = [r for w, r in zip(works, deliver(salesforce, works, links))
+                    if w.operation.object == "Okendo_Loyalty_Transaction__c"]
+        assert result.status == OK, result.error
+    upserts = [c for c in emulator.calls("PATCH") if "Okendo_Transaction_Id__c" in c.path]
+    assert len(upserts) == 1 and upserts[0].status == 400  # refused once, then never tried again
+    assert len(emulator.records("Okendo_Loyalty_Transaction__c")) == 2
+    assert emulator.calls(path="/describe") == []

@@ -43,6 +43,17 @@ from connector.logs import register_secrets
 from connector.mapping.engine import MappingSet
 
 
+class _NotExternalId(Exception):
+    """Salesforce refused an upsert by this field: it is not an External ID of the object."""
+
+
+def _not_external_id(error: DeliveryError, field: str) -> bool:
+    """Salesforce's answer to an upsert by a field that is no External ID: 404 NOT_FOUND, or 400
+    INVALID_FIELD naming the field (https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/dome_upsert.htm)."""
+    return (error.status == 404 and error.code == "NOT_FOUND") or \
+        (error.code == "INVALID_FIELD" and field.lower() in error.message.lower())
+
+
 def _refused_as_gone(result: Result | None) -> bool:
     """A record Salesforce refused because an id it named no longer exists (or never did)."""
     return result is not None and result.error is not None and result.error.code in _GONE_CODES
@@ -76,6 +87,7 @@ class SalesforceDestination(Destination):
         self._token: Token | None = None
         self._sf: Salesforce | None = None
         self._describes: dict[str, dict[str, Any]] = {}
+        self._not_external: set[tuple[str, str]] = set()  # (sObject, field lower-cased) refused as upsert keys
         limit = config.rate_limit
         self.limiter: Limiter = limiter or shared_limiter(name, limit.requests, limit.per_seconds,
                                                           limit.max_concurrency)
@@ -156,7 +168,18 @@ class SalesforceDestination(Destination):
         return self._describes[sobject]
 
     def _is_external_id(self, sobject: str, field: str) -> bool:
-        for described in self._describe(sobject).get("fields", []):
+        """Whether records can be upserted by this field. Only custom fields can be External IDs
+        (https://help.salesforce.com/s/articleView?id=sf.custom_field_attributes.htm): a standard one
+        (Email) is not, with no call; a custom one is taken to be until Salesforce says otherwise (the
+        upsert is refused for it, `_not_external_id`) or a describe this process made says otherwise,
+        so no describe is spent on the fields the mappings upsert by."""
+        if not field.endswith("__c"):
+            return False
+        if (sobject, field.lower()) in self._not_external:
+            return False
+        if sobject not in self._describes:
+            return True
+        for described in self._describes[sobject].get("fields", []):
             if described.get("name", "").lower() == field.lower():
                 return bool(described.get("externalId"))
         return False
@@ -193,10 +216,16 @@ class SalesforceDestination(Destination):
         used: dict[int, set[tuple[str, str]]] = {}  # the remembered ids each record was sent with
         if action == "upsert" and key_field and self._is_external_id(sobject, key_field) \
                 and not any(w.operation.create_only_properties for _, w in items):
-            lookups = self._upsert_external_id(sobject, key_field, items, remembered, results)
-            self._note_remembered(items, {}, lookups, sobject, remembered, used)
-            self._again_if_stale(sobject, action, key_field, items, used, set(), remembered, results, again)
-            return
+            try:
+                lookups = self._upsert_external_id(sobject, key_field, items, remembered, results)
+            except _NotExternalId:  # the whole request refused, nothing written: look up and write instead
+                self._not_external.add((sobject, key_field.lower()))
+                for index, _ in items:
+                    results[index] = None
+            else:
+                self._note_remembered(items, {}, lookups, sobject, remembered, used)
+                self._again_if_stale(sobject, action, key_field, items, used, set(), remembered, results, again)
+                return
         ids = self._existing_ids(sobject, key_field, items, remembered)
         if action == "delete":
             self._note_remembered(items, ids, {}, sobject, remembered, used)
@@ -263,13 +292,14 @@ class SalesforceDestination(Destination):
             groups.setdefault(str(work.operation.key.value), []).append((index, work))  # type: ignore[union-attr]
         self._collection("PATCH", f"composite/sobjects/{sobject}/{quote(key_field, safe='')}",
                          [({key_field: value}, group) for value, group in groups.items()], sobject, lookups, results,
-                         created=None)
+                         created=None, upsert_key=key_field)
         resolution.annotate(results)
         return lookups
 
     def _collection(self, method: str, path: str, entries: list[tuple[dict[str, Any], list[tuple[int, Work]]]],
                     sobject: str, lookups: dict[int, dict[str, str]], results: list[Result | None], *,
-                    created: bool | None, idempotent: bool = True, with_create_only: bool = False) -> None:
+                    created: bool | None, idempotent: bool = True, with_create_only: bool = False,
+                    upsert_key: str | None = None) -> None:
         """One sObject Collections call (≤ 200 records, allOrNone false): a result per record, in order.
 
         Each entry is one record, merged from the operations that target it (later ones win).
@@ -293,8 +323,13 @@ class SalesforceDestination(Destination):
             return
 
         def send(part: Sequence[dict[str, Any]]) -> list[Any]:
-            answers = self._restful(path, method, json={"allOrNone": False, "records": list(part)},
-                                    idempotent=idempotent)
+            try:
+                answers = self._restful(path, method, json={"allOrNone": False, "records": list(part)},
+                                        idempotent=idempotent)
+            except DeliveryError as error:
+                if upsert_key is not None and _not_external_id(error, upsert_key):
+                    raise _NotExternalId(upsert_key) from error
+                raise
             return answered(list(answers or []) + [None] * (len(part) - len(answers or [])), self._wire.last)
 
         # allOrNone false fails a bad record alone, but a record Salesforce cannot deserialise (a text
