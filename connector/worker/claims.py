@@ -93,9 +93,12 @@ def claim(engine: Engine, owner: str, limit: int, lease_s: float, now: datetime 
             # Keyed by the schema too: ledgers sharing one database (a schema each) never wait for each other.
             connection.execute(text("SELECT pg_advisory_xact_lock(:key, hashtext(current_schema()))"),
                                {"key": _CLAIM_LOCK_KEY})
-        oldest = _select_due(connection, select(*columns).where(due).order_by(d.c.next_attempt_at, d.c.id)
-                             .limit(window))
-        if not oldest:
+        # Every kind with due deliveries, oldest first (counted by the database, not read row by row):
+        # when the oldest kinds all wait for batches in flight, a younger kind goes instead of nobody.
+        kinds = [(row.destination, row.mapping) for row in connection.execute(
+            select(d.c.destination, d.c.mapping).where(due).group_by(d.c.destination, d.c.mapping)
+            .order_by(func.min(d.c.next_attempt_at), func.min(d.c.id)).limit(_KINDS_TRIED))]
+        if not kinds:
             return []
         busy_resources, busy_targets = set(), set()
         for row in connection.execute(held):
@@ -103,7 +106,6 @@ def claim(engine: Engine, owner: str, limit: int, lease_s: float, now: datetime 
             if row.target_key:
                 busy_targets.add((row.destination, row.target_key))
         chosen: list = []
-        kinds = list(dict.fromkeys((row.destination, row.mapping) for row in oldest))
         superseded: dict[int, str] = {}
         partial: tuple[list, dict[int, str]] | None = None  # the first kind found with a part batch only
         for destination, mapping in kinds[:_KINDS_TRIED]:
@@ -124,6 +126,8 @@ def claim(engine: Engine, owner: str, limit: int, lease_s: float, now: datetime 
             chosen, found = partial
             superseded.update(found)
         if not chosen:  # every kind tried waits for another: take what is free across kinds
+            oldest = _select_due(connection, select(*columns).where(due).order_by(d.c.next_attempt_at, d.c.id)
+                                 .limit(window))
             chosen = _in_order(connection, oldest, busy_resources, busy_targets, limit, superseded)
         if not chosen:
             return []
@@ -141,7 +145,7 @@ def claim(engine: Engine, owner: str, limit: int, lease_s: float, now: datetime 
 
 
 # How many kinds (oldest first) a claim looks at before taking a mixed batch.
-_KINDS_TRIED = 4
+_KINDS_TRIED = 8
 
 
 def _select_due(connection: Connection, query) -> list:  # type: ignore[no-untyped-def]
