@@ -48,10 +48,10 @@ class _NotExternalId(Exception):
 
 
 def _not_external_id(error: DeliveryError, field: str) -> bool:
-    """Salesforce's answer to an upsert by a field that is no External ID: 404 NOT_FOUND, or 400
-    INVALID_FIELD naming the field (https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/dome_upsert.htm)."""
-    return (error.status == 404 and error.code == "NOT_FOUND") or \
-        (error.code == "INVALID_FIELD" and field.lower() in error.message.lower())
+    """Salesforce's answer to an upsert by a field that is no External ID: INVALID_FIELD naming the
+    field ("... is not an External ID or indexed field"). A 404 NOT_FOUND is left as it is: it also
+    answers for an object that does not exist, which pauses the destination with that reason."""
+    return error.code == "INVALID_FIELD" and field.lower() in error.message.lower()
 
 
 def _refused_as_gone(result: Result | None) -> bool:
@@ -171,7 +171,7 @@ class SalesforceDestination(Destination):
         """Whether records can be upserted by this field. Only custom fields can be External IDs
         (https://help.salesforce.com/s/articleView?id=sf.custom_field_attributes.htm): a standard one
         (Email) is not, with no call; a custom one is taken to be until Salesforce says otherwise (the
-        upsert is refused for it, `_not_external_id`) or a describe this process made says otherwise,
+        upsert is refused for it: `_not_external_id`) or a describe this process made says otherwise,
         so no describe is spent on the fields the mappings upsert by."""
         if not field.endswith("__c"):
             return False
