@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -58,12 +59,23 @@ def run_deployment(tmp_path: Path, config: dict, standalone: int, until) -> None
     with gunicorn(tmp_path, config, workers=2) as server:  # each with worker.threads delivery threads
         workers = [start_worker(server.config_path, tmp_path / f"worker{i}.log") for i in range(standalone)]
         try:
+            # Every standalone worker running (its SIGTERM handler in place) before the drain is judged:
+            # gunicorn's own threads may drain a small backlog before a worker has even started.
+            for i in range(standalone):
+                wait_for_text(tmp_path / f"worker{i}.log", "running; SIGHUP reloads", timeout=60)
             until()
         finally:
             for process in workers:
                 process.send_signal(signal.SIGTERM)
             for process in workers:
                 assert process.wait(timeout=30) == 0
+
+
+def wait_for_text(path: Path, text: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in (path.read_text(errors="replace") if path.exists() else ""):
+        assert time.monotonic() < deadline, f"{text!r} not in {path} after {timeout} s"
+        time.sleep(0.1)
 
 
 def drained(engine: sa.Engine, timeout: float) -> bool:

@@ -94,7 +94,7 @@ class WebhookEndpoint:
         body = json.dumps(payload, separators=(",", ":")).encode() + b"\n"
         # Svix gives up on an attempt after 15 s: this histogram shows how close the answers come.
         metrics.webhook_answered(status, time.monotonic() - started)
-        start_response(f"{status} {HTTP_STATUS_CODES[status]}",
+        start_response(f"{status} {HTTP_STATUS_CODES[status].upper()}",  # as Werkzeug words it
                        [*_ANSWER_HEADERS, ("Content-Length", str(len(body))), *headers])
         return [body]
 
