@@ -90,9 +90,10 @@ def post_worker_init(worker):
 
 
 def worker_exit(server, worker):
-    from connector.serving import stop_embedded_worker
+    from connector.serving import close_ledger, stop_embedded_worker
 
     stop_embedded_worker(server.cfg.graceful_timeout)
+    close_ledger(worker, timeout=5)
 
 
 def child_exit(server, worker):

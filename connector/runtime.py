@@ -23,6 +23,11 @@ class Runtime:
     mappings: MappingSet
     intake: EventIntake  # stores verified webhooks, several requests per commit
 
+    def close(self, timeout: float = 10.0) -> None:
+        """Store what the intake holds, then give every ledger connection back."""
+        self.intake.close(timeout)
+        self.engine.dispose()
+
 
 def runtime() -> Runtime:
     return current_app.extensions[EXTENSION_KEY]

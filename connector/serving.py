@@ -140,6 +140,16 @@ def _start_web_alerts(runtime) -> None:  # type: ignore[no-untyped-def]
         _web_alerts = AlertLoop(runtime.settings, engine, f"web:{worker_name()}").start()
 
 
+def close_ledger(gunicorn_worker, timeout: float) -> None:  # type: ignore[no-untyped-def]
+    """gunicorn `worker_exit`, after the delivery threads: the intake stores what it holds and the
+    ledger's connections are given back, so no write of this worker outlives it half-done."""
+    from connector.runtime import EXTENSION_KEY
+
+    runtime = getattr(gunicorn_worker.wsgi, "extensions", {}).get(EXTENSION_KEY)
+    if runtime is not None:
+        runtime.close(timeout)
+
+
 def stop_embedded_worker(graceful_timeout: float) -> None:
     """gunicorn `worker_exit`: finish or give back the current batches before gunicorn's own deadline."""
     global _embedded, _web_alerts

@@ -37,6 +37,9 @@ def _postgres_schema_url() -> Iterator[str]:
     try:
         yield url.render_as_string(hide_password=False)
     finally:
+        # A webhook write still running (a test that locked the ledger ends as the write gets the
+        # lock) would deadlock with DROP SCHEMA: every app of the test stores what it holds first.
+        close_apps_made()
         with admin.begin() as connection:
             connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
         admin.dispose()
@@ -60,6 +63,15 @@ def sqlite_url(tmp_path: Any) -> str:
     return f"sqlite:///{tmp_path / 'ledger.db'}"
 
 
+_apps_made: list[Flask] = []
+
+
+def close_apps_made() -> None:
+    """Close every app `make_app` built: intakes store what they hold, connections go back."""
+    while _apps_made:
+        _apps_made.pop().extensions[EXTENSION_KEY].close()
+
+
 def make_app(db_url: str, **receiver: Any) -> Flask:
     database = receiver.pop("database", {})
     app = create_app(
@@ -70,14 +82,19 @@ def make_app(db_url: str, **receiver: Any) -> Flask:
     )
     app.config["TESTING"] = True
     upgrade(app.extensions[EXTENSION_KEY].engine)
+    _apps_made.append(app)
     return app
+
+
+@pytest.fixture(autouse=True)
+def _close_apps_made() -> Iterator[None]:
+    yield
+    close_apps_made()
 
 
 @pytest.fixture
 def app(db_url: str) -> Iterator[Flask]:
-    app = make_app(db_url)
-    yield app
-    app.extensions[EXTENSION_KEY].engine.dispose()
+    yield make_app(db_url)
 
 
 @pytest.fixture

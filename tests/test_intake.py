@@ -151,6 +151,30 @@ def test_once_the_write_stalls_waiting_and_new_requests_are_answered_at_once(db_
     engine.dispose()
 
 
+def test_closing_stores_what_is_in_the_write_and_refuses_what_comes_after(db_url):
+    # gunicorn's worker_exit, or a ledger about to be dropped: the write waiting for the lock ends
+    # with its event committed, the writer is gone with its connection, and a later webhook is
+    # answered "not stored" rather than queued for a writer that will not come.
+    engine = _engine(db_url)
+    intake = EventIntake(engine, stall_s=60)
+    writers_before = {t for t in threading.enumerate() if t.name == "ledger-intake"}  # other tests' intakes
+    with ledger_locked(db_url):
+        outcome, _ = _timed(lambda: _store(intake, "msg-in-flight", within_s=0.3))
+        assert isinstance(outcome, LedgerWriteTimeout)
+        closing = threading.Thread(target=intake.close)
+        closing.start()
+        time.sleep(0.2)
+        assert closing.is_alive(), "close returned while the write was still waiting for the lock"
+    closing.join(timeout=10)
+    assert not closing.is_alive()
+    assert not {t for t in threading.enumerate() if t.name == "ledger-intake"} - writers_before
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT message_id FROM events").scalars().all() == ["msg-in-flight"]
+    late, took = _timed(lambda: _store(intake, "msg-after-close"))
+    assert isinstance(late, LedgerWriteTimeout) and "shutting down" in str(late) and took < 0.05
+    engine.dispose()
+
+
 _HOLD_FLOCK = """
 import fcntl, os, sys, time
 fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)

@@ -117,8 +117,9 @@ def test_an_operator_sees_the_story_and_fixes_a_failure(site, browser):
     # review's note does not wait for it in vain: it is written, on a contact made from the shopper's email.
     wait_for(page, f"{base}/status", lambda p: p.locator("[data-test=received]").inner_text() == "2"
              and p.locator('tr[data-destination="hubspot"] td[data-state="dead"]').inner_text() == "1"
-             and p.locator('tr[data-destination="salesforce"] td[data-state="delivered"]').inner_text() == "4")
-    assert page.locator('tr[data-destination="hubspot"] td[data-state="delivered"]').inner_text() == "3"
+             and p.locator('tr[data-destination="salesforce"] td[data-state="delivered"]').inner_text() == "4"
+             # the review's note may be written after its contact is given up on: wait for it too
+             and p.locator('tr[data-destination="hubspot"] td[data-state="delivered"]').inner_text() == "3")
     # Served under the policy, the page is styled by its own stylesheet (the header's dark blue, the
     # chart's bars), not by inline styles the policy would refuse.
     assert "style-src 'self'" in page.request.get(f"{base}/status").headers["content-security-policy"]

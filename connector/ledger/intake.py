@@ -82,12 +82,30 @@ class EventIntake:
         self._queue: list[_Waiting] = []
         self._writing_since: float | None = None  # monotonic start of the write in progress
         self._writer: threading.Thread | None = None
+        self._closed = False
+
+    def close(self, timeout: float = 10.0) -> bool:
+        """Refuse new webhooks, let the writer store what is queued, and wait for it to end (at most
+        `timeout` seconds) with its connection given back. True when it ended in time.
+
+        Called when the process stops serving (gunicorn's `worker_exit`) and before a ledger is
+        dropped: a writer still inside its insert would otherwise hold locks on the tables."""
+        with self._state:
+            self._closed = True
+            writer = self._writer
+            self._state.notify_all()
+        if writer is not None:
+            writer.join(timeout)
+            return not writer.is_alive()
+        return True
 
     def store(self, incoming: IncomingEvent, *, deadline: float) -> StoredEvent:
         """Store the event (or find it already stored) and return once committed; raise
         LedgerWriteTimeout at `deadline` (time.monotonic()) or as soon as the ledger is stalled."""
         me = _Waiting(incoming)
         with self._state:
+            if self._closed:
+                raise LedgerWriteTimeout(f"event {incoming.message_id} not stored: this process is shutting down")
             self._refuse_if_stalled(incoming)
             self._queue.append(me)
             if self._writer is None:
@@ -129,7 +147,9 @@ class EventIntake:
         try:
             while True:
                 with self._state:
-                    if not self._state.wait_for(lambda: self._queue, timeout=_IDLE_EXIT_S):
+                    if not self._state.wait_for(lambda: self._queue or self._closed, timeout=_IDLE_EXIT_S):
+                        return
+                    if not self._queue:  # closed, and nothing left to store
                         return
                     group = self._queue[: self.max_group]
                     del self._queue[: self.max_group]
@@ -163,7 +183,7 @@ class EventIntake:
             kept.close()
             with self._state:
                 self._writer = None
-                if self._queue:  # arrived as this thread was leaving (or it failed): hand over
+                if self._queue and not self._closed:  # arrived as this thread was leaving: hand over
                     self._start_writer()
 
     def _start_writer(self) -> None:  # with self._state held
