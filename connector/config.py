@@ -93,7 +93,7 @@ class ReceiverConfig(_Section):
     @field_validator("secrets")
     @classmethod
     def _secrets_are_usable(cls, secrets: list[str]) -> list[str]:
-        from svix.webhooks import Webhook
+        from standardwebhooks.webhooks import Webhook
 
         for position, secret in enumerate(secrets, start=1):
             try:

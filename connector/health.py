@@ -15,17 +15,15 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 
-from alembic.runtime.migration import MigrationContext
 from flask import Blueprint, Flask, Response, abort, jsonify, request
 from prometheus_client.exposition import choose_encoder
 from sqlalchemy import text
 
 from connector import metrics
 from connector.ledger.database import write_lock_free
-from connector.ledger.migrate import head_revision
+from connector.ledger.migrate import head_revision, read_revision
 from connector.ledger.models import Event
 from connector.logs import register_secrets, settings_secrets
 from connector.runtime import EXTENSION_KEY, runtime
@@ -40,12 +38,6 @@ MIGRATIONS_HINT = "migrations not current: run `connector db upgrade`"
 READY_LOCK_WAIT_S = 0.2
 LOCKED_PROBLEM = (f"ledger busy: its write lock was not free within {READY_LOCK_WAIT_S:g} s (another process "
                   "holds it); webhooks are answered 503 and Svix retries them")
-
-
-@functools.cache
-def _head() -> str | None:
-    # The migration scripts ship with the code: read them once per process.
-    return head_revision()
 
 
 @bp.get("/healthz")
@@ -66,12 +58,12 @@ def readyz() -> tuple[Response, int]:
     try:
         with engine.connect() as connection:
             connection.execute(text("SELECT 1"))
-            current = MigrationContext.configure(connection).get_current_revision()
+            current = read_revision(connection)
     except Exception as error:  # any failure to reach the ledger means "not ready", never a 500
         problem = f"ledger unreachable: {error.__class__.__name__}"
         _log_change(problem)
         return jsonify(status="unavailable", problems=[problem]), 503
-    head = _head()
+    head = head_revision()
     if current != head:
         _log_change(f"{MIGRATIONS_HINT} (ledger at {current}, code expects {head})")
         return jsonify(status="unavailable", problems=[MIGRATIONS_HINT], revision=current, expected=head), 503

@@ -1,4 +1,4 @@
-"""Sign test requests exactly as Svix does, with the real `svix` package."""
+"""Sign test requests exactly as Svix does, with the `standardwebhooks` package (the scheme Svix signs with)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import hmac
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from svix.webhooks import Webhook
+from standardwebhooks.webhooks import Webhook
 
 from connector.samples import sample_bytes, sample_paths
 

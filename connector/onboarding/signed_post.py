@@ -1,9 +1,10 @@
 """Sign an event exactly as Svix does and post it to a connector; say what the answer means.
 
-Signing is the real `svix` package's (`Webhook(secret).sign(id, timestamp, body)`), over the
-exact bytes sent (https://docs.svix.com/receiving/verifying-payloads/how-manual). Each attempt
-carries a fresh timestamp and signature, and a redelivery reuses the message id, as Svix's
-retries do (https://docs.svix.com/retries).
+Signing is the `standardwebhooks` package's (`Webhook(secret).sign(id, timestamp, body)`: Svix's
+scheme, which the `svix` package signs with too), over the exact bytes sent
+(https://docs.svix.com/receiving/verifying-payloads/how-manual). Each attempt carries a fresh
+timestamp and signature, and a redelivery reuses the message id, as Svix's retries do
+(https://docs.svix.com/retries).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 from pydantic import ValidationError
-from svix.webhooks import Webhook
+from standardwebhooks.webhooks import Webhook
 
 from connector.config import ReceiverConfig
 from connector.onboarding.endpoint import WEBHOOK_PATH
