@@ -145,7 +145,8 @@ def close_ledger(gunicorn_worker, timeout: float) -> None:  # type: ignore[no-un
     ledger's connections are given back, so no write of this worker outlives it half-done."""
     from connector.runtime import EXTENSION_KEY
 
-    runtime = getattr(gunicorn_worker.wsgi, "extensions", {}).get(EXTENSION_KEY)
+    # A worker that failed to boot has no app (worker_exit runs for it too).
+    runtime = getattr(getattr(gunicorn_worker, "wsgi", None), "extensions", {}).get(EXTENSION_KEY)
     if runtime is not None:
         runtime.close(timeout)
 
