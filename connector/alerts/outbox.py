@@ -23,16 +23,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import Connection, Engine, and_, case, delete, func, or_, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from connector.alerts.config import AlertsConfig
 from connector.alerts.message import Alert
-from connector.ledger.database import write_transaction
+from connector.ledger.database import conflict_insert, write_transaction
 from connector.ledger.models import AlertCounter, AlertMessage, utcnow
 
 _outbox = AlertMessage.__table__
 _counters = AlertCounter.__table__
-_INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 # pg_advisory_xact_lock's key for alert writers (the claim lock of connector.worker.claims is another).
 _WRITE_LOCK_KEY = 0xA1E27
 
@@ -90,7 +88,6 @@ def write(engine: Engine, firings: Iterable[Firing], targets: Iterable[str], int
         if connection.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _WRITE_LOCK_KEY})
         last = last_messages(connection, since=now - timedelta(seconds=interval_s))
-        insert = _INSERTS[connection.dialect.name]
         for firing in firings:
             alert = firing.alert
             if not quiet(last.get((alert.condition, alert.group)), now, interval_s):
@@ -103,7 +100,7 @@ def write(engine: Engine, firings: Iterable[Firing], targets: Iterable[str], int
                     for target in targets]
             # RETURNING counts what was inserted (a conflict returns nothing); rowcount is not reliable here.
             written += len(connection.execute(
-                insert(_outbox).on_conflict_do_nothing().returning(_outbox.c.id), rows).all())
+                conflict_insert(connection.dialect, _outbox).on_conflict_do_nothing().returning(_outbox.c.id), rows).all())
             last[(alert.condition, alert.group)] = LastMessage(now, alert.at)
     return written
 
@@ -114,7 +111,7 @@ def write(engine: Engine, firings: Iterable[Firing], targets: Iterable[str], int
 def add_to_counter(engine: Engine, name: str, count: int, first_at: datetime, last_at: datetime) -> None:
     """Add `count` to a counter (several processes add to one)."""
     with write_transaction(engine) as connection:
-        insert = _INSERTS[connection.dialect.name](_counters).values(
+        insert = conflict_insert(connection.dialect, _counters).values(
             name=name, count=count, first_at=first_at, last_at=last_at)
         connection.execute(insert.on_conflict_do_update(index_elements=["name"], set_={
             "count": _counters.c.count + insert.excluded.count,

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy import Connection, Dialect, Engine, Table, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -47,12 +47,18 @@ WRITE_OPTION = "ledger_write"
 _DIALECT_INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 
+def conflict_insert(dialect: Dialect, table: Table) -> Any:
+    """An INSERT with ON CONFLICT for the ledger's backend: SQLite and PostgreSQL each have their
+    own construct (`on_conflict_do_nothing`, `on_conflict_do_update`, `excluded`), with one API."""
+    return _DIALECT_INSERTS[dialect.name](table)
+
+
 def upsert_all(connection: Connection, table: Table, keys: Sequence[str], rows: list[dict[str, Any]]) -> None:
     """Insert the rows, or update the other columns of those already there (by `keys`), as one
     executemany: a single statement shape whatever the number of rows."""
     if not rows:
         return
-    insert = _DIALECT_INSERTS[connection.dialect.name](table)
+    insert = conflict_insert(connection.dialect, table)
     updated = [name for name in rows[0] if name not in keys]
     connection.execute(insert.on_conflict_do_update(
         index_elements=list(keys), set_={name: insert.excluded[name] for name in updated}), rows)

@@ -14,14 +14,12 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Dialect, Engine, bindparam, select
-from sqlalchemy.dialects import postgresql, sqlite
 
-from connector.ledger.database import KeptConnection, driver_write_transaction
+from connector.ledger.database import KeptConnection, conflict_insert, driver_write_transaction
 from connector.ledger.models import Event, utcnow
 
 _events = Event.__table__
 
-_DIALECT_INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 
 @dataclass(frozen=True)
@@ -83,7 +81,7 @@ class _DriverInsert:
 
     @classmethod
     def for_dialect(cls, dialect: Dialect) -> _DriverInsert:
-        insert = _DIALECT_INSERTS[dialect.name](_events).values({name: bindparam(name) for name in _ROW_COLUMNS})
+        insert = conflict_insert(dialect, _events).values({name: bindparam(name) for name in _ROW_COLUMNS})
         compiled = insert.on_conflict_do_nothing(index_elements=["message_id"]).returning(_events.c.id).compile(
             dialect=dialect)
         find = select(_events.c.id).where(_events.c.message_id == bindparam("message_id")).compile(dialect=dialect)

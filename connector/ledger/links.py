@@ -10,16 +10,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from sqlalchemy import Connection, Engine, delete, select, tuple_
-from sqlalchemy.dialects import postgresql, sqlite
 
-from connector.ledger.database import upsert_all, write_transaction
+from connector.ledger.database import conflict_insert, upsert_all, write_transaction
 from connector.ledger.models import RecordLink, utcnow
 from connector.destinations.base import FAILED, OK, Result
 from connector.destinations.errors import refuses_value
 from connector.mapping.operations import Operation, SourceRef, key_identity, refused_identity
 
 _links = RecordLink.__table__
-_INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 
 class LedgerLinks:
@@ -42,7 +40,7 @@ class LedgerLinks:
 
     def record(self, connection: Connection, destination: str, crm_object: str, source: SourceRef, record_id: str) -> None:
         """Remember (or move) a link, inside the caller's transaction."""
-        insert = _INSERTS[connection.dialect.name](_links).values(
+        insert = conflict_insert(connection.dialect, _links).values(
             destination=destination, crm_object=crm_object, source_type=source.type, source_id=source.id,
             crm_record_id=record_id, updated_at=utcnow(),
         )

@@ -21,14 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, Float, bindparam, create_engine, event, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from connector.ledger.database import conflict_insert
 from connector.ledger.models import RateLimitLease, RateLimitWindow
 
 _windows = RateLimitWindow.__table__
 _leases = RateLimitLease.__table__
-_INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 # A grant waits for a row another grant holds (PostgreSQL) or for the file's write lock (SQLite) for
 # microseconds; a longer wait (a lock_timeout, "database is locked") is tried again this many times.
@@ -92,7 +91,7 @@ class RateLimitStore:
         A lease past its expiry (its process died mid-call) counts as free."""
         if (account, slots) not in self._known:
             rows = [{"account_key": account, "slot": slot, "holder": None, "expires_at": 0.0} for slot in range(slots)]
-            self._run(_INSERTS[self.engine.dialect.name](_leases).on_conflict_do_nothing(), rows)
+            self._run(conflict_insert(self.engine.dialect, _leases).on_conflict_do_nothing(), rows)
             self._known.add((account, slots))
         row = self._run(self._lease, {"account": account, "slots": slots, "now": now, "owner": holder[:128],
                                       "lease_until": now + lease_s}).first()
@@ -102,7 +101,7 @@ class RateLimitStore:
         self._run(self._release, {"account": account, "slot_number": slot, "owner": holder[:128]})
 
     def _create_window(self, account: str, destination: str) -> None:
-        insert = _INSERTS[self.engine.dialect.name](_windows).on_conflict_do_nothing()
+        insert = conflict_insert(self.engine.dialect, _windows).on_conflict_do_nothing()
         self._run(insert, {"account_key": account, "destination": destination[:64], "next_slot_at": 0.0,
                            "paused_until": 0.0, "paused_by": None})
 

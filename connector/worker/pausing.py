@@ -14,13 +14,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Connection, Engine, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
-from connector.ledger.database import write_transaction
+from connector.ledger.database import conflict_insert, write_transaction
 from connector.ledger.models import DestinationStatus, utcnow
 
 _status = DestinationStatus.__table__
-_INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 # Who paused a destination when no person did.
 AUTOMATIC = "connector"
@@ -48,7 +46,7 @@ def pause(engine: Engine, destination: str, reason: str, by: str) -> bool:
             return False
         values = {"paused_at": now, "paused_reason": reason[:4000], "paused_by": by[:128], "updated_at": now}
         if current is None:
-            connection.execute(_INSERTS[connection.dialect.name](_status).values(
+            connection.execute(conflict_insert(connection.dialect, _status).values(
                 destination=destination, dry_run=False, **values).on_conflict_do_nothing())
         else:
             connection.execute(update(_status).where(_status.c.destination == destination,

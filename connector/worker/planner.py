@@ -12,9 +12,8 @@ import json
 from typing import Any
 
 from sqlalchemy import Engine, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
-from connector.ledger.database import write_transaction
+from connector.ledger.database import conflict_insert, write_transaction
 from connector.ledger.models import Delivery, DeliveryState, Event, EventState, sequence_key, utcnow
 from connector.mapping.engine import MappingSet
 from connector.mapping.operations import FAILED, READY, Outcome
@@ -23,7 +22,6 @@ from connector.worker.planning_turn import planning_turn
 
 _events = Event.__table__
 _deliveries = Delivery.__table__
-_INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 _STATE_FOR_OUTCOME = {READY: DeliveryState.PENDING, FAILED: DeliveryState.DEAD}
 
@@ -124,7 +122,7 @@ def _plan(engine: Engine, mappings: MappingSet, limit: int, owner: str | None) -
         if new_rows:
             # executemany, not one multi-row VALUES: a statement per batch size would fill
             # SQLAlchemy's compiled cache with large statements.
-            connection.execute(_INSERTS[connection.dialect.name](_deliveries)
+            connection.execute(conflict_insert(connection.dialect, _deliveries)
                                .on_conflict_do_nothing(index_elements=["event_id", "mapping", "destination"]),
                                new_rows)
         planned = [event_id for event_id in mine if outcomes[event_id]]

@@ -18,18 +18,16 @@ import threading
 from datetime import datetime, timezone
 
 from sqlalchemy import Engine, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
 from connector.config import Settings
-from connector.ledger.database import write_transaction
+from connector.ledger.database import conflict_insert, write_transaction
 from connector.ledger.models import DestinationStatus, utcnow
 from connector.mapping.engine import MappingSet
 
 log = logging.getLogger(__name__)
 
 _status = DestinationStatus.__table__
-_INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 # When the gunicorn master last validated the configuration (ISO 8601): set before workers fork,
 # so each worker of one load agrees on it and only the first to ask runs the check.
@@ -69,7 +67,7 @@ def _take_turn(engine: Engine, destination: str, since: datetime | None) -> bool
                 and row.remote_checked_at >= since:
             return False
         if row is None:
-            connection.execute(_INSERTS[connection.dialect.name](_status).values(
+            connection.execute(conflict_insert(connection.dialect, _status).values(
                 destination=destination, dry_run=False, remote_checked_at=now, updated_at=now).on_conflict_do_nothing())
         else:
             connection.execute(update(_status).where(_status.c.destination == destination)

@@ -9,16 +9,15 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
-from sqlalchemy.dialects import postgresql, sqlite
 
 from connector.destinations.base import Destination
+from connector.ledger.database import conflict_insert
 from connector.ledger.models import DeliveryState, DestinationStatus
 
 if TYPE_CHECKING:
     from connector.worker.delivery import Finished
 
 _status = DestinationStatus.__table__
-_INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 
 def destination_status_rows(destinations: Mapping[str, Destination], finished: Sequence[Finished],
@@ -42,8 +41,7 @@ def destination_status_rows(destinations: Mapping[str, Destination], finished: S
 
 
 def write_destination_status(connection: Connection, rows: list[dict[str, Any]]) -> None:
-    insert = _INSERTS[connection.dialect.name]
     for values in rows:
         update = {key: value for key, value in values.items() if key != "destination"}
-        connection.execute(insert(_status).values({"dry_run": False, **values})
+        connection.execute(conflict_insert(connection.dialect, _status).values({"dry_run": False, **values})
                            .on_conflict_do_update(index_elements=["destination"], set_=update))
