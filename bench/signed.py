@@ -1,7 +1,7 @@
 """Pre-signed Okendo deliveries for the ingest benchmark, built from the shipped samples.
 
-Each request has a unique message id and resource id, and is signed with the real `svix`
-package exactly as Svix signs a delivery, before the clock starts. Every cycle through the
+Each request has a unique message id and resource id, and is signed with `standardwebhooks`
+(the scheme Svix signs with) exactly as Svix signs a delivery, before the clock starts. Every cycle through the
 topics is another shopper (email and customer id), so delivering them writes many contacts,
 as a store's burst of webhooks would, not one contact over and over.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
-from svix.webhooks import Webhook
+from standardwebhooks.webhooks import Webhook
 
 from connector.samples import sample_paths
 

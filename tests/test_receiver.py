@@ -64,6 +64,20 @@ def test_every_sample_is_verified_stored_and_acknowledged(client, ledger, sample
         assert row.resource_id
 
 
+def test_the_benchmarks_presigned_requests_are_each_stored_as_a_new_event(client, ledger):
+    """`make bench` measures ingest with these requests: each must be a verified new event (202), never
+    a redelivery or a 401, or the benchmark measures the wrong path."""
+    from bench.signed import signed_requests
+
+    requests = signed_requests(32, "t")
+    answers = [post(client, body, headers).status_code for headers, body in requests]
+
+    assert answers == [202] * 32
+    rows = event_rows(ledger)
+    assert len({row.resource_id for row in rows}) == 32
+    assert len({row.customer_email for row in rows if row.customer_email}) == 2  # 16 topics per shopper
+
+
 def test_redelivery_is_recorded_once_with_the_same_event_id(client, ledger):
     body = sample_bytes("review.create")
     first = post(client, body, signed_headers(body, "msg_dup"))
