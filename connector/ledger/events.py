@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Dialect, Engine, bindparam, select
 
 from connector.ledger.database import KeptConnection, conflict_insert, driver_write_transaction
-from connector.ledger.models import Event, utcnow
+from connector.ledger.models import Event, EventOrigin, utcnow
 
 _events = Event.__table__
 
@@ -24,7 +24,8 @@ _events = Event.__table__
 
 @dataclass(frozen=True)
 class IncomingEvent:
-    """A verified webhook, ready to be stored (bounded to the columns' sizes)."""
+    """A verified webhook, or a snapshot read from Okendo's API, ready to be stored (bounded to the
+    columns' sizes)."""
 
     message_id: str
     body: bytes
@@ -39,6 +40,7 @@ class IncomingEvent:
     state_reason: str | None = None
     verified_by_secret: int | None = None
     received_at: datetime = field(default_factory=utcnow)
+    origin: str = EventOrigin.WEBHOOK
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ def _row(incoming: IncomingEvent) -> dict:
         "verified_by_secret": incoming.verified_by_secret,
         "headers": incoming.headers,
         "body": incoming.body,
+        "origin": incoming.origin,
     }
 
 

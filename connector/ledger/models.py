@@ -77,6 +77,16 @@ class Base(DeclarativeBase):
     )
 
 
+class EventOrigin:
+    """Where an event came from (the `origin` column)."""
+
+    WEBHOOK = "webhook"  # posted by Okendo through Svix, signature verified
+    BACKFILL = "backfill"  # read from Okendo's API by `connector okendo backfill`
+    RECONCILE = "reconcile"  # read from Okendo's API by the worker's periodic reconciliation
+
+    API = (BACKFILL, RECONCILE)
+
+
 class EventState:
     """Processing states of an event (the per-destination ones live on deliveries)."""
 
@@ -114,6 +124,8 @@ class Event(Base):
     verified_by_secret: Mapped[int | None] = mapped_column(SmallInteger)
     headers: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     body: Mapped[bytes] = mapped_column(LargeBinary)
+    # Where it came from: a webhook, or a snapshot read from Okendo's API (connector.backfill).
+    origin: Mapped[str] = mapped_column(String(16), default="webhook", server_default="webhook")
 
     __table_args__ = (
         Index("ix_events_state_id", "state", "id"),
@@ -356,3 +368,49 @@ class RateLimitLease(Base):
     slot: Mapped[int] = mapped_column(Integer, primary_key=True)
     holder: Mapped[str | None] = mapped_column(String(128))
     expires_at: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class ResourceState(Base):
+    """The newest state the ledger held of an Okendo resource when its events were pruned.
+
+    Retention writes it (connector.worker.retention) as it deletes a resource's finished events, so
+    a later backfill or reconciliation still knows that resource, where it stands in Okendo's order
+    and what it last said (connector.backfill.snapshots), long after the events are gone.
+    """
+
+    __tablename__ = "resource_states"
+
+    resource_type: Mapped[str] = mapped_column(String(RESOURCE_TYPE_MAX), primary_key=True)
+    resource_id: Mapped[str] = mapped_column(String(RESOURCE_ID_MAX), primary_key=True)
+    sequence_key: Mapped[str | None] = mapped_column(String(SEQUENCE_MAX))
+    event_id: Mapped[int] = mapped_column(BigIntId)  # the event it was taken from (pruned since)
+    content_hash: Mapped[str | None] = mapped_column(String(64))  # None: the event was a delete
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class OkendoSync(Base):
+    """One backfill or reconciliation of Okendo's API (connector.backfill): its cursor, so a stopped
+    run goes on where it stopped; its lease, so no two run at once on any host; and its counts.
+
+    Named by what it reads: `backfill:reviews:approved`, `backfill:loyalty`, `reconcile:reviews`.
+    """
+
+    __tablename__ = "okendo_syncs"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))  # running | finished | stopped | failed
+    cursor: Mapped[str | None] = mapped_column(Text)  # the next page's URL (relative to the API base)
+    options: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # what the run was asked (status, since)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    pages: Mapped[int] = mapped_column(Integer, default=0)
+    read: Mapped[int] = mapped_column(Integer, default=0)  # resources read from the API
+    stored: Mapped[int] = mapped_column(Integer, default=0)  # snapshots stored as events
+    missing: Mapped[int] = mapped_column(Integer, default=0)  # of those: resources the ledger had never seen
+    different: Mapped[int] = mapped_column(Integer, default=0)  # of those: differing from the ledger's newest state
+    problems: Mapped[int] = mapped_column(Integer, default=0)  # items refused (no id, not an object)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

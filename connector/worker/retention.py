@@ -2,7 +2,9 @@
 
 An event is finished when it is no longer `received` and none of its
 deliveries is pending, retrying or dead. The link table and the ordering
-tombstones are kept: they are what later updates and deletes rely on.
+tombstones are kept: they are what later updates and deletes rely on; and so is
+the newest state of each pruned resource (connector.ledger.resource_states), what
+a later backfill from Okendo's API compares with.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from sqlalchemy import Engine, delete, exists, select
 
 from connector.ledger.database import write_transaction
 from connector.ledger.models import Delivery, DeliveryAttempt, DeliveryState, Event, EventState, utcnow
+from connector.ledger.resource_states import remember_pruned
 
 _events = Event.__table__
 _deliveries = Delivery.__table__
@@ -47,6 +50,7 @@ def prune(engine: Engine, older_than_days: float, *, batch_size: int = 1000, lim
             ids = list(connection.execute(prunable(older_than_days).where(_events.c.id.in_(candidates))
                                           .with_for_update(of=_events, skip_locked=True)).scalars())
             if ids:
+                remember_pruned(connection, ids)  # what a later backfill compares with (resource_states)
                 delivery_ids = select(_deliveries.c.id).where(_deliveries.c.event_id.in_(ids))
                 connection.execute(delete(_attempts).where(_attempts.c.delivery_id.in_(delivery_ids)))
                 connection.execute(delete(_deliveries).where(_deliveries.c.event_id.in_(ids)))
