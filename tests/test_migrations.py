@@ -49,3 +49,31 @@ print(sorted({{name.split(".")[0] for name in sys.modules}} & {{"alembic", "mako
     loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
                             cwd=PROJECT_ROOT)
     assert loaded.stdout.splitlines() == ["202 200", "[]"], loaded.stdout + loaded.stderr
+
+
+def _event_indexes(engine: sa.Engine) -> set[str]:
+    with engine.connect() as connection:
+        return {index["name"] for index in sa.inspect(connection).get_indexes("events")}
+
+
+def test_0011_adds_the_origin_index_and_its_downgrade_drops_it(db_url):
+    from alembic import command
+
+    from connector.ledger.database import write_transaction
+    from connector.ledger.migrate import _alembic_config
+
+    engine = sa.create_engine(normalize_url(db_url))
+    upgrade(engine, "0010")
+    assert "ix_events_origin_id" not in _event_indexes(engine)
+    upgrade(engine, "0011")
+    assert "ix_events_origin_id" in _event_indexes(engine)
+
+    config = _alembic_config()
+    with write_transaction(engine) as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0010")
+    assert current_revision(engine) == "0010"
+    assert "ix_events_origin_id" not in _event_indexes(engine)
+    upgrade(engine)
+    assert current_revision(engine) == HEAD_REVISION and "ix_events_origin_id" in _event_indexes(engine)
+    engine.dispose()

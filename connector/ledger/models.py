@@ -130,6 +130,7 @@ class Event(Base):
     __table_args__ = (
         Index("ix_events_state_id", "state", "id"),
         Index("ix_events_resource_type_topic_id", "resource_type", "topic", "id"),
+        Index("ix_events_origin_id", "origin", "id"),
     )
 
 
