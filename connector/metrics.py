@@ -256,6 +256,7 @@ class LedgerCollector:
                 workers = presence.seen(connection, self.heartbeat_s)
                 pauses = pausing.paused(connection)
                 budgets = _budgets(connection, self.settings)
+                sync_rows = _okendo_syncs(connection)
         except SQLAlchemyError as error:
             log.warning("metrics: ledger unavailable for the queue gauges (%s)", error.__class__.__name__)
             up.add_metric([], 0)
@@ -323,6 +324,41 @@ class LedgerCollector:
         yield used
         yield cap
         yield held
+        yield from _okendo_sync_metrics(sync_rows, now)
+
+
+SYNC_KINDS = ("read", "stored", "missing", "different", "problems")
+
+
+def _okendo_syncs(connection):  # type: ignore[no-untyped-def]
+    from connector.status.okendo_syncs import read_rows  # one SELECT of a handful of rows
+
+    return read_rows(connection)
+
+
+def _okendo_sync_metrics(rows, now: datetime) -> Iterator[Metric]:  # type: ignore[no-untyped-def]
+    """Each backfill and the reconciliation of Okendo's API (the okendo_syncs table), by run name."""
+    from connector.status.okendo_syncs import lease_alive
+
+    resources = GaugeMetricFamily(PREFIX + "okendo_sync_resources", "Resources of the latest run of a backfill or "
+                                  "of the reconciliation of Okendo's API, by kind: read, stored (as events), missing "
+                                  "(of the stored: never seen), different (of the stored: changed), problems "
+                                  "(unusable items).", labels=["sync", "kind"])
+    finished = GaugeMetricFamily(PREFIX + "okendo_sync_last_finished_timestamp_seconds", "When the run last "
+                                 "finished (Unix time); absent until one has, and while a new run is going.",
+                                 labels=["sync"])
+    running = GaugeMetricFamily(PREFIX + "okendo_sync_running", "1 while a live process holds the run's lease, "
+                                "else 0 (a run whose process died is 0).", labels=["sync"])
+    for row in rows:
+        for kind in SYNC_KINDS:
+            resources.add_metric([row.name, kind], getattr(row, kind))
+        if row.finished_at is not None:
+            moment = row.finished_at if row.finished_at.tzinfo else row.finished_at.replace(tzinfo=now.tzinfo)
+            finished.add_metric([row.name], moment.timestamp())
+        running.add_metric([row.name], 1 if lease_alive(row, now) else 0)
+    yield resources
+    yield finished
+    yield running
 
 
 class _Forward:

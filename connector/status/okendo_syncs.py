@@ -1,0 +1,175 @@
+"""The overview's "Okendo API" section: each backfill and the reconciliation, in words.
+
+Read from the `okendo_syncs` table (connector.backfill.syncs) in one SELECT of a handful of rows,
+on the connection the rest of the page (or the scrape, connector.metrics) already holds. A row
+`running` whose lease ran out is a run whose process died: the next run of that name goes on
+from its cursor (a backfill that had stored a page) or starts afresh.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, select
+
+from connector.backfill.syncs import FAILED, RUNNING, STOPPED, SyncRow
+from connector.ledger.models import OkendoSync, utcnow
+
+if TYPE_CHECKING:
+    from connector.config import ReconcileConfig
+
+_syncs = OkendoSync.__table__
+
+RECONCILE_NAME = "reconcile:reviews"  # connector.backfill.reconcile.SYNC_NAME (not imported: it loads the API client)
+DIED = "died"  # a running row whose lease ran out
+
+
+def read_rows(connection: Connection) -> list[SyncRow]:
+    """Every run, by name: one SELECT (one row per backfill and one for the reconciliation)."""
+    return [SyncRow(**row._mapping) for row in connection.execute(select(_syncs).order_by(_syncs.c.name))]
+
+
+def title(name: str) -> str:
+    """`backfill:reviews:approved` -> `Backfill of approved reviews`."""
+    kind, _, rest = name.partition(":")
+    if kind == "backfill" and rest.startswith("reviews:"):
+        return f"Backfill of {rest.partition(':')[2]} reviews"
+    if name == "backfill:loyalty":
+        return "Backfill of loyalty members"
+    if name == RECONCILE_NAME:
+        return "Reconciliation of reviews"
+    return name
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=timezone.utc)
+    return moment
+
+
+def lease_alive(row: SyncRow, now: datetime) -> bool:
+    """A live process holds the run right now."""
+    expires = _aware(row.lease_expires_at)
+    return row.state == RUNNING and bool(row.lease_owner) and expires is not None and expires > now
+
+
+def _rerun(name: str) -> str | None:
+    if name.startswith("backfill:reviews:"):
+        return f"connector okendo backfill reviews --status {name.rpartition(':')[2]}"
+    if name == "backfill:loyalty":
+        return "connector okendo backfill loyalty"
+    return None
+
+
+@dataclass(frozen=True)
+class SyncLine:
+    row: SyncRow
+    title: str
+    state: str  # running | finished | stopped | failed | died
+    state_words: str  # "stopped, resumable", "died, resumes from its cursor", ...
+    running: bool  # a live lease is held
+    rerun: str | None  # the command that goes on with it (backfills that can go on)
+    next_due_at: datetime | None = None  # the reconciliation's next pass, when configured
+
+    @property
+    def name(self) -> str:
+        return self.row.name
+
+    @property
+    def is_reconciliation(self) -> bool:
+        return self.row.name == RECONCILE_NAME
+
+    @property
+    def bad(self) -> bool:
+        return self.state in (FAILED, DIED)
+
+    def to_json(self) -> dict[str, Any]:
+        row = self.row
+        return {
+            "name": row.name, "title": self.title, "state": self.state, "state_words": self.state_words,
+            "running": self.running, "resumable": row.resumable, "started_at": row.started_at,
+            "updated_at": row.updated_at, "finished_at": row.finished_at, "pages": row.pages, "read": row.read,
+            "stored": row.stored, "missing": row.missing, "different": row.different, "problems": row.problems,
+            "last_error": row.last_error, "lease_owner": row.lease_owner if self.running else None,
+            "lease_expires_at": row.lease_expires_at if self.running else None, "rerun": self.rerun,
+            "next_due_at": self.next_due_at,
+        }
+
+
+def describe(row: SyncRow, now: datetime, reconcile: ReconcileConfig | None = None) -> SyncLine:
+    running = lease_alive(row, now)
+    reconciliation = row.name == RECONCILE_NAME
+    if row.state == RUNNING and not running:
+        state = DIED
+        if reconciliation:
+            words = "died; the next pass starts afresh"
+        elif row.resumable:
+            words = "died, resumes from its cursor"
+        else:
+            words = "died before its first page; starts afresh next time"
+    elif row.state == RUNNING:
+        state, words = RUNNING, "running"
+    elif row.state in (STOPPED, FAILED):
+        state = row.state
+        words = f"{row.state}, resumable" if row.resumable and not reconciliation else row.state
+    else:
+        state, words = row.state, row.state
+    rerun = _rerun(row.name) if state in (STOPPED, FAILED, DIED) and row.resumable else None
+    next_due = None
+    if reconciliation and reconcile is not None:
+        # As connector.backfill.syncs.acquire_if_due judges it: a pass starts at most once per
+        # interval after the last one *started*, whatever became of it.
+        started = _aware(row.started_at)
+        next_due = started + timedelta(minutes=reconcile.every_minutes) if started else now
+    return SyncLine(row, title(row.name), state, words, running, rerun, next_due)
+
+
+@dataclass
+class OkendoApiSection:
+    lines: list[SyncLine] = field(default_factory=list)  # every run but the reconciliation, by name
+    reconciliation: SyncLine | None = None
+    reconcile: ReconcileConfig | None = None  # None: not configured
+    now: datetime = field(default_factory=utcnow)
+
+    @property
+    def shown(self) -> bool:
+        return bool(self.lines or self.reconciliation or self.reconcile)
+
+    @property
+    def reconciliation_due_now(self) -> bool:
+        line = self.reconciliation
+        return bool(self.reconcile and line and line.next_due_at and line.next_due_at <= self.now
+                    and not line.running)
+
+    @property
+    def schedule(self) -> str:
+        """`every 60 minutes, reviews created in the last 30 days: approved, pending`."""
+        config = self.reconcile
+        if config is None:
+            return ""
+        return (f"every {config.every_minutes:g} minutes, reviews created in the last {config.window_days:g} days: "
+                f"{', '.join(config.statuses)}")
+
+    def to_json(self) -> dict[str, Any]:
+        reconcile = None
+        if self.reconcile is not None:
+            reconcile = {"every_minutes": self.reconcile.every_minutes, "window_days": self.reconcile.window_days,
+                         "statuses": list(self.reconcile.statuses),
+                         "next_due_at": (self.reconciliation.next_due_at if self.reconciliation else self.now)}
+        return {"configured": self.reconcile is not None, "reconcile": reconcile,
+                "reconciliation": self.reconciliation.to_json() if self.reconciliation else None,
+                "syncs": [line.to_json() for line in self.lines]}
+
+
+def section(connection: Connection, reconcile: ReconcileConfig | None, now: datetime | None = None) -> OkendoApiSection:
+    now = now or utcnow()
+    result = OkendoApiSection(reconcile=reconcile, now=now)
+    for row in read_rows(connection):
+        line = describe(row, now, reconcile)
+        if line.is_reconciliation:
+            result.reconciliation = line
+        else:
+            result.lines.append(line)
+    return result
