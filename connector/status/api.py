@@ -7,12 +7,13 @@ from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, abort, jsonify, request, url_for
+from werkzeug.exceptions import BadRequest
 
 from connector.runtime import runtime
-from connector.status import attempts, queries
+from connector.status import attempts, okendo_syncs, queries
 from connector.status.auth import require_auth
 from connector.status import audit
-from connector.status.views import event_filter, replay_as_user, replay_filter
+from connector.status.views import NO_REPLAY_BY_ORIGIN, event_filter, replay_as_user, replay_filter
 from connector.worker.replay import ReplayFilter, count
 
 bp = Blueprint("status_api", __name__, url_prefix="/api")
@@ -28,6 +29,25 @@ def _plain(value: Any) -> Any:
     return value
 
 
+class _FilterRefused(Exception):
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+@bp.errorhandler(_FilterRefused)
+def _filter_refused(error: _FilterRefused) -> Any:
+    return jsonify(error=error.message), 400
+
+
+def _selection(source: Any) -> Any:
+    """The list's filter, or a 400 in JSON saying what is wrong with it (an unknown state or origin)."""
+    try:
+        return event_filter(source)
+    except BadRequest as error:
+        raise _FilterRefused(str(error.description)) from None
+
+
 @bp.get("/stats")
 @require_auth(api=True)
 def stats() -> Any:
@@ -36,10 +56,20 @@ def stats() -> Any:
                                                   settings=runtime().settings).to_json()))
 
 
+@bp.get("/okendo-syncs")
+@require_auth(api=True)
+def okendo_api_syncs() -> Any:
+    """Each backfill and the reconciliation of Okendo's API: state, counts, last error, next pass."""
+    rt = runtime()
+    with rt.engine.connect() as connection:
+        section = okendo_syncs.section(connection, rt.settings.okendo.reconcile)
+    return jsonify(_plain(section.to_json()))
+
+
 @bp.get("/events")
 @require_auth(api=True)
 def events() -> Any:
-    selection = event_filter(request.args)
+    selection = _selection(request.args)
     with runtime().engine.connect() as connection:
         rows, next_before = queries.list_events(connection, selection)
     next_url = url_for("status_api.events", **selection.query_args(), before=next_before) if next_before else None
@@ -90,7 +120,10 @@ def replay_delivery(delivery_id: int) -> Any:
 def bulk_replay() -> Any:
     """Replay what a filter selects; `"dry_run": true` only counts."""
     body = request.get_json(silent=True) or {}
-    selection = replay_filter(event_filter(body))
+    listed = _selection(body)
+    if listed.origin:
+        return jsonify(error=NO_REPLAY_BY_ORIGIN), 400
+    selection = replay_filter(listed)
     if selection.is_empty():
         return jsonify(error="give a filter: state, topic, destination, since, until or text"), 400
     if body.get("dry_run"):

@@ -4,14 +4,15 @@ Every list is keyset-paginated on the event id (newest first) and every
 filter has an index behind it, so pages stay fast at millions of events:
 event state (state, id); topic (resource_type, topic, id); delivery state
 and destination (deliveries: state, event_id / destination, state, event_id);
-text search is an exact match on the shopper's email or the resource id.
+text search is an exact match on the shopper's email or the resource id;
+origin (webhook, backfill, reconcile) is (origin, id).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import Connection, func, select
@@ -25,6 +26,7 @@ from connector.ledger.models import (
     DeliveryState,
     DestinationStatus,
     Event,
+    EventOrigin,
     EventState,
     RecordLink,
     utcnow,
@@ -41,6 +43,7 @@ EVENT_STATES = (EventState.RECEIVED, EventState.PLANNED, EventState.UNMAPPED, Ev
                 EventState.UNSUPPORTED)
 DELIVERY_STATES = (DeliveryState.PENDING, DeliveryState.RETRYING, DeliveryState.DELIVERED, DeliveryState.DEAD,
                    DeliveryState.STALE, DeliveryState.SKIPPED)
+EVENT_ORIGINS = (EventOrigin.WEBHOOK, EventOrigin.BACKFILL, EventOrigin.RECONCILE)
 PAGE_SIZE = 50
 
 
@@ -53,9 +56,11 @@ class EventFilter:
     until: datetime | None = None
     text: str | None = None  # an email or a resource id
     before: int | None = None  # keyset: events with a smaller id
+    origin: str | None = None  # webhook, backfill or reconcile
 
     def query_args(self) -> dict[str, str]:
         args = {"state": self.state, "topic": self.topic, "destination": self.destination, "text": self.text,
+                "origin": self.origin,
                 "since": self.since.isoformat() if self.since else None,
                 "until": self.until.isoformat() if self.until else None}
         return {key: value for key, value in args.items() if value}
@@ -71,6 +76,8 @@ def _event_conditions(selection: EventFilter) -> list[Any]:
                                   text=selection.text)
     if selection.state in EVENT_STATES:
         conditions.append(e.c.state == selection.state)
+    if selection.origin:
+        conditions.append(e.c.origin == selection.origin)
     if selection.before:
         conditions.append(e.c.id < selection.before)
     return conditions
@@ -80,7 +87,7 @@ def list_events(connection: Connection, selection: EventFilter, limit: int = PAG
     """A page of events, newest first, and the id to pass as `before` for the next page."""
     e = _events
     columns = (e.c.id, e.c.message_id, e.c.received_at, e.c.resource_type, e.c.topic, e.c.resource_id,
-               e.c.sequence_number, e.c.customer_email, e.c.state, e.c.state_reason)
+               e.c.sequence_number, e.c.customer_email, e.c.state, e.c.state_reason, e.c.origin)
     conditions = _event_conditions(selection)
     if selection.delivery_state or selection.destination:
         rows = _events_by_delivery(connection, selection, columns, conditions, limit + 1)
@@ -145,6 +152,7 @@ def event_detail(connection: Connection, event_id: int) -> dict[str, Any] | None
         event["document"] = None
     headers = event["headers"]
     event["headers"] = headers if isinstance(headers, dict) else json.loads(headers or "{}")
+    event["api_read"] = api_read(event)
     deliveries = [dict(r._mapping) for r in connection.execute(
         select(d).where(d.c.event_id == event_id).order_by(d.c.position, d.c.id))]
     attempts = {}
@@ -163,6 +171,22 @@ def event_detail(connection: Connection, event_id: int) -> dict[str, Any] | None
             select(_links).where(_links.c.source_type == event["resource_type"],
                                  _links.c.source_id == event["resource_id"]))]
     return event
+
+
+def api_read(event: dict[str, Any]) -> dict[str, Any] | None:
+    """For an event read from Okendo's API (a backfill or a reconciliation): the request that read it
+    and when, as connector.backfill.snapshots stored them in its headers; None for a webhook."""
+    if event.get("origin") not in EventOrigin.API:
+        return None
+    headers = event.get("headers") or {}
+    read_at: Any = headers.get("okendo-api-read-at")
+    try:
+        read_at = datetime.fromisoformat(read_at) if read_at else None
+        if read_at is not None and read_at.tzinfo is not None:
+            read_at = read_at.astimezone(timezone.utc)
+    except (TypeError, ValueError):
+        pass  # shown as stored
+    return {"request": headers.get("okendo-api-request"), "read_at": read_at}
 
 
 @dataclass
