@@ -11,7 +11,7 @@ from connector.config import Settings
 
 
 def _okendo_api(settings: Settings):  # type: ignore[no-untyped-def]
-    from connector.onboarding.okendo_api import OkendoApi
+    from connector.okendo_api import OkendoApi
 
     config = settings.okendo
     missing = [variable for variable, value in (("OKENDO_USER_ID", config.user_id), ("OKENDO_API_KEY", config.api_key))
@@ -46,7 +46,7 @@ def okendo() -> None:
 def okendo_subscribe(ctx: Context, endpoint_url: str, topics: tuple[str, ...], allow_duplicate: bool) -> None:
     """Subscribe the connector to Okendo's webhooks and print the signing secret, once."""
     from connector.onboarding.endpoint import EndpointError, check_endpoint_url
-    from connector.onboarding.okendo_api import OkendoApiError
+    from connector.okendo_api import OkendoApiError
     from connector.onboarding.topics import TopicError, default_events, parse_events
 
     endpoint_url = endpoint_url.strip()
@@ -112,7 +112,7 @@ def okendo_subscribe(ctx: Context, endpoint_url: str, topics: tuple[str, ...], a
 @pass_context
 def okendo_list(ctx: Context) -> None:
     """Show the webhook subscriptions Okendo has for your store."""
-    from connector.onboarding.okendo_api import OkendoApiError
+    from connector.okendo_api import OkendoApiError
 
     settings = ctx.settings()
     with _okendo_api(settings) as api:

@@ -249,7 +249,7 @@ def _unreachable(url: str) -> str | None:
 
 
 def _okendo_api(settings: Settings) -> Check:
-    from connector.onboarding.okendo_api import OkendoApi, OkendoApiError
+    from connector.okendo_api import OkendoApi, OkendoApiError
 
     config = settings.okendo
     if not (config.user_id and config.api_key):
@@ -266,5 +266,5 @@ def _okendo_api(settings: Settings) -> Check:
         return Check("okendo api", WARN, f"credentials accepted; {len(subscriptions)} subscription(s), none to a "
                      "/webhooks/okendo endpoint",
                      "run `connector okendo subscribe --url https://YOUR-HOST/webhooks/okendo`")
-    return Check("okendo api", OK, f"credentials accepted; subscribed: "
+    return Check("okendo api", OK, "credentials accepted; subscribed: "
                  + ", ".join(f"{s.endpoint_url} ({len(s.events)} event(s))" for s in ours))

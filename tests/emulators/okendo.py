@@ -1,4 +1,5 @@
-"""A stateful local emulator of Okendo's webhook subscription endpoints (Merchant REST API).
+"""A stateful local emulator of Okendo's Merchant REST API: webhook subscriptions here, reviews and
+loyalty members in okendo_reads.py.
 
 Point a client at `emulator.base_url` (`http://127.0.0.1:PORT/enterprise`, shaped like Okendo's
 `https://api.okendo.io/enterprise`); requests travel over a real socket. What it mirrors is cited
@@ -36,6 +37,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from tests.emulators.base import Emulator, Reply, Request
+from tests.emulators.okendo_reads import OkendoReads
 
 BASE_PATH = "/enterprise"
 API_VERSION = "2025-02-01"
@@ -54,7 +56,7 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-class OkendoEmulator(Emulator):
+class OkendoEmulator(OkendoReads, Emulator):
     def __init__(self, *, user_id: str = "b4a1c0de-0000-4000-8000-000000000001", api_key: str = "k" * 32,
                  offered_events: frozenset[str] = DEFAULT_EVENTS, rate: float | None = 2.0, burst: int = 3,
                  secret_field: str | None = "webhookSecret"):
@@ -72,6 +74,7 @@ class OkendoEmulator(Emulator):
         self._bucket_lock = threading.Lock()
         self.route("GET", f"{BASE_PATH}/webhook_subscriptions", self._list)
         self.route("POST", f"{BASE_PATH}/webhook_subscriptions", self._create)
+        self._init_reads(BASE_PATH)  # GET /reviews and /loyalty/customers (tests/emulators/okendo_reads.py)
 
     @property
     def base_url(self) -> str:

@@ -1,18 +1,15 @@
-"""A small client of Okendo's Merchant REST API: the webhook subscription endpoints.
+"""One request to Okendo's Merchant REST API: authentication, pacing, retries and errors.
 
-Everything here follows Okendo's documentation (https://docs.okendo.io/merchant-rest-api and
-https://docs.okendo.io/merchant-rest-api/endpoints/webhooks):
+Everything here follows Okendo's documentation (https://docs.okendo.io/merchant-rest-api):
 - base URL `https://api.okendo.io/enterprise`; HTTP Basic with the Okendo user id as the
   username and the API key as the password;
 - the version is chosen with the `okendo-api-version` header (`2025-02-01`); third-party
   clients report that requests without it are rejected (Okendo's docs do not say);
 - 2 requests/s sustained with a small burst, then 429: we keep under it ourselves (a burst
-  of two, then one request every half second) and, on a 429 (the same API key may be in use
-  elsewhere), wait as long as `Retry-After` says, a bounded number of times;
-- `GET /webhook_subscriptions` pages with `nextUrl`; `POST /webhook_subscriptions` answers
-  200 with the new subscription, including its signing secret, which Okendo shows once.
-
-The secret only ever lives in memory: it is returned to the caller and never logged.
+  of two, then one request every half second, unless the caller brings a `pacer` shared with
+  other processes using the same API key) and, on a 429, wait as long as `Retry-After` says,
+  a bounded number of times;
+- lists page with `nextUrl`, whose form is not documented (see `_next_url`).
 """
 
 from __future__ import annotations
@@ -20,8 +17,9 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -33,7 +31,6 @@ from connector import okendo
 
 API_VERSION_HEADER = "okendo-api-version"
 API_VERSION = okendo.SUBSCRIPTION_API_VERSION
-SUBSCRIPTIONS_PATH = "/webhook_subscriptions"
 # 2 requests/s sustained with a small burst (Okendo's documented limit): two at once, then
 # one every half second.
 REQUESTS_PER_SECOND = 2.0
@@ -44,17 +41,10 @@ MAX_ATTEMPTS = 4
 MAX_RETRY_AFTER_S = 30.0
 # When a 429 carries no Retry-After: one second restores two requests' worth of budget.
 DEFAULT_RETRY_AFTER_S = 1.0
-PAGE_SIZE = 100  # the largest `limit` the list endpoint accepts (documented: 1-100)
-MAX_PAGES = 1000  # a `nextUrl` loop must end somewhere
 ERROR_TEXT_LIMIT = 600  # characters of an error answer worth showing
 
-# The create answer's secret field is not named in Okendo's docs:
-# `webhookSecret` is what the api-evangelist catalogue (github.com/api-evangelist/okendo, a
-# secondary, machine-generated source) calls it; the others are guesses
-# we accept too, and failing those, any top-level `whsec_` value.
-SECRET_FIELDS = ("webhookSecret", "secret", "signingSecret", "webhookSigningSecret")
-
 CREDENTIALS_HINT = "check OKENDO_USER_ID and OKENDO_API_KEY (config.yaml: okendo.user_id, okendo.api_key)"
+BASE_URL_HINT = "Okendo's is https://api.okendo.io/enterprise"
 
 
 class OkendoApiError(Exception):
@@ -81,50 +71,20 @@ class _Unavailable(Exception):
 
 
 @dataclass(frozen=True)
-class Subscription:
-    """A webhook subscription as Okendo describes it, with its pairs as event names.
+class Answer:
+    """Okendo's answer to the attempt that succeeded, with what was asked and when."""
 
-    https://docs.okendo.io/merchant-rest-api/endpoints/webhooks
-    """
-
-    subscription_id: str | None
-    endpoint_url: str | None
-    enabled: bool | None
-    version: str | None
-    events: tuple[str, ...]
-    created: str | None
-
-    @classmethod
-    def from_json(cls, data: Any) -> Subscription:
-        if not isinstance(data, dict):
-            raise OkendoApiError(f"Okendo sent a subscription that is not a JSON object: {_shorten(repr(data))}")
-        pairs = data.get("subscriptions") or []
-        events = tuple(
-            okendo.event_name(str(pair.get("resourceType")), str(pair.get("topic")))
-            for pair in pairs if isinstance(pair, dict)
-        )
-        return cls(
-            subscription_id=_optional_str(data.get("webhookSubscriptionId")),
-            endpoint_url=_optional_str(data.get("endpointUrl")),
-            enabled=data.get("isEnabled") if isinstance(data.get("isEnabled"), bool) else None,
-            version=_optional_str(data.get("version")),
-            events=events,
-            created=_optional_str(data.get("dateCreated")),
-        )
+    status: int
+    body: Any  # parsed JSON; None for an accepted 404 without a JSON body
+    request: str  # method, path and query as sent ("GET /enterprise/reviews?status=approved&..."); no credentials
+    sent_at: datetime  # UTC, just before that attempt went out (after any pacing)
 
 
-@dataclass(frozen=True)
-class CreatedSubscription:
-    subscription: Subscription
-    secret: str | None  # None when the answer carried none we recognise
-    fields: tuple[str, ...]  # the answer's top-level keys, to explain a missing secret
-
-
-def _optional_str(value: Any) -> str | None:
+def optional_str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _shorten(text: str, limit: int = ERROR_TEXT_LIMIT) -> str:
+def shorten(text: str, limit: int = ERROR_TEXT_LIMIT) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -140,11 +100,11 @@ def error_details(response: requests.Response) -> list[str]:
         body = response.json()
     except ValueError:
         text = response.text.strip()
-        return [_shorten(text)] if text else []
+        return [shorten(text)] if text else []
     found: list[str] = []
 
     def add(text: str) -> None:
-        text = _shorten(text, 300)
+        text = shorten(text, 300)
         if text and text not in found and len(found) < 20:
             found.append(text)
 
@@ -190,13 +150,22 @@ def _retry_after(response: requests.Response) -> float:
     return max(moment.timestamp() - time.time(), 0.0)
 
 
-class OkendoApi:
+class Transport:
+    """The session, the pace and the retries every operation shares.
+
+    `pacer`, when given, is called before every request (retries included) instead of the
+    built-in token bucket: several processes may use one API key, and Okendo's limit is per key
+    (https://docs.okendo.io/merchant-rest-api), so only a pace they share keeps them all under it.
+    """
+
     def __init__(self, base_url: str, user_id: str, api_key: str, *, timeout: float = 15.0,
-                 max_attempts: int = MAX_ATTEMPTS, max_retry_after: float = MAX_RETRY_AFTER_S):
+                 max_attempts: int = MAX_ATTEMPTS, max_retry_after: float = MAX_RETRY_AFTER_S,
+                 pacer: Callable[[], None] | None = None):
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.max_attempts = max_attempts
         self.max_retry_after = max_retry_after
+        self._pacer = pacer
         self._session = requests.Session()
         self._session.auth = (user_id, api_key)
         self._session.headers.update({
@@ -211,47 +180,11 @@ class OkendoApi:
     def close(self) -> None:
         self._session.close()
 
-    def __enter__(self) -> OkendoApi:
+    def __enter__(self) -> Any:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-    # --- the two operations ------------------------------------------------------------------
-
-    def list_subscriptions(self) -> list[Subscription]:
-        """Every subscription, following `nextUrl` page after page."""
-        url: str | None = f"{self.base_url}{SUBSCRIPTIONS_PATH}"
-        params: dict[str, Any] | None = {"limit": PAGE_SIZE}
-        found: list[Subscription] = []
-        for _page in range(MAX_PAGES):
-            if url is None:
-                return found
-            body = self._call("GET", url, params=params)
-            if not isinstance(body, dict) or not isinstance(body.get("webhookSubscriptions"), list):
-                raise OkendoApiError(f"Okendo's answer to GET {SUBSCRIPTIONS_PATH} has no webhookSubscriptions list: "
-                                     f"{_shorten(json.dumps(body))}; check okendo.api_base_url ({self.base_url})")
-            found.extend(Subscription.from_json(item) for item in body["webhookSubscriptions"])
-            url, params = self._next_url(body.get("nextUrl")), None
-        raise OkendoApiError(f"Okendo kept sending a nextUrl after {MAX_PAGES} pages; stopped listing")
-
-    def create_subscription(self, endpoint_url: str, events: Iterable[str]) -> CreatedSubscription:
-        pairs = []
-        for name in events:
-            resource_type, _, topic = name.rpartition(".")
-            pairs.append({"resourceType": resource_type, "topic": topic})
-        body = self._call("POST", f"{self.base_url}{SUBSCRIPTIONS_PATH}", json_body={
-            "endpointUrl": endpoint_url,
-            "isEnabled": True,
-            "subscriptions": pairs,
-            "version": API_VERSION,
-        })
-        if not isinstance(body, dict):
-            raise OkendoApiError("Okendo's answer to the new subscription is not a JSON object; "
-                                 "run `connector okendo list` to see whether it was created")
-        return CreatedSubscription(Subscription.from_json(body), _find_secret(body), tuple(sorted(body)))
-
-    # --- one request, paced and retried ---------------------------------------------------------
 
     def _next_url(self, next_url: Any) -> str | None:
         """Where the next page is. Okendo documents `nextUrl` but not its form: accept an
@@ -271,7 +204,10 @@ class OkendoApi:
         return f"{self.base_url}/{next_url.lstrip('/')}"
 
     def _pace(self) -> None:
-        """Take one request from a token bucket of Okendo's size; sleep until one is there."""
+        """Wait for the caller's pacer, or take one request from a token bucket of Okendo's size."""
+        if self._pacer is not None:
+            self._pacer()
+            return
         with self._pace_lock:
             now = time.monotonic()
             self._tokens = min(float(BURST), self._tokens + (now - self._refilled) * REQUESTS_PER_SECOND)
@@ -283,6 +219,13 @@ class OkendoApi:
 
     def _call(self, method: str, url: str, *, params: dict[str, Any] | None = None,
               json_body: Any = None) -> Any:
+        """The parsed body of a 2xx answer; OkendoApiError for anything else."""
+        return self._exchange(method, url, params=params, json_body=json_body).body
+
+    def _exchange(self, method: str, url: str, *, params: dict[str, Any] | None = None,
+                  json_body: Any = None, absent_is_answer: bool = False) -> Answer:
+        """The answer with what was sent and when. `absent_is_answer`: a 404 is an answer
+        (a lookup of something that does not exist), not a wrong base URL."""
         # A read can be repeated after a 5xx or a timeout; a create cannot: Okendo may
         # have made the subscription before the answer was lost. A 429 was not acted on,
         # so it is retried for both.
@@ -297,7 +240,7 @@ class OkendoApi:
         retrying = Retrying(stop=stop_after_attempt(self.max_attempts), wait=wait,
                             retry=retry_if_exception_type(retryable), reraise=True)
         try:
-            return retrying(self._attempt, method, url, params, json_body)
+            return retrying(self._attempt, method, url, params, json_body, absent_is_answer)
         except _RateLimited:
             raise OkendoApiError(
                 f"Okendo kept answering 429 Too Many Requests after {self.max_attempts} attempts "
@@ -306,9 +249,11 @@ class OkendoApi:
         except _Unavailable as unavailable:
             raise unavailable.error from None
 
-    def _attempt(self, method: str, url: str, params: dict[str, Any] | None, json_body: Any) -> Any:
+    def _attempt(self, method: str, url: str, params: dict[str, Any] | None, json_body: Any,
+                 absent_is_answer: bool) -> Answer:
         self._pace()
         path = urlsplit(url).path
+        sent_at = datetime.now(UTC)
         try:
             response = self._session.request(method, url, params=params, json=json_body, timeout=self.timeout,
                                              allow_redirects=False)
@@ -323,8 +268,10 @@ class OkendoApi:
             # Not retried: a wrong address, DNS or a firewall do not heal in seconds; the user reruns.
             raise OkendoApiError(
                 f"cannot reach Okendo at {self.base_url} ({type(error).__name__}): check okendo.api_base_url "
-                "(OKENDO_API_BASE_URL; Okendo's is https://api.okendo.io/enterprise) and this machine's network"
+                f"(OKENDO_API_BASE_URL; {BASE_URL_HINT}) and this machine's network"
             ) from None
+        # The prepared request's path and query, as they went out: the credentials travel in a header.
+        sent = f"{method} {response.request.path_url}"
         status = response.status_code
         if status == 429:
             retry_after = _retry_after(response)
@@ -334,11 +281,17 @@ class OkendoApi:
             raise _RateLimited(retry_after)
         if 200 <= status < 300:
             try:
-                return response.json()
+                return Answer(status, response.json(), sent, sent_at)
             except ValueError:
                 raise OkendoApiError(
                     f"Okendo answered {method} {path} with {status} but not JSON "
-                    f"({_shorten(response.text, 200)!r}); check okendo.api_base_url ({self.base_url})") from None
+                    f"({shorten(response.text, 200)!r}); check okendo.api_base_url ({self.base_url})") from None
+        if status == 404 and absent_is_answer:
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+            return Answer(status, body, sent, sent_at)
         details = error_details(response)
         said = f": {'; '.join(details)}" if details else ""
         if status in (401, 403):
@@ -348,8 +301,7 @@ class OkendoApi:
             raise OkendoApiError(f"Okendo refused the request (HTTP {status})", status, details)
         if status == 404:
             raise OkendoApiError(f"Okendo answered 404 Not Found for {method} {path}{said}: check "
-                                 f"okendo.api_base_url ({self.base_url}; Okendo's is https://api.okendo.io/enterprise)",
-                                 status)
+                                 f"okendo.api_base_url ({self.base_url}; {BASE_URL_HINT})", status)
         if 300 <= status < 400:
             raise OkendoApiError(f"Okendo answered {method} {path} with a redirect ({status}) to "
                                  f"{response.headers.get('Location', '?')}: check okendo.api_base_url ({self.base_url})",
@@ -362,10 +314,3 @@ class OkendoApi:
                 raise failure
             raise _Unavailable(failure)
         raise OkendoApiError(f"Okendo answered {method} {path} with HTTP {status}{said}", status)
-
-
-def _find_secret(body: dict[str, Any]) -> str | None:
-    for field in SECRET_FIELDS:
-        if isinstance(body.get(field), str) and body[field]:
-            return body[field]
-    return next((value for value in body.values() if isinstance(value, str) and value.startswith("whsec_")), None)
