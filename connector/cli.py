@@ -269,6 +269,7 @@ def reload(ctx: Context, pidfile: Path | None) -> None:
 # Commands that live beside the part of the connector they drive.
 from connector import serve as serve_command  # noqa: E402
 from connector.alerts import commands as alert_commands  # noqa: E402
+from connector.backfill import commands as backfill_commands  # noqa: E402
 from connector.onboarding import commands as onboarding_commands  # noqa: E402
 from connector.worker import commands as worker_commands, pause_commands  # noqa: E402
 
@@ -276,6 +277,7 @@ for command in (serve_command.serve, worker_commands.worker, worker_commands.pru
                 pause_commands.destination, alert_commands.alerts, onboarding_commands.okendo,
                 onboarding_commands.send, onboarding_commands.doctor):
     main.add_command(command)
+onboarding_commands.okendo.add_command(backfill_commands.backfill)  # connector okendo backfill ...
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,6 +10,8 @@ reads again and stores nothing twice (snapshot message ids are deterministic).
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -65,6 +67,22 @@ class SyncLost(Exception):
     """This process's lease was taken over (it stalled past its lease): stop, the other run goes on."""
 
 
+def dead_on_this_host(owner: str) -> bool:
+    """Whether a lease owner (`host:pid:…`, as every run names itself) is a process of this host that is
+    gone. Another host's process cannot be seen from here: its lease runs out instead."""
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit() or int(pid_text) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid_text), 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # someone else's process, alive
+        return False
+    return False
+
+
 def read(engine: Engine, name: str) -> SyncRow | None:
     with engine.connect() as connection:
         row = connection.execute(select(_syncs).where(_syncs.c.name == name)).first()
@@ -112,6 +130,9 @@ def _acquire(engine: Engine, name: str, owner: str, lease_s: float, *, options: 
         if connection.dialect.name == "postgresql":
             query = query.with_for_update()
         current = SyncRow(**connection.execute(query).one()._mapping)
+        if current.lease_owner and current.lease_owner != owner and dead_on_this_host(current.lease_owner):
+            # Killed (kill -9, a crash, a closed terminal) on this machine: no need to wait out its lease.
+            free = or_(free, s.c.lease_owner == current.lease_owner)
         if due_before is not None:
             free = and_(free, or_(s.c.started_at.is_(None), s.c.started_at <= due_before))
         taken = connection.execute(update(s).where(s.c.name == name, free).values(
@@ -158,11 +179,15 @@ def finish(engine: Engine, name: str, owner: str, state: str, *, error: str | No
         connection.execute(update(s).where(s.c.name == name, s.c.lease_owner == owner).values(**values))
 
 
+class Interrupted(Exception):
+    """The process is stopping: the run ends as stopped (resumable), not failed."""
+
+
 def finish_after(engine: Engine, name: str, owner: str, error: BaseException) -> None:
     """End a run that `error` interrupted: stopped (Ctrl-C) or failed, its cursor kept. Best effort:
     when the ledger itself is what failed, the lease simply runs out, and the error that stopped the
     run is the one to report, not this one."""
-    stopped = isinstance(error, (KeyboardInterrupt, SystemExit))
+    stopped = isinstance(error, (KeyboardInterrupt, SystemExit, Interrupted))
     try:
         finish(engine, name, owner, STOPPED if stopped else FAILED,
                error=None if stopped else f"{type(error).__name__}: {error}"[:2000])
