@@ -260,8 +260,18 @@ class ObservabilityConfig(_Section):
 _LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
+class ReconcileConfig(_Section):
+    """The worker's periodic reading of recent reviews from Okendo's API (connector.backfill.reconcile)."""
+
+    every_minutes: float = Field(60, ge=1, le=7 * 24 * 60)
+    window_days: float = Field(30, gt=0, le=3650)  # reviews created this recently are read
+    statuses: list[Literal["approved", "pending", "rejected"]] = Field(
+        default_factory=lambda: ["approved", "pending", "rejected"], min_length=1)
+
+
 class OkendoApiConfig(_Section):
-    """Okendo's Merchant REST API, used by `connector okendo subscribe` and `list` (never by the server).
+    """Okendo's Merchant REST API: `connector okendo subscribe|list|backfill`, and the workers'
+    reconciliation when `reconcile` is set (otherwise the server never calls it).
 
     https://docs.okendo.io/merchant-rest-api: base URL https://api.okendo.io/enterprise
     (HTTPS only), HTTP Basic with the Okendo user id as the username and the 32-character
@@ -272,6 +282,14 @@ class OkendoApiConfig(_Section):
     user_id: str | None = None
     api_key: str | None = None
     timeout_s: float = Field(15.0, gt=0, le=120)
+    reconcile: ReconcileConfig | None = None  # None: no reconciliation
+
+    @model_validator(mode="after")
+    def _reconcile_needs_credentials(self) -> OkendoApiConfig:
+        if self.reconcile is not None and not (self.user_id and self.api_key):
+            raise ValueError("reconcile is set, so the workers read Okendo's API: set okendo.user_id and "
+                             "okendo.api_key (OKENDO_USER_ID and OKENDO_API_KEY), or remove okendo.reconcile")
+        return self
 
     @field_validator("api_base_url")
     @classmethod

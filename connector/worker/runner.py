@@ -77,6 +77,7 @@ class Worker:
         self._threads: list[threading.Thread] = []
         self._heartbeat_thread: threading.Thread | None = None
         self._alerts: AlertLoop | None = None
+        self._reconcile = None  # a ReconcileLoop when okendo.reconcile is set
         self._held: dict[int, set[int]] = {}  # thread index -> claimed delivery ids
         self._held_lock = threading.Lock()
         self._deadline: float | None = None
@@ -104,6 +105,11 @@ class Worker:
         if self.settings.alerts.enabled:
             # Every worker evaluates the alerts, so they work in any deployment; the outbox lets one through.
             self._alerts = AlertLoop(self.settings, self.engine, self.name).start()
+        if self.settings.okendo.reconcile is not None:
+            from connector.backfill.reconcile import ReconcileLoop
+
+            # Every worker looks whether a pass is due; the ledger's lease lets one of them run it.
+            self._reconcile = ReconcileLoop(self.settings, self.engine, self.name).start()
         log.info("delivery worker %s started with %d thread(s)", self.name, count)
         return self
 
@@ -114,6 +120,8 @@ class Worker:
         self._stop.set()
         if self._alerts is not None:  # a send in progress ends within its target's timeout
             self._alerts.stop(timeout=timeout + 5)
+        if self._reconcile is not None:  # a pass in progress ends after its current page
+            self._reconcile.stop(timeout=timeout + 5)
         for thread in self._threads:
             thread.join(max(self._deadline - time.monotonic(), 0) + 5)
         self._done.set()
