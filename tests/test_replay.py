@@ -441,6 +441,10 @@ def test_connector_replay_passes_each_option_to_the_selection(runner, tmp_path, 
     assert run("--until", two_days_ago) == ids_of(engine, ids["harriet"])
     naive = (utcnow() - timedelta(days=2.5)).replace(tzinfo=None).isoformat()  # read as UTC
     assert run("--until", naive, "--destination", "salesforce") == ids_of(engine, ids["harriet"], "salesforce")
+    with engine.begin() as connection:  # as if omar's event had been read from Okendo's API
+        connection.execute(sa.text("UPDATE events SET origin = 'backfill' WHERE id = :id"), {"id": ids["omar"]})
+    assert run("--origin", "backfill") == ids_of(engine, ids["omar"])
+    assert run("--origin", "webhook") == ids_of(engine, ids["harriet"]) | ids_of(engine, ids["other"])
 
 
 def test_connector_replay_refuses_an_empty_selection_and_a_bad_time(runner, tmp_path, store):
@@ -450,7 +454,7 @@ def test_connector_replay_refuses_an_empty_selection_and_a_bad_time(runner, tmp_
 
     result = runner.invoke(main, ["--config", str(path), "replay", "--yes"])
     assert result.exit_code == 2
-    assert "say what to replay: --event, --delivery, --state, --topic, --destination, --since or --until" \
+    assert "say what to replay: --event, --delivery, --state, --topic, --destination, --since, --until or --origin" \
         in result.output
 
     result = runner.invoke(main, ["--config", str(path), "replay", "--since", "yesterday", "--yes"])

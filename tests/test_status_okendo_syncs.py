@@ -21,6 +21,7 @@ from connector.ledger.models import EventOrigin, utcnow
 from connector.runtime import EXTENSION_KEY
 from connector.samples import sample_bytes
 from connector.status import queries
+from connector.worker.planner import plan_received
 from tests.crm import PROJECT_ROOT
 from tests.signing import SECRET
 from tests.test_metrics import Scrape
@@ -262,10 +263,7 @@ def test_the_events_list_shows_each_origin_and_filters_by_it(mixed):
     assert backfill.status_code == 200
     assert listed_ids(backfill.text) == [ids["b2"], ids["b1"]]
     assert '<option value="backfill" selected>' in backfill.text
-    assert 'data-test="bulk-replay"' not in backfill.text  # a bulk replay cannot select by origin yet
-    refused = client.get("/status/replay?origin=backfill", follow_redirects=True)
-    assert "Bulk replay cannot select by origin yet" in refused.text
-    assert listed_ids(refused.text) == [ids["b2"], ids["b1"]]  # back at the list it came from
+    assert 'data-test="bulk-replay"' in backfill.text  # a bulk replay acts on exactly this list
     assert listed_ids(client.get("/status/events?origin=webhook").text) == [ids["webhook"]]
     assert listed_ids(client.get("/status/events?origin=reconcile&topic=review.create").text) == [ids["r1"]]
 
@@ -290,8 +288,27 @@ def test_the_origin_filter_pages_by_keyset_and_in_the_json_api(mixed):
     refused = client.get("/api/events?origin=bogus", headers=BASIC)
     assert refused.status_code == 400
     assert refused.get_json() == {"error": "unknown origin 'bogus': use webhook, backfill, reconcile"}
-    replay = client.post("/api/replay", json={"origin": "backfill"}, headers=BASIC)
-    assert replay.status_code == 400 and "cannot select by origin" in replay.get_json()["error"]
+
+
+def test_a_bulk_replay_by_origin_replays_only_the_events_of_that_origin(mixed):
+    app, ids = mixed
+    engine = engine_of(app)
+    plan_received(engine, app.extensions[EXTENSION_KEY].mappings)
+    with engine.connect() as connection:
+        per_event = dict(connection.execute(sa.text(
+            "SELECT event_id, count(*) FROM deliveries GROUP BY event_id")).all())
+    assert per_event[ids["webhook"]] and per_event[ids["b1"]]
+    client = app.test_client()
+    preview = client.post("/api/replay", json={"origin": "backfill", "dry_run": True}, headers=BASIC)
+    assert preview.get_json()["would_replay"] == per_event[ids["b1"]] + per_event[ids["b2"]]
+    page = signed_in(app).get("/status/replay?origin=backfill")
+    assert page.status_code == 200 and f"{per_event[ids['b1']] + per_event[ids['b2']]}" in page.text
+    replayed = client.post("/api/replay", json={"origin": "backfill"}, headers=BASIC).get_json()
+    assert replayed["replayed"] == per_event[ids["b1"]] + per_event[ids["b2"]]
+    with engine.connect() as connection:
+        touched = set(connection.execute(sa.text(
+            "SELECT DISTINCT event_id FROM deliveries WHERE replayed_at IS NOT NULL")).scalars())
+    assert touched == {ids["b1"], ids["b2"]}
 
 
 def test_the_event_page_says_which_request_read_it_and_when(mixed):

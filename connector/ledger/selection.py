@@ -1,4 +1,4 @@
-"""Selecting events by what a person filters on: topic, time range, an email or an id.
+"""Selecting events by what a person filters on: topic, time range, an email or an id, origin.
 
 Shared by the status page's lists and by replays, so a bulk replay acts on
 exactly the events the filtered list shows.
@@ -17,8 +17,9 @@ _events = Event.__table__
 
 
 def event_conditions(*, topic: str | None = None, since: datetime | None = None, until: datetime | None = None,
-                     text: str | None = None) -> list[Any]:
-    """Conditions on `events`; each is served by an index (resource type/topic, received_at, email, ids)."""
+                     text: str | None = None, origin: str | None = None) -> list[Any]:
+    """Conditions on `events`; each is served by an index (resource type/topic, received_at, email, ids,
+    origin)."""
     e = _events
     conditions: list[Any] = []
     if topic:
@@ -30,6 +31,8 @@ def event_conditions(*, topic: str | None = None, since: datetime | None = None,
         conditions.append(e.c.received_at >= since)
     if until:
         conditions.append(e.c.received_at < until)
+    if origin:
+        conditions.append(e.c.origin == origin)
     if text:
         needle = text.strip()
         conditions.append(or_(e.c.customer_email == needle.lower(), e.c.resource_id == needle,

@@ -13,7 +13,7 @@ from connector.runtime import runtime
 from connector.status import attempts, okendo_syncs, queries
 from connector.status.auth import require_auth
 from connector.status import audit
-from connector.status.views import NO_REPLAY_BY_ORIGIN, event_filter, replay_as_user, replay_filter
+from connector.status.views import event_filter, replay_as_user, replay_filter
 from connector.worker.replay import ReplayFilter, count
 
 bp = Blueprint("status_api", __name__, url_prefix="/api")
@@ -121,11 +121,9 @@ def bulk_replay() -> Any:
     """Replay what a filter selects; `"dry_run": true` only counts."""
     body = request.get_json(silent=True) or {}
     listed = _selection(body)
-    if listed.origin:
-        return jsonify(error=NO_REPLAY_BY_ORIGIN), 400
     selection = replay_filter(listed)
     if selection.is_empty():
-        return jsonify(error="give a filter: state, topic, destination, since, until or text"), 400
+        return jsonify(error="give a filter: state, topic, destination, since, until, text or origin"), 400
     if body.get("dry_run"):
         preview = count(runtime().engine, selection)
         return jsonify(would_replay=preview.requeued, held_by_a_worker=preview.held)

@@ -73,11 +73,9 @@ class EventFilter:
 def _event_conditions(selection: EventFilter) -> list[Any]:
     e = _events
     conditions = event_conditions(topic=selection.topic, since=selection.since, until=selection.until,
-                                  text=selection.text)
+                                  text=selection.text, origin=selection.origin)
     if selection.state in EVENT_STATES:
         conditions.append(e.c.state == selection.state)
-    if selection.origin:
-        conditions.append(e.c.origin == selection.origin)
     if selection.before:
         conditions.append(e.c.id < selection.before)
     return conditions

@@ -61,16 +61,10 @@ def event_filter(args: Any) -> queries.EventFilter:
         text=(args.get("text") or "").strip() or None, before=int(before) if before else None, origin=origin)
 
 
-# A bulk replay selects through connector.worker.replay, which has no origin filter yet: refused rather
-# than replaying the events of every origin when the list shows those of one.
-NO_REPLAY_BY_ORIGIN = ("Bulk replay cannot select by origin yet: remove the origin filter, or replay "
-                       "the events one by one.")
-
-
 def replay_filter(selection: queries.EventFilter) -> ReplayFilter:
     return ReplayFilter(states=(selection.delivery_state,) if selection.delivery_state else (),
                         topic=selection.topic, destination=selection.destination, since=selection.since,
-                        until=selection.until, text=selection.text)
+                        until=selection.until, text=selection.text, origin=selection.origin)
 
 
 def who() -> str:
@@ -206,9 +200,6 @@ def bulk_replay() -> Any:
     """Replay everything the current filter shows: first how many, then on confirmation."""
     source = request.form if request.method == "POST" else request.args
     selection = event_filter(source)
-    if selection.origin:
-        flash(NO_REPLAY_BY_ORIGIN)
-        return redirect(url_for("status.events", **selection.query_args()))
     chosen = replay_filter(selection)
     if chosen.is_empty():
         flash("Choose a filter first: bulk replay works on a filtered list.")

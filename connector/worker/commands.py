@@ -115,21 +115,23 @@ def _parse_time(value: str | None, option: str) -> datetime | None:
 @click.option("--destination", help="A destination name, e.g. hubspot.")
 @click.option("--since", help="Events received at or after this time (ISO 8601).")
 @click.option("--until", help="Events received before this time (ISO 8601).")
+@click.option("--origin", type=click.Choice(["webhook", "backfill", "reconcile"]),
+              help="Events that came by webhook, or were read from Okendo's API by a backfill or a reconciliation.")
 @click.option("--by", default=lambda: os.environ.get("USER") or "cli", help="Who is replaying (recorded).")
 @click.option("--yes", is_flag=True, help="Do it without asking.")
 @pass_context
 def replay(ctx: Context, event_ids: tuple[int, ...], delivery_ids: tuple[int, ...], states: tuple[str, ...],
-           topic: str | None, destination: str | None, since: str | None, until: str | None, by: str,
-           yes: bool) -> None:
+           topic: str | None, destination: str | None, since: str | None, until: str | None, origin: str | None,
+           by: str, yes: bool) -> None:
     """Queue deliveries again (the signature is not checked again: it was verified on arrival)."""
     from connector.worker.replay import ReplayFilter, count, replay as requeue
 
     selection = ReplayFilter(event_ids=event_ids, delivery_ids=delivery_ids, states=states, topic=topic,
                              destination=destination, since=_parse_time(since, "--since"),
-                             until=_parse_time(until, "--until"))
+                             until=_parse_time(until, "--until"), origin=origin)
     if selection.is_empty():
         raise click.UsageError("say what to replay: --event, --delivery, --state, --topic, --destination, "
-                               "--since or --until")
+                               "--since, --until or --origin")
     settings = ctx.settings()
     engine = current_ledger(settings)
     try:

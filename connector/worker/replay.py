@@ -33,10 +33,11 @@ class ReplayFilter:
     since: datetime | None = None
     until: datetime | None = None
     text: str | None = None  # an email, a resource id or a message id
+    origin: str | None = None  # webhook, backfill or reconcile
 
     def is_empty(self) -> bool:
         return not (self.event_ids or self.delivery_ids or self.states or self.topic or self.destination
-                    or self.since or self.until or self.text)
+                    or self.since or self.until or self.text or self.origin)
 
 
 @dataclass
@@ -58,7 +59,7 @@ def _conditions(selection: ReplayFilter, now: datetime) -> list:
     if selection.destination:
         conditions.append(d.c.destination == selection.destination)
     chosen_events = event_conditions(topic=selection.topic, since=selection.since, until=selection.until,
-                                     text=selection.text)
+                                     text=selection.text, origin=selection.origin)
     if chosen_events:
         conditions.append(d.c.event_id.in_(select(e.c.id).where(*chosen_events)))
     return conditions
