@@ -47,7 +47,8 @@ UPSERT_200_SINCE = 46.0  # upsert-update answers 200 + body from v46, 204 before
 
 TEXT_TYPES = {"string", "textarea", "email", "phone", "url", "picklist"}
 STANDARD_PREFIXES = {"Account": "001", "Contact": "003", "User": "005", "Opportunity": "006",
-                     "Lead": "00Q", "Task": "00T", "Case": "500"}
+                     "Lead": "00Q", "Task": "00T", "Case": "500", "PermissionSet": "0PS",
+                     "PermissionSetAssignment": "0Pa"}
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 INVALID_SESSION = [{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]  # §2.6: must be a list
@@ -145,6 +146,12 @@ class FieldDef:
     picklist: tuple[str, ...] = ()  # a restricted picklist's values
     writable: bool = True  # False for Id and the system audit fields
     label: str = ""
+    precision: int | None = None  # a Number's digits in all (None: 18) ...
+    scale: int | None = None  # ... and after the point (None: 0); values beyond precision - scale are refused
+    default: Any = None  # a Checkbox's defaultValue, set on create when the field is not given
+    restricted: bool = True  # whether a picklist refuses values outside `picklist`
+    visible_lines: int | None = None  # a LongTextArea's, as deployed
+    child_relationship: str | None = None  # a Lookup's relationshipName (the parent's related list), as deployed
 
     def __post_init__(self) -> None:
         self.label = self.label or _label(self.name)
@@ -175,7 +182,10 @@ class FieldDef:
             "custom": self.name.endswith("__c"),
             "referenceTo": list(self.reference_to), "relationshipName": self.relationship_name,
             "picklistValues": [{"value": v, "label": v, "active": True, "defaultValue": False} for v in self.picklist],
-            "restrictedPicklist": bool(self.picklist),
+            "restrictedPicklist": bool(self.picklist) and self.restricted,
+            "precision": (self.precision or 18) if self.type == "double" else 0,
+            "scale": (self.scale or 0) if self.type == "double" else 0, "digits": 0,
+            "defaultValue": self.default if self.type == "boolean" else None,
         }
 
 
@@ -184,6 +194,8 @@ class SObjectDef:
     name: str
     prefix: str
     fields: dict[str, FieldDef] = field(default_factory=dict)  # keyed by lower-cased name: names are case-insensitive (§5.2)
+    display_label: str = ""  # a deployed object's label and pluralLabel
+    plural_label: str = ""
 
     @property
     def custom(self) -> bool:
@@ -191,7 +203,7 @@ class SObjectDef:
 
     @property
     def label(self) -> str:
-        return _label(self.name)
+        return self.display_label or _label(self.name)
 
     def field(self, name: str) -> FieldDef | None:
         return self.fields.get(name.lower())
@@ -204,7 +216,8 @@ class SObjectDef:
 
     def summary(self, version: str) -> dict[str, Any]:
         base = f"/services/data/v{version}/sobjects/{self.name}"
-        return {"name": self.name, "label": self.label, "labelPlural": self.label + "s", "custom": self.custom,
+        return {"name": self.name, "label": self.label, "labelPlural": self.plural_label or self.label + "s",
+                "custom": self.custom,
                 "keyPrefix": self.prefix, "createable": True, "updateable": True, "deletable": True,
                 "queryable": True, "urls": {"sobject": base, "describe": f"{base}/describe",
                                             "rowTemplate": f"{base}/{{ID}}"}}
@@ -218,27 +231,44 @@ _LONG = {"type": "textarea", "length": 32768}
 _EXT = {"external_id": True, "unique": True}
 _CONTACT_REF = {"type": "reference", "reference_to": ["Contact"]}
 
-# The Okendo fields the connector maps (brief), plus a minimal Account so Contact.AccountId can resolve.
-DEFAULT_SCHEMA: dict[str, dict[str, dict[str, Any]]] = {
+
+def _number(precision: int, scale: int = 0) -> dict[str, Any]:
+    return {"type": "double", "precision": precision, "scale": scale}
+
+
+# What every org has: the standard objects the connector touches (a minimal Account so Contact.AccountId
+# can resolve). SalesforceEmulator(okendo_schema=False) starts with these only.
+STANDARD_SCHEMA: dict[str, dict[str, dict[str, Any]]] = {
     "Account": {"Name": _text(255, required=True)},
     "Contact": {
         "FirstName": _text(40), "LastName": _text(80, required=True),
         "Email": {"type": "email", "length": 80, "id_lookup": True},
         "AccountId": {"type": "reference", "reference_to": ["Account"]},
-        "Okendo_Customer_Id__c": _text(64, external_id=True),
-        "Okendo_Loyalty_Customer_Id__c": _text(64, external_id=True),
-        "Okendo_Last_Review_Rating__c": {"type": "double"},
-        "Okendo_Last_Review_Date__c": {"type": "date"},
-        "Okendo_Loyalty_Status__c": _text(40),
-        "Okendo_Points_Balance__c": {"type": "double"},
-        "Okendo_VIP_Tier__c": _text(80),
-        "Okendo_Birthday__c": _text(5),
-        "Okendo_Last_NPS_Score__c": {"type": "double"},
-        "Okendo_Last_Survey_Date__c": {"type": "date"},
     },
+    "Task": {
+        "Subject": _text(255), "WhoId": {"type": "reference", "reference_to": ["Contact", "Lead"]},
+        "Description": _LONG, "ActivityDate": {"type": "date"},
+    },
+}
+
+# The Okendo fields the connector maps, as mappings/salesforce.schema.yaml declares them (types, lengths,
+# precisions), present and visible from the start in the default org.
+OKENDO_CONTACT_FIELDS: dict[str, dict[str, Any]] = {
+    "Okendo_Customer_Id__c": _text(64, external_id=True),
+    "Okendo_Loyalty_Customer_Id__c": _text(64, external_id=True),
+    "Okendo_Last_Review_Rating__c": _number(2),
+    "Okendo_Last_Review_Date__c": {"type": "date"},
+    "Okendo_Loyalty_Status__c": _text(40),
+    "Okendo_Points_Balance__c": _number(18),
+    "Okendo_VIP_Tier__c": _text(80),
+    "Okendo_Birthday__c": _text(5),
+    "Okendo_Last_NPS_Score__c": _number(2),
+    "Okendo_Last_Survey_Date__c": {"type": "date"},
+}
+OKENDO_OBJECTS: dict[str, dict[str, dict[str, Any]]] = {
     "Okendo_Review__c": {
         "Name": _text(80), "Okendo_Review_Id__c": _text(64, **_EXT), "Contact__c": _CONTACT_REF,
-        "Rating__c": {"type": "double"}, "Title__c": _text(255), "Body__c": _LONG,
+        "Rating__c": _number(1), "Title__c": _text(255), "Body__c": _LONG,
         "Product_Id__c": _text(64), "Product_Name__c": _text(255), "Reviewer_Name__c": _text(255),
         "Reviewer_Email__c": {"type": "email", "length": 80}, "Is_Recommended__c": {"type": "boolean"},
         "Verified_Buyer__c": {"type": "boolean"}, "Contains_Profanity__c": {"type": "boolean"},
@@ -247,20 +277,34 @@ DEFAULT_SCHEMA: dict[str, dict[str, dict[str, Any]]] = {
     "Okendo_Loyalty_Transaction__c": {
         "Name": _text(80), "Okendo_Transaction_Id__c": _text(64, **_EXT), "Contact__c": _CONTACT_REF,
         "Type__c": {"type": "picklist", "length": 40, "picklist": ["Earning", "Redemption", "Adjustment"]},
-        "Points__c": {"type": "double"}, "Status__c": _text(40), "Reason__c": _text(255),
+        "Points__c": _number(18), "Status__c": _text(40), "Reason__c": _text(255),
         "Notification_Text__c": _text(255), "Loyalty_Customer_Id__c": _text(64),
         "Transaction_Date__c": {"type": "datetime"},
     },
     "Okendo_Survey_Response__c": {
         "Name": _text(80), "Okendo_Survey_Response_Id__c": _text(64, **_EXT), "Contact__c": _CONTACT_REF,
         "Survey_Name__c": _text(255), "Channel__c": _text(40), "Answers__c": _LONG,
-        "NPS_Score__c": {"type": "double"}, "Order_Id__c": _text(32), "Response_Date__c": {"type": "datetime"},
-    },
-    "Task": {
-        "Subject": _text(255), "WhoId": {"type": "reference", "reference_to": ["Contact", "Lead"]},
-        "Description": _LONG, "ActivityDate": {"type": "date"},
+        "NPS_Score__c": _number(2), "Order_Id__c": _text(32), "Response_Date__c": {"type": "datetime"},
     },
 }
+DEFAULT_SCHEMA: dict[str, dict[str, dict[str, Any]]] = {
+    **STANDARD_SCHEMA, "Contact": {**STANDARD_SCHEMA["Contact"], **OKENDO_CONTACT_FIELDS}, **OKENDO_OBJECTS}
+
+# Objects every org has whatever `schema` says: the connecting user, permission sets and their assignments
+# (field-level security, salesforce_metadata.py).
+SYSTEM_SCHEMA: dict[str, dict[str, dict[str, Any]]] = {
+    "User": {"Username": _text(80, required=True, unique=True), "FirstName": _text(40),
+             "LastName": _text(80, required=True), "Email": {"type": "email", "length": 128, "required": True},
+             "IsActive": {"type": "boolean", "default": True}},
+    "PermissionSet": {"Name": _text(80, required=True, unique=True), "Label": _text(80, required=True),
+                      "Description": _text(255), "IsOwnedByProfile": {"type": "boolean", "writable": False}},
+    "PermissionSetAssignment": {
+        "AssigneeId": {"type": "reference", "reference_to": ["User"], "required": True},
+        "PermissionSetId": {"type": "reference", "reference_to": ["PermissionSet"], "required": True}},
+}
+ORG_ID = "00Demu000000001" + _checksum("00Demu000000001")  # 18-character ids (§5.2)
+USER_ID = "005emuUser00001" + _checksum("005emuUser00001")  # the one user every token belongs to
+USERNAME = "connector@okendo-connector.example"
 
 
 # --- value handling -----------------------------------------------------------------------------
@@ -333,17 +377,29 @@ class _RecordFault:
 
 
 class SalesforceEmulator(Emulator):
-    """Salesforce REST (any /services/data/vNN.N), OAuth token endpoint, schema, records, faults."""
+    """Salesforce REST (any /services/data/vNN.N), OAuth token endpoint and userinfo, schema, records,
+    faults; the Metadata API's deploy and field-level security (salesforce_metadata.py).
+
+    `okendo_schema=False`: an org without the connector's objects and fields (STANDARD_SCHEMA only);
+    `schema=` replaces the whole starting schema. User, PermissionSet and PermissionSetAssignment are always
+    there, with one User: the connecting user (`user_id`, `username`), whom every token belongs to."""
 
     def __init__(self, *, tls_context: ssl.SSLContext | None, tokens: Iterable[str] = ("00Dtest!token",),
                  schema: dict[str, dict[str, dict[str, Any]]] | None = None, api_limit: int = 15000,
-                 latency: tuple[float, float] | None = None, page_size: int = 2000):
+                 latency: tuple[float, float] | None = None, page_size: int = 2000, okendo_schema: bool = True):
         super().__init__(tls_context=tls_context, latency=latency)
-        self._initial = (tuple(tokens), copy.deepcopy(schema if schema is not None else DEFAULT_SCHEMA),
-                         api_limit, page_size, latency)
+        if schema is None:
+            schema = DEFAULT_SCHEMA if okendo_schema else STANDARD_SCHEMA
+        self._initial = (tuple(tokens), copy.deepcopy(schema), api_limit, page_size, latency)
         self._flight_lock = threading.Lock()
         self._in_flight = 0
         self._id_counter = 0
+        self._as_user = False  # True while a REST handler runs: field-level security applies
+        self._grant_cache: Any = None
+        # salesforce_metadata imports this module, so it is imported here, not at the top
+        from tests.emulators import salesforce_metadata
+        self._md = salesforce_metadata
+        self.metadata = salesforce_metadata.MetadataApi(self)
         self.reset()
         self._add_routes()
 
@@ -357,7 +413,7 @@ class SalesforceEmulator(Emulator):
             self._jwt_apps: dict[str, tuple[str, str]] = {}  # consumer key -> (public key PEM, username)
             self._client_apps: dict[str, str] = {}  # client id -> secret
             self.schema: dict[str, SObjectDef] = {}
-            for name, specs in schema.items():
+            for name, specs in {**SYSTEM_SCHEMA, **schema}.items():
                 self.add_object(name, specs)
             self._data: dict[str, dict[str, dict[str, Any]]] = {obj.name: {} for obj in self.schema.values()}
             self._deleted: set[str] = set()
@@ -372,11 +428,26 @@ class SalesforceEmulator(Emulator):
                 self._max_in_flight = self._in_flight
             self.requests.clear()
             self._faults.clear()
+            # Field-level security: what the connecting user sees only through an assigned permission set
+            # (deployed fields and objects, add_field(visible=False)); what is here at reset() is visible.
+            self.hidden_fields: set[tuple[str, str]] = set()  # (object, field), lower-cased
+            self.hidden_objects: set[str] = set()  # lower-cased
+            self.permission_sets: dict[str, Any] = {}  # lower-cased Name -> salesforce_metadata.PermissionSetDef
+            self._grant_cache = None
+            self.deploys: list[dict[str, Any]] = []  # every Metadata API deploy: id, check_only, status, ...
+            self.deploy_polls_in_progress = 1  # checkDeployStatus answers InProgress this many times first
+            self.can_modify_metadata = True  # False: the user lacks "Modify Metadata Through Metadata API Functions"
+            self.metadata.reset()
+            self.user_id, self.username = USER_ID, USERNAME
+            self._store(self.schema["user"], {"Username": USERNAME, "FirstName": "Okendo", "LastName": "Connector",
+                                              "Email": USERNAME, "IsActive": True}, record_id=USER_ID)
 
     # --- schema helpers -------------------------------------------------------------------------
 
-    def add_object(self, name: str, fields: dict[str, dict[str, Any]] | None = None) -> SObjectDef:
-        """Declare an sObject; `fields` maps field name -> `add_field` keyword arguments."""
+    def add_object(self, name: str, fields: dict[str, dict[str, Any]] | None = None, *,
+                   visible: bool = True) -> SObjectDef:
+        """Declare an sObject; `fields` maps field name -> `add_field` keyword arguments. visible=False: the
+        user needs a permission set's objectPermissions (allowRead...) to see or write it."""
         with self._lock:
             prefix = STANDARD_PREFIXES.get(name) or self._free_prefix("a0" if name.endswith("__c") else "0E")
             obj = SObjectDef(name, prefix)
@@ -390,18 +461,29 @@ class SalesforceEmulator(Emulator):
             self.schema[name.lower()] = obj
             if hasattr(self, "_data"):
                 self._data.setdefault(name, {})
+                if visible:
+                    self.hidden_objects.discard(name.lower())
+                else:
+                    self.hidden_objects.add(name.lower())
             return obj
 
     def add_field(self, object: str, name: str, type: str = "string", length: int = 255, external_id: bool = False,
                   unique: bool = False, required: bool = False, reference_to: Iterable[str] | None = None,
-                  **extra: Any) -> FieldDef:
-        """Add (or replace) a field; `extra` takes id_lookup=, picklist=, label=."""
+                  visible: bool = True, **extra: Any) -> FieldDef:
+        """Add (or replace) a field; `extra` takes FieldDef's other attributes (id_lookup=, picklist=, label=,
+        precision=, scale=, default=...). visible=False: as a field made through the Metadata API, the user
+        sees it only through an assigned permission set's fieldPermissions (readable; editable to write)."""
         with self._lock:
             fdef = FieldDef(name, type, length, external_id, unique, required,
                             reference_to=tuple(reference_to or ()), **extra)
             obj = self._known(object)
             obj.add(fdef)
             self._indexes.pop((obj.name, fdef.name), None)  # its type, so its comparable values, may differ
+            key = (obj.name.lower(), fdef.name.lower())
+            if visible:
+                self.hidden_fields.discard(key)
+            else:
+                self.hidden_fields.add(key)
             return fdef
 
     def remove_field(self, object: str, name: str) -> None:
@@ -412,6 +494,7 @@ class SalesforceEmulator(Emulator):
             for record in self._data[obj.name].values():
                 record.pop(fdef.name, None)
             self._indexes.pop((obj.name, fdef.name), None)
+            self.hidden_fields.discard((obj.name.lower(), fdef.name.lower()))
 
     def remove_object(self, name: str) -> None:
         with self._lock:
@@ -419,6 +502,8 @@ class SalesforceEmulator(Emulator):
             self._data.pop(obj.name, None)
             for key in [key for key in self._indexes if key[0] == obj.name]:
                 del self._indexes[key]
+            self.hidden_objects.discard(obj.name.lower())
+            self.hidden_fields -= {key for key in self.hidden_fields if key[0] == obj.name.lower()}
 
     def _free_prefix(self, start: str) -> str:
         used = {obj.prefix for obj in self.schema.values()}
@@ -426,9 +511,38 @@ class SalesforceEmulator(Emulator):
 
     def _object(self, name: str) -> SObjectDef:
         obj = self.schema.get(name.lower())
-        if obj is None:
-            raise resource_missing()  # §5.2: unknown sObject -> 404 NOT_FOUND
+        if obj is None or not self._can(obj, "allowRead"):
+            raise resource_missing()  # §5.2: unknown (or, to this user, invisible) sObject -> 404 NOT_FOUND
         return obj
+
+    # --- field-level security (the permission sets and their grants: salesforce_metadata.py) ------------
+
+    def _grants(self) -> Any:
+        if self._grant_cache is None:
+            self._grant_cache = self._md.effective_grants(self)
+        return self._grant_cache
+
+    def _can(self, obj: SObjectDef, permission: str) -> bool:
+        """Object permission (allowRead, allowCreate, allowEdit, allowDelete) of the connecting user."""
+        if not self._as_user or obj.name.lower() not in self.hidden_objects:
+            return True
+        return permission in self._grants().objects.get(obj.name.lower(), ())
+
+    def _sees(self, obj: SObjectDef, fdef: FieldDef, *, edit: bool = False) -> bool:
+        if not self._as_user or (obj.name.lower(), fdef.name.lower()) not in self.hidden_fields:
+            return True
+        readable, editable = self._grants().fields.get(f"{obj.name}.{fdef.name}".lower(), (False, False))
+        return editable if edit else readable
+
+    def _visible_field(self, obj: SObjectDef, name: str) -> FieldDef | None:
+        fdef = obj.field(name)
+        return fdef if fdef is not None and self._sees(obj, fdef) else None
+
+    def _require(self, obj: SObjectDef, permission: str) -> None:
+        if not self._can(obj, permission):
+            # Emulator's wording (the status code Salesforce uses for refused access on writes)
+            raise RecordError("INSUFFICIENT_ACCESS_OR_READONLY", f"insufficient access rights on object id: "
+                                                                 f"no {permission} on {obj.name}")
 
     def _known(self, name: str, field_name: str | None = None) -> SObjectDef:
         """For the Python helpers: a KeyError (a test bug), not an API error."""
@@ -563,8 +677,8 @@ class SalesforceEmulator(Emulator):
                 self._in_flight -= 1
 
     def authorize(self, request: Request) -> Reply | None:
-        if request.path.startswith("/services/oauth2/"):
-            return None
+        if request.path.startswith(("/services/oauth2/", "/services/Soap/")):
+            return None  # the token endpoint; userinfo and the Metadata API check their own credentials
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() not in ("bearer", "oauth") or token not in self.tokens:
             return Reply(401, INVALID_SESSION)
@@ -606,21 +720,36 @@ class SalesforceEmulator(Emulator):
             ("PATCH", f"{v}/composite/sobjects", self._collection_update),
             ("DELETE", f"{v}/composite/sobjects", self._collection_delete),
             ("PATCH", f"{v}/composite/sobjects/{{type}}/{{field}}", self._collection_upsert),
+            ("GET", "/services/oauth2/userinfo", lambda request: self._md.userinfo(self, request)),
         ]
         for method, pattern, handler in routes:
             self.route(method, pattern, self._guarded(handler))
+        # The Metadata API (SOAP): simple-salesforce posts deploy to .../deployRequest and checkDeployStatus
+        # to .../deployRequest/{asyncId}; the operation is the SOAP body's, whatever the path says.
+        for pattern in ("/services/Soap/m/{version}", "/services/Soap/m/{version}/deployRequest",
+                        "/services/Soap/m/{version}/deployRequest/{async_id}"):
+            self.route("POST", pattern, self.metadata.handle)
 
-    @staticmethod
-    def _guarded(handler: Callable[[Request], Reply]) -> Callable[[Request], Reply]:
+    def _guarded(self, handler: Callable[[Request], Reply]) -> Callable[[Request], Reply]:
         def run(request: Request) -> Reply:
+            self._as_user, self._grant_cache = True, None  # the API sees what the connecting user may see
             try:
                 return handler(request)
             except (ApiError, RecordError) as error:
                 return error.reply()
+            finally:
+                self._as_user, self._grant_cache = False, None
         return run
 
     @staticmethod
     def _json(request: Request) -> Any:
+        if request.body and request.headers.get("content-type", "").split(";")[0].strip().lower() in (
+                "text/xml", "application/xml"):
+            # The REST API reads an XML content type's body as XML, so a JSON body sent with it fails
+            # (simple-salesforce's deploy leaves Content-Type: text/xml in Salesforce.headers, which
+            # sf.restful(..., json=...) then sends). Emulator's wording.
+            raise ApiError(400, "INVALID_XML", "The request body is not valid XML (Content-Type: "
+                                               f"{request.headers['content-type']})")
         try:
             return request.json()
         except ValueError as error:
@@ -678,11 +807,11 @@ class SalesforceEmulator(Emulator):
         return self._issue_token()
 
     def _issue_token(self) -> Reply:
-        token = f"00Demu0000000001!{secrets.token_urlsafe(24)}"
+        token = f"{ORG_ID[:15]}!{secrets.token_urlsafe(24)}"
         self.tokens.add(token)
         return Reply(200, {
             "access_token": token, "instance_url": self.url, "token_type": "Bearer", "scope": "api",
-            "id": f"{self.url}/id/00Demu0000000001AAA/005emu0000000001AAA",
+            "id": f"{self.url}/id/{ORG_ID}/{self.user_id}",
             "issued_at": str(int(time.time() * 1000)),
             "signature": base64.b64encode(secrets.token_bytes(32)).decode(),
         })
@@ -693,19 +822,30 @@ class SalesforceEmulator(Emulator):
         return Reply(200, {"DailyApiRequests": {"Max": self.api_limit,
                                                 "Remaining": max(0, self.api_limit - self.api_used)}})
 
+    def _summary(self, obj: SObjectDef, version: str) -> dict[str, Any]:
+        return {**obj.summary(version), "createable": self._can(obj, "allowCreate"),
+                "updateable": self._can(obj, "allowEdit"), "deletable": self._can(obj, "allowDelete")}
+
     def _describe_global(self, request: Request) -> Reply:
         version = request.params["version"]
         return Reply(200, {"encoding": "UTF-8", "maxBatchSize": MAX_COLLECTION,
-                           "sobjects": [obj.summary(version) for obj in self.schema.values()]})
+                           "sobjects": [self._summary(obj, version) for obj in self.schema.values()
+                                        if self._can(obj, "allowRead")]})
 
     def _object_info(self, request: Request) -> Reply:
         obj = self._object(request.params["type"])
-        return Reply(200, {"objectDescribe": obj.summary(request.params["version"]), "recentItems": []})
+        return Reply(200, {"objectDescribe": self._summary(obj, request.params["version"]), "recentItems": []})
 
     def _describe(self, request: Request) -> Reply:
         obj = self._object(request.params["type"])
-        return Reply(200, {**obj.summary(request.params["version"]),
-                           "fields": [f.describe() for f in obj.fields.values()]})
+        fields = []
+        for fdef in obj.fields.values():
+            if self._sees(obj, fdef):  # a field the user may not read is not described at all
+                described = fdef.describe()
+                if not self._sees(obj, fdef, edit=True):
+                    described.update(createable=False, updateable=False)
+                fields.append(described)
+        return Reply(200, {**self._summary(obj, request.params["version"]), "fields": fields})
 
     # --- single-record endpoints (§2.4, §5.2) -----------------------------------------------------
 
@@ -747,7 +887,7 @@ class SalesforceEmulator(Emulator):
 
     def _ext_matches(self, request: Request) -> tuple[SObjectDef, FieldDef, str, list[dict[str, Any]]]:
         obj = self._object(request.params["type"])
-        fdef = obj.field(request.params["field"])
+        fdef = self._visible_field(obj, request.params["field"])
         if fdef is None or not fdef.is_lookup:
             raise no_such_ext_field(request.params["field"])
         value = request.params["value"]  # percent-decoded by base; '+' stays '+' (simple-salesforce #801)
@@ -791,8 +931,8 @@ class SalesforceEmulator(Emulator):
     # --- record operations shared by single calls and Collections ---------------------------------
 
     def _field(self, obj: SObjectDef, name: str) -> FieldDef:
-        fdef = obj.field(name)
-        if fdef is None:
+        fdef = self._visible_field(obj, name)
+        if fdef is None:  # unknown, or invisible to the user (field-level security): the same answer
             raise ApiError(400, "INVALID_FIELD", f"No such column '{name}' on sobject of type {obj.name}")
         return fdef
 
@@ -804,8 +944,9 @@ class SalesforceEmulator(Emulator):
         for key, value in body.items():
             if key == "attributes":
                 continue
-            rel = obj.by_relationship(key) if obj.field(key) is None else None
-            if rel is not None:  # "Contact__r": {"Okendo_Customer_Id__c": "..."} sets Contact__c by external id
+            rel = obj.by_relationship(key) if self._visible_field(obj, key) is None else None
+            # "Contact__r": {"Okendo_Customer_Id__c": "..."} sets Contact__c by external id
+            if rel is not None and self._sees(obj, rel):
                 values[rel.name] = self._resolve_relationship(rel, value)
                 continue
             fdef = self._field(obj, key)
@@ -845,9 +986,9 @@ class SalesforceEmulator(Emulator):
         keys = [k for k in value if k != "attributes"] if isinstance(value, dict) else []
         target_name = (value.get("attributes") or {}).get("type") if isinstance(value, dict) else None
         target = self.schema.get((target_name or (rel.reference_to or ("",))[0]).lower())
-        if len(keys) != 1 or target is None:
+        if len(keys) != 1 or target is None or not self._can(target, "allowRead"):
             raise ApiError(400, "JSON_PARSER_ERROR", f"Invalid relationship value for {rel.relationship_name}")
-        ext = target.field(keys[0])
+        ext = self._visible_field(target, keys[0])
         if ext is None or not ext.is_lookup:
             raise ApiError(400, "INVALID_FIELD", f"Field name provided, {keys[0]} is not an External ID or indexed "
                                                  f"field for {target.name}")
@@ -864,7 +1005,7 @@ class SalesforceEmulator(Emulator):
         for fdef in (obj.field(n) for n in values):
             assert fdef is not None
             value = values[fdef.name]
-            if not fdef.writable:
+            if not fdef.writable or not self._sees(obj, fdef, edit=True):
                 raise RecordError("INVALID_FIELD_FOR_INSERT_UPDATE", f"Unable to create/update fields: {fdef.name}. "
                                   "Please check the security settings of this field and verify that it is read/write "
                                   "for your profile or permission set.", [fdef.name])
@@ -876,7 +1017,12 @@ class SalesforceEmulator(Emulator):
             # Email fields take ASCII addresses only (an internationalised one is refused).
             if fdef.type == "email" and (not value.isascii() or not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", value)):
                 raise RecordError("INVALID_EMAIL_ADDRESS", f"{fdef.label}: invalid email address: {value}", [fdef.name])
-            if fdef.picklist and value not in fdef.picklist:
+            if fdef.type == "double" and fdef.precision is not None and \
+                    abs(value) >= 10 ** (fdef.precision - (fdef.scale or 0)):
+                # Salesforce's message, e.g. "Rating: value outside of valid range on numeric field: 10"
+                raise RecordError("NUMBER_OUTSIDE_VALID_RANGE", f"{fdef.label}: value outside of valid range on "
+                                  f"numeric field: {value:g}", [fdef.name])
+            if fdef.picklist and fdef.restricted and value not in fdef.picklist:
                 raise RecordError("INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
                                   f"{fdef.label}: bad value for restricted picklist field: {value}", [fdef.name])
             if fdef.type == "reference":
@@ -885,6 +1031,8 @@ class SalesforceEmulator(Emulator):
             (creating and values.get(f.name) is None) or (not creating and f.name in values and values[f.name] is None))]
         if missing:
             raise RecordError("REQUIRED_FIELD_MISSING", f"Required fields are missing: [{', '.join(missing)}]", missing)
+        if obj.name == "PermissionSetAssignment":
+            self._md.check_assignment(self, values, record_id)
         for fdef in obj.fields.values():
             if fdef.unique and values.get(fdef.name) is not None:
                 clash = next((r["Id"] for r in self._match(obj, fdef, values[fdef.name]) if r["Id"] != record_id), None)
@@ -908,6 +1056,7 @@ class SalesforceEmulator(Emulator):
         return ref_id
 
     def _create(self, obj: SObjectDef, body: Any, defaults: dict[str, Any] | None = None) -> str:
+        self._require(obj, "allowCreate")
         values = self._deserialize(obj, body)
         for name, value in (defaults or {}).items():
             fdef = obj.field(name)
@@ -917,6 +1066,7 @@ class SalesforceEmulator(Emulator):
         return self._store(obj, values)
 
     def _update(self, obj: SObjectDef, record: dict[str, Any], body: Any) -> None:
+        self._require(obj, "allowEdit")
         values = self._deserialize(obj, body)
         self._validate(obj, values, creating=False, record_id=record["Id"])
         before = dict(record)
@@ -933,23 +1083,30 @@ class SalesforceEmulator(Emulator):
         record.update(before)
         self._index_record(obj, record)
 
-    def _store(self, obj: SObjectDef, values: dict[str, Any]) -> str:
+    def _new_id(self, prefix: str) -> str:
         self._id_counter += 1
-        body = obj.prefix + "emu" + _base62(self._id_counter).rjust(9, "0")
-        new_id = body + _checksum(body)
+        body = prefix + "emu" + _base62(self._id_counter).rjust(9, "0")
+        return body + _checksum(body)
+
+    def _store(self, obj: SObjectDef, values: dict[str, Any], record_id: str | None = None) -> str:
+        new_id = record_id or self._new_id(obj.prefix)
         now = _norm_datetime(datetime.now(timezone.utc).isoformat())
-        record = {f.name: (False if f.type == "boolean" else None) for f in obj.fields.values()}
+        record = {f.name: (bool(f.default) if f.type == "boolean" else None) for f in obj.fields.values()}
         record.update(values, Id=new_id, CreatedDate=now, LastModifiedDate=now)
         self._data[obj.name][new_id] = record
         self._index_record(obj, record)
+        self._grant_cache = None  # an assignment takes effect at once
         if self._journal is not None:
             self._journal.append(lambda: self._unstore(obj, new_id))
         return new_id
 
     def _unstore(self, obj: SObjectDef, record_id: str) -> None:
         self._unindex(obj, self._data[obj.name].pop(record_id))
+        self._grant_cache = None
 
     def _delete(self, obj: SObjectDef, record_id: str) -> None:
+        self._require(obj, "allowDelete")
+        self._grant_cache = None
         record = self._data[obj.name].pop(record_id)
         self._unindex(obj, record)
         self._deleted.add(record_id)
@@ -990,7 +1147,7 @@ class SalesforceEmulator(Emulator):
 
     def _render(self, request: Request, obj: SObjectDef, record: dict[str, Any],
                 names: list[str] | None = None) -> dict[str, Any]:
-        names = names or [f.name for f in obj.fields.values()]
+        names = names or [f.name for f in obj.fields.values() if self._sees(obj, f)]
         return {"attributes": {"type": obj.name, "url": self._url(request, obj, record["Id"])},
                 **{name: record.get(name) for name in names}}
 
@@ -1095,7 +1252,7 @@ class SalesforceEmulator(Emulator):
 
     def _collection_upsert(self, request: Request) -> Reply:
         obj = self._object(request.params["type"])
-        fdef = obj.field(request.params["field"])
+        fdef = self._visible_field(obj, request.params["field"])
         if fdef is None or not fdef.is_lookup:
             raise ApiError(400, "INVALID_FIELD", f"Field name provided, {request.params['field']} is not an External "
                                                  f"ID or indexed field for {obj.name}")
@@ -1136,9 +1293,13 @@ class SalesforceEmulator(Emulator):
 
     def _query(self, request: Request) -> Reply:
         soql = request.query.get("q", [""])[0]
-        parsed = _Soql(soql, self._object_for_query).parse()
+        parsed = _Soql(soql, self._object_for_query, self._visible_field).parse()
         obj = parsed.obj
-        rows = [r for r in self._data[obj.name].values() if parsed.where is None or _evaluate(parsed.where, r)]
+        definitions = obj is self._md.FIELD_DEFINITION  # every field, whatever the user may see
+        if definitions:
+            self._md.require_entity_filter(parsed.where)
+        source = self._md.field_definition_rows(self) if definitions else self._data[obj.name].values()
+        rows = [r for r in source if parsed.where is None or _evaluate(parsed.where, r)]
         for fdef, descending in reversed(parsed.order):
             rows.sort(key=lambda r, f=fdef: _sort_key(f, r.get(f.name)), reverse=descending)
         rows = rows[parsed.offset:]
@@ -1146,7 +1307,11 @@ class SalesforceEmulator(Emulator):
             rows = rows[:parsed.limit]
         if parsed.fields is None:  # SELECT COUNT()
             return Reply(200, {"totalSize": len(rows), "done": True, "records": []})
-        rendered = [self._render(request, obj, r, [f.name for f in parsed.fields]) for r in rows]
+        names = [f.name for f in parsed.fields]
+        if definitions:
+            rendered = [self._md.render_field_definition(request.params["version"], r, names) for r in rows]
+        else:
+            rendered = [self._render(request, obj, r, names) for r in rows]
         locator = "01g" + secrets.token_hex(8)[:15]
         self._cursors[locator] = rendered
         return self._page(request, locator, 0)
@@ -1169,8 +1334,10 @@ class SalesforceEmulator(Emulator):
         return Reply(200, page)
 
     def _object_for_query(self, name: str) -> SObjectDef:
+        if name.lower() == "fielddefinition":
+            return self._md.FIELD_DEFINITION
         obj = self.schema.get(name.lower())
-        if obj is None:
+        if obj is None or not self._can(obj, "allowRead"):
             raise ApiError(400, "INVALID_TYPE", f"sObject type '{name}' is not supported. If you are attempting to "
                            "use a custom object, be sure to append the '__c' after the entity name. Please reference "
                            "your WSDL or the describe call for the appropriate names.")
@@ -1245,9 +1412,10 @@ class _Soql:
     """SELECT f[, f] | COUNT() FROM Obj [WHERE cond {AND|OR cond}] [ORDER BY f [ASC|DESC]] [LIMIT n] [OFFSET n];
     cond: f op literal, f [NOT] IN (...), f LIKE '...', NOT cond, (cond). No relationship fields."""
 
-    def __init__(self, text: str, lookup: Callable[[str], SObjectDef]):
+    def __init__(self, text: str, lookup: Callable[[str], SObjectDef],
+                 field_lookup: Callable[[SObjectDef, str], FieldDef | None] = lambda obj, name: obj.field(name)):
         self.tokens: list[tuple[str, str]] = []
-        self.lookup = lookup
+        self.lookup, self.field_lookup = lookup, field_lookup
         pos = 0
         while pos < len(text):
             match = _TOKEN.match(text, pos)
@@ -1273,9 +1441,9 @@ class _Soql:
 
     def field(self, name: str) -> FieldDef:
         assert self.obj is not None
-        if "." in name:
+        fdef = self.field_lookup(self.obj, name)  # FieldDefinition has "EntityDefinition.QualifiedApiName"
+        if fdef is None and "." in name:
             raise _malformed(f"relationship fields are not supported by the emulator: {name}")
-        fdef = self.obj.field(name)
         if fdef is None:
             raise ApiError(400, "INVALID_FIELD", f"No such column '{name}' on entity '{self.obj.name}'. If you are "
                            "attempting to use a custom field, be sure to append the '__c' after the custom field name. "
