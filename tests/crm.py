@@ -119,11 +119,13 @@ class Crms:
 
 @contextmanager
 def crm_emulators(tmp_path: Path, *, hubspot_rate_limit: tuple[int, float] | None = None,
-                  latency: tuple[float, float] | None = None) -> Iterator[Crms]:
+                  latency: tuple[float, float] | None = None, salesforce_okendo_schema: bool = True) -> Iterator[Crms]:
+    """salesforce_okendo_schema=False: a Salesforce org without the connector's objects and fields."""
     context, ca_path = tls_for_tests(tmp_path)
     with HubSpotEmulator(rate_limit=hubspot_rate_limit, properties=HUBSPOT_OKENDO_PROPERTIES,
                          latency=latency) as hubspot, \
-            SalesforceEmulator(tls_context=context, latency=latency) as salesforce:
+            SalesforceEmulator(tls_context=context, latency=latency,
+                               okendo_schema=salesforce_okendo_schema) as salesforce:
         yield Crms(hubspot, salesforce, ca_path)
 
 
