@@ -3,13 +3,14 @@
 #   make test   install into .venv with the test tools, run the whole suite
 # And, not part of `make test`:
 #   make bench  install the benchmark tools, measure ingest, drain and scale-out, write bench/RESULTS.md
+#   make readme-tables  rewrite README's Salesforce field table from mappings/salesforce.schema.yaml
 
 PYTHON ?= python3
 VENV ?= .venv
 BIND ?= 127.0.0.1:8000
 BIN := $(VENV)/bin
 
-.PHONY: run test bench install check-python clean
+.PHONY: run test bench install check-python clean readme-tables
 
 check-python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (found %s); set PYTHON=python3.x" % sys.version.split()[0])'
@@ -57,6 +58,9 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 # BENCH_DATABASE_URL=skip leaves PostgreSQL (and the scale-out) out.
 bench: $(VENV)/.installed-bench
 	$(BIN)/python -m bench
+
+readme-tables: $(VENV)/.installed
+	$(BIN)/python -m connector.destinations.salesforce_schema.readme README.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -135,6 +135,9 @@ class MappingFile(_Strict):
     """A file under mappings/: named lookup tables and a list of mappings."""
 
     lookups: dict[str, dict[Any, Any]] = Field(default_factory=dict)
+    # Salesforce objects and fields of your own mappings, declared like mappings/salesforce.schema.yaml
+    # (relative to this file): `connector setup salesforce` creates them with the shipped ones.
+    salesforce_schema: list[str] = Field(default_factory=list)
     mappings: list[dict[str, Any]] = Field(default_factory=list)
 
 
@@ -147,3 +150,6 @@ class MappingsConfig(_Strict):
     # added or changed, and `null` drops it.
     overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
     lookups: dict[str, dict[Any, Any]] = Field(default_factory=dict)
+    # Salesforce objects and fields of your own mappings, declared like mappings/salesforce.schema.yaml
+    # (relative to this file): `connector setup salesforce` creates them with the shipped ones.
+    salesforce_schema: list[str] = Field(default_factory=list)
