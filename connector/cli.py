@@ -130,6 +130,15 @@ def setup() -> None:
     """Prepare a CRM for the mappings."""
 
 
+def _add_setup_salesforce() -> None:
+    from connector.destinations.setup_salesforce import setup_salesforce
+
+    setup.add_command(setup_salesforce)
+
+
+_add_setup_salesforce()
+
+
 @setup.command("hubspot")
 @click.option("--yes", is_flag=True, help="Create without asking.")
 @pass_context

@@ -115,6 +115,7 @@ def test_destinations_reachable_and_authorised_or_not(runner, setup, crms, monke
     assert "hubspot: HubSpot refused the access token" in refused.output and "check HUBSPOT_ACCESS_TOKEN" in refused.output
     assert "FAIL destination salesforce: Salesforce at" in refused.output
     assert "salesforce: Contact is missing field Okendo_VIP_Tier__c" in refused.output
+    assert "`connector setup salesforce`" in refused.output  # what fixes it
     assert "2 check(s) failed" in refused.output
 
 

@@ -44,8 +44,8 @@ def test_a_portal_missing_properties_is_reported_at_start_and_cleared_after_setu
         problems = remote_problems(server.base_url)
         assert any("okendo_last_review_rating" in p and "connector setup hubspot" in p for p in problems["hubspot"])
         assert problems["salesforce"] == [
-            "salesforce: Contact is missing field Okendo_VIP_Tier__c (create it as the README's \"Salesforce: what "
-            "the shipped mappings need\" lists, and give the integration user access)"]
+            "salesforce: Contact is missing field Okendo_VIP_Tier__c (create it, and grant the integration user access, "
+            "with `connector setup salesforce`)"]
         page = requests.get(f"{server.base_url}/status/", timeout=5).text
         assert "remote check: hubspot: contacts is missing properties" in page
         assert "connector setup hubspot" in page

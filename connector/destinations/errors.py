@@ -59,6 +59,8 @@ SALESFORCE_CODES: dict[str, ErrorClass] = {
     "TXN_SECURITY_METERING_ERROR": ErrorClass.RETRY_LATER,
     "INVALID_SESSION_ID": ErrorClass.REAUTHENTICATE,
     "INVALID_AUTH_HEADER": ErrorClass.REAUTHENTICATE,
+    # Not allowed to this user, whatever the status it comes with (a Metadata API fault is a 500).
+    "INSUFFICIENT_ACCESS": ErrorClass.PERMANENT,
 }
 
 # HubSpot 429 policies (https://developers.hubspot.com/docs/developer-tooling/platform/usage-guidelines):

@@ -23,7 +23,7 @@ from connector.destinations.forensics import Answered, answered
 from connector.destinations.isolation import isolated, outcome_per_input
 from connector.destinations.remembered import RememberedLinks, delivering, remembered_keys
 from connector.destinations.salesforce_answers import first_error, kept, record_error
-from connector.destinations.salesforce_calls import SalesforceCalls
+from connector.destinations.salesforce_setup import SalesforceSetup
 
 
 class _NotExternalId(Exception):
@@ -49,7 +49,7 @@ _ALREADY_DELETED = frozenset({"ENTITY_IS_DELETED", "INVALID_CROSS_REFERENCE_KEY"
 _GONE_CODES = frozenset({"ENTITY_IS_DELETED", "INVALID_CROSS_REFERENCE_KEY"})
 
 
-class SalesforceDestination(SalesforceCalls):
+class SalesforceDestination(SalesforceSetup):
     # --- delivery ------------------------------------------------------------------
 
     def deliver(self, works: Sequence[Work], links: LinkStore) -> list[Result]:

@@ -2,7 +2,7 @@
 every request with a timeout (a session subclass: the library's write calls take none), through the
 destination's concurrency cap, retried briefly and classified, reported to the destination's wire
 (forensics), one re-authentication on an expired session; the describes, and whether a field is an
-External ID; the remote check."""
+External ID. The remote check and the setup are in salesforce_setup.py."""
 
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ from connector.destinations.salesforce_answers import classify
 from connector.destinations.salesforce_auth import PROVIDERS, Token, TokenProvider
 from connector.destinations.wire import RecordingSession, Wire
 from connector.logs import register_secrets
-from connector.mapping.engine import MappingSet
 
 
 def _call_name(method: str, path: str) -> str:
@@ -141,31 +140,6 @@ class SalesforceCalls(Destination):
             if described.get("name", "").lower() == field.lower():
                 return bool(described.get("externalId"))
         return False
-
-    # --- checks ----------------------------------------------------------------------------
-
-    def check_remote(self, mappings: MappingSet) -> list[str]:
-        problems = []
-        try:
-            self._tokens.current()
-        except DeliveryError as error:
-            return [f"{self.name}: cannot authenticate: {error.message}"]
-        for sobject, fields in sorted(mappings.written_fields(self.name).items()):
-            try:
-                described = self._describe(sobject)
-            except DeliveryError as error:
-                if error.status == 404:
-                    problems.append(f"{self.name}: object {sobject} does not exist (or is not visible to the "
-                                    "integration user)")
-                else:
-                    problems.append(f"{self.name}: cannot describe {sobject}: {error}")
-                continue
-            existing = {field.get("name", "").lower() for field in described.get("fields", [])}
-            missing = sorted(field for field in fields if field.lower() not in existing)
-            if missing:
-                problems.append(f"{self.name}: {sobject} is missing field{'s' if len(missing) > 1 else ''} "
-                                f"{', '.join(missing)}")
-        return problems
 
     def close(self) -> None:
         if self._sf is not None:

@@ -35,7 +35,8 @@ _CRM_FIXES = {
     "hubspot": ("check HUBSPOT_ACCESS_TOKEN (a private app's token with the CRM scopes) and HUBSPOT_BASE_URL; "
                 "create missing properties with `connector setup hubspot`"),
     "salesforce": ("check the SALESFORCE_* credentials and SALESFORCE_LOGIN_URL / SALESFORCE_INSTANCE_URL; create "
-                   "missing objects and fields as README \"Salesforce: what the shipped mappings need\" lists"),
+                   "missing objects and fields, and grant the integration user access to them, with "
+                   "`connector setup salesforce`"),
 }
 _CRM_NAMES = {"hubspot": "HubSpot", "salesforce": "Salesforce"}
 _DRY_RUN_FIXES = {

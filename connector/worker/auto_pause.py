@@ -42,8 +42,9 @@ WHOLE_CALL_SCHEMA_ERRORS: dict[str, frozenset[tuple[str, int]]] = {
 SCHEMA_FIXES: dict[str, str] = {
     "hubspot": "create the missing properties with `connector setup hubspot` (or check the private app's "
                "scopes), then resume the destination",
-    "salesforce": "create the missing objects and fields (README: \"Salesforce: what the shipped mappings need\") "
-                  "and give the integration user access to them, then resume the destination",
+    "salesforce": "create the missing objects and fields and give the integration user access to them with "
+                  "`connector setup salesforce` (README: \"Salesforce: what the shipped mappings need\"), then "
+                  "resume the destination",
 }
 CREDENTIALS_FIX = ("fix the credentials in the environment (see `connector check --remote`), reload, then resume "
                    "the destination")

@@ -35,8 +35,7 @@ LOADED_AT_ENV = "CONNECTOR_CONFIG_LOADED_AT"
 
 # What fixes a missing object or field, per destination kind (HubSpot's own problems name the command).
 FIXES: dict[str, str] = {
-    "salesforce": "create it as the README's \"Salesforce: what the shipped mappings need\" lists, and give the "
-                  "integration user access",
+    "salesforce": "create it, and grant the integration user access, with `connector setup salesforce`",
 }
 
 
@@ -114,7 +113,7 @@ def check_destinations(settings: Settings, mappings: MappingSet, engine: Engine,
 
 def _with_fix(kind: str, problem: str) -> str:
     fix = FIXES.get(kind)
-    if fix is None or "missing" not in problem and "does not exist" not in problem:
+    if fix is None or "missing" not in problem and "does not exist" not in problem or "connector setup" in problem:
         return problem
     return f"{problem} ({fix})"
 

@@ -1,0 +1,149 @@
+"""`connector setup salesforce`: the objects, fields and permissions the mappings need, in one
+reviewed command (or one exported package).
+
+It reads the declaration (mappings/salesforce.schema.yaml and the files under
+`mappings.salesforce_schema`), compares it with the org, says what is missing, invisible to the
+connecting user or different, asks, deploys what is missing through the Metadata API with the
+`Okendo_Connector` permission set, and assigns that set to the connecting user. A field that exists
+with another type is reported and never changed. Re-running on a complete org changes nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from connector.cli_context import Context, pass_context
+
+DEFAULT_API_VERSION = "62.0"
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def _report(name: str, state) -> None:  # type: ignore[no-untyped-def]
+    from connector.destinations.salesforce_schema.package import PERMISSION_SET
+
+    for sobject in state.missing_objects:
+        click.echo(f"{name}: missing object {sobject} (with {_plural(len(state.missing[sobject]), 'field')})")
+    for sobject, fields in state.missing.items():
+        if sobject not in state.missing_objects:
+            click.echo(f"{name}: {sobject} is missing {', '.join(fields)}")
+    for sobject in state.invisible_objects:
+        click.echo(f"{name}: object {sobject} exists but {state.user} cannot read it")
+    for sobject, fields in state.invisible.items():
+        if sobject not in state.invisible_objects:
+            click.echo(f"{name}: {sobject}: {', '.join(fields)} exist but are invisible to {state.user} "
+                       "(field-level security)")
+    for difference in state.different:
+        click.echo(f"{name}: left alone: {difference}; change it in Salesforce, or the mapping, yourself")
+    if state.to_deploy or state.to_grant:
+        click.echo(f"{name}: the {PERMISSION_SET} permission set will grant {state.user} read and edit on every "
+                   "declared object and field, and be assigned to them")
+
+
+@click.command("salesforce")
+@click.option("--yes", is_flag=True, help="Deploy without asking.")
+@click.option("--check-only", is_flag=True, help="Have Salesforce validate the deploy without committing it.")
+@click.option("--export", "export_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Write the whole package to DIR instead (metadata format, for "
+                   "`sf project deploy start --metadata-dir DIR`); needs no Salesforce credentials.")
+@click.option("--destination", "destination_name", help="The Salesforce destination (default: the only one).")
+@pass_context
+def setup_salesforce(ctx: Context, yes: bool, check_only: bool, export_dir: Path | None,
+                     destination_name: str | None) -> None:
+    """Create the custom objects, fields and permissions the mappings need in Salesforce."""
+    from connector.destinations.salesforce_schema import SchemaError, schema_for
+    from connector.destinations.salesforce_schema.package import build_package
+
+    settings = ctx.settings()
+    try:
+        schema = schema_for(settings)
+    except SchemaError as error:
+        raise click.ClickException(str(error)) from None
+    names = [n for n, config in settings.destinations.items() if config.type == "salesforce"]
+    if destination_name is not None and destination_name not in names:
+        raise click.ClickException(f"{settings.source}: no destination of type salesforce named "
+                                   f"{destination_name!r}" + (f" (there is: {', '.join(names)})" if names else ""))
+    if destination_name is None and len(names) > 1:
+        raise click.ClickException(f"{settings.source}: {len(names)} Salesforce destinations "
+                                   f"({', '.join(names)}): choose one with --destination")
+    name = destination_name or (names[0] if names else None)
+
+    if export_dir is not None:
+        version = settings.destinations[name].api_version if name else DEFAULT_API_VERSION  # type: ignore[union-attr]
+        package = build_package(schema, api_version=version)
+        written = package.write(export_dir)
+        for kind, full_name in package.components():
+            click.echo(f"  {kind} {full_name}")
+        click.echo(f"wrote {_plural(len(written), 'file')} ({_plural(len(package.components()), 'component')}) to "
+                   f"{export_dir}; deploy with: sf project deploy start --metadata-dir {export_dir}")
+        click.echo(f"then assign the {'Okendo_Connector'} permission set to the connector's user "
+                   "(Setup > Permission Sets > Manage Assignments)")
+        return
+    if name is None:
+        raise click.ClickException(f"{settings.source}: no destination of type salesforce is configured")
+    _setup(settings, name, schema, yes=yes, check_only=check_only)
+
+
+def _setup(settings, name: str, schema, *, yes: bool, check_only: bool) -> None:  # type: ignore[no-untyped-def]
+    from connector.destinations import build_destination
+    from connector.destinations.errors import DeliveryError
+    from connector.destinations.salesforce import SalesforceDestination
+    from connector.destinations.salesforce_schema.package import PERMISSION_SET, build_package
+
+    destination = build_destination(name, settings)
+    if not isinstance(destination, SalesforceDestination):
+        raise click.ClickException(f"destination {name}: no Salesforce credentials (set SALESFORCE_CLIENT_ID with "
+                                   "SALESFORCE_USERNAME and SALESFORCE_PRIVATE_KEY_FILE, or an access token); or "
+                                   "write the package with --export DIR for an admin to deploy")
+    try:
+        state = destination.compare(schema)
+        _report(name, state)
+        if state.complete:
+            click.echo(f"{name}: every declared object and field exists and {state.user} can use it; nothing to do")
+            if state.different:
+                raise click.ClickException(f"{_plural(len(state.different), 'field')} differ from the "
+                                           "declaration (listed above, left alone)")
+            return
+        package = build_package(schema, api_version=destination.config.api_version, missing=state.missing,
+                                create_objects=set(state.missing_objects))
+        count = len(package.components())
+        verb = "Validate (check only)" if check_only else "Deploy"
+        if not yes and not click.confirm(f"{verb} {_plural(count, 'component')} to {name}?", default=False):
+            raise click.ClickException("nothing changed")
+        outcome = destination.deploy(package, check_only=check_only,
+                                     on_poll=lambda status: click.echo(f"{name}: deploy {status}"))
+        if outcome.status != "Succeeded":
+            for failure in outcome.failures:
+                click.echo(f"{name}: refused: {failure}", err=True)
+            raise click.ClickException(
+                f"{name}: the deploy {outcome.async_id} ended {outcome.status}; nothing was changed (Salesforce rolls "
+                "a failed deploy back). Fix what Salesforce says above, or give an admin the package from "
+                "`connector setup salesforce --export DIR`")
+        for kind, full_name in package.components():
+            click.echo(f"{name}: {'valid' if check_only else 'deployed'}: {kind} {full_name}")
+        if check_only:
+            click.echo(f"{name}: validation passed; nothing was committed (run without --check-only to deploy)")
+            return
+        if destination.assign_permission_set():
+            click.echo(f"{name}: assigned {PERMISSION_SET} to {state.user}")
+        after = destination.compare(schema)
+        if not after.complete:
+            _report(name, after)
+            raise click.ClickException(f"{name}: deployed, but Salesforce still lacks or hides what is listed above")
+        click.echo(f"{name}: done: every declared object and field exists and {after.user} can use it")
+        if state.different:
+            raise click.ClickException(f"{_plural(len(state.different), 'field')} differ from the declaration "
+                                       "(listed above, left alone)")
+    except DeliveryError as error:
+        hint = ""
+        if error.code in ("INSUFFICIENT_ACCESS", "INSUFFICIENT_ACCESS_OR_READONLY", "API_DISABLED_FOR_ORG"):
+            hint = ("; the connecting user may not deploy metadata (it needs \"Modify Metadata Through Metadata API "
+                    "Functions\" or \"Customize Application\"): give an admin the package from "
+                    "`connector setup salesforce --export DIR`")
+        raise click.ClickException(f"{name}: Salesforce answered: {error}{hint}") from None
+    finally:
+        destination.close()

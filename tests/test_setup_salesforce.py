@@ -1,0 +1,172 @@
+"""`connector setup salesforce` (issue 17) against the Salesforce emulator's REST and Metadata APIs,
+through the real simple-salesforce over HTTPS: an org with none of the connector's schema is set up
+in one command and then takes the whole backlog; a complete org is left alone; a field of another
+type is reported, never changed; fields the user cannot see are found and granted."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from connector.cli import main
+from connector.destinations.salesforce_schema import load_schema
+from connector.destinations.salesforce_schema.package import PERMISSION_SET, build_package
+from connector.ledger import create_ledger_engine
+from connector.ledger.migrate import upgrade
+from tests.crm import PROJECT_ROOT, STORY, crm_emulators
+from tests.test_worker import drain, ingest, make_settings, states
+
+
+@pytest.fixture
+def bare(tmp_path, monkeypatch):
+    """Both CRMs, Salesforce without any of the connector's objects and fields."""
+    with crm_emulators(tmp_path, salesforce_okendo_schema=False) as emulators:
+        for name, value in emulators.environ.items():
+            monkeypatch.setenv(name, value)
+        yield emulators
+
+
+def config_for(tmp_path, crms, **mappings) -> str:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({
+        "database": {"url": f"sqlite:///{tmp_path / 'ledger.db'}"},
+        "destinations": crms.destinations(),
+        "mappings": {"files": [str(PROJECT_ROOT / "mappings" / "hubspot.yaml"),
+                               str(PROJECT_ROOT / "mappings" / "salesforce.yaml")], **mappings},
+    }))
+    return str(path)
+
+
+def setup(runner, config: str, *args: str):
+    return runner.invoke(main, ["--config", config, "setup", "salesforce", *args])
+
+
+def test_an_empty_org_is_set_up_in_one_command_and_takes_the_whole_backlog(runner, tmp_path, bare):
+    config = config_for(tmp_path, bare)
+    salesforce = bare.salesforce
+    assert runner.invoke(main, ["--config", config, "check", "--remote"]).exit_code == 1
+
+    result = setup(runner, config, "--yes")
+    assert result.exit_code == 0, result.output
+    for sobject in ("Okendo_Review__c", "Okendo_Loyalty_Transaction__c", "Okendo_Survey_Response__c"):
+        assert f"salesforce: missing object {sobject}" in result.output
+    assert "salesforce: Contact is missing Okendo_Customer_Id__c, Okendo_Loyalty_Customer_Id__c" in result.output
+    assert "salesforce: deployed: CustomField Okendo_Review__c.Okendo_Review_Id__c" in result.output
+    assert f"salesforce: assigned {PERMISSION_SET} to {salesforce.username}" in result.output
+    assert f"salesforce: done: every declared object and field exists and {salesforce.username} can use it" \
+        in result.output
+    [deploy] = salesforce.deploys
+    assert deploy["status"] == "Succeeded" and not deploy["check_only"]
+
+    checked = runner.invoke(main, ["--config", config, "check", "--remote"])
+    assert checked.exit_code == 0, checked.output
+    assert "remote salesforce: OK, every object and field the mappings write exists" in checked.output
+
+    settings = make_settings(f"sqlite:///{tmp_path / 'backlog.db'}", bare)
+    engine = create_ledger_engine(settings)
+    upgrade(engine)
+    for sample in STORY:
+        ingest(engine, sample)
+    drain(settings, engine)
+    assert "dead" not in states(engine) and "retrying" not in states(engine)
+    assert salesforce.records("Okendo_Survey_Response__c")  # the story's survey response, in its new object
+    assert salesforce.find("Contact", Email="harriet.beecham@example.com") or salesforce.records("Contact")
+    engine.dispose()
+
+    again = setup(runner, config, "--yes")
+    assert again.exit_code == 0, again.output
+    assert "nothing to do" in again.output
+    assert len(salesforce.deploys) == 1
+
+
+def test_the_exported_package_is_what_the_deploy_sent(runner, tmp_path, bare):
+    config = config_for(tmp_path, bare)
+    out = tmp_path / "package"
+    exported = setup(runner, config, "--export", str(out))
+    assert exported.exit_code == 0, exported.output
+    assert setup(runner, config, "--yes").exit_code == 0
+    [deploy] = bare.salesforce.deploys
+    package = build_package(load_schema(), api_version="62.0")
+    assert sorted(deploy["components"]) == sorted(package.components())
+    files = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert files == package.files()
+
+
+def test_check_only_validates_and_commits_nothing(runner, tmp_path, bare):
+    config = config_for(tmp_path, bare)
+    result = setup(runner, config, "--yes", "--check-only")
+    assert result.exit_code == 0, result.output
+    assert "validation passed; nothing was committed" in result.output
+    assert bare.salesforce.deploys[-1]["check_only"]
+    assert runner.invoke(main, ["--config", config, "check", "--remote"]).exit_code == 1
+    again = setup(runner, config, "--yes")
+    assert "salesforce: missing object Okendo_Review__c" in again.output  # still missing: nothing was applied
+
+
+def test_without_yes_it_asks_and_a_no_changes_nothing(runner, tmp_path, bare):
+    config = config_for(tmp_path, bare)
+    result = runner.invoke(main, ["--config", config, "setup", "salesforce"], input="n\n")
+    assert result.exit_code == 1 and "nothing changed" in result.output
+    assert "Deploy 47 components to salesforce?" in result.output
+    assert bare.salesforce.deploys == []
+
+
+def test_a_field_of_another_type_is_reported_and_left_alone(runner, tmp_path, crms):
+    salesforce = crms.salesforce
+    salesforce.remove_field("Contact", "Okendo_VIP_Tier__c")
+    salesforce.add_field("Contact", "Okendo_VIP_Tier__c", type="double", precision=18, scale=0)
+    config = config_for(tmp_path, crms)
+    result = setup(runner, config, "--yes")
+    assert result.exit_code == 1
+    assert ("salesforce: left alone: Contact.Okendo_VIP_Tier__c is double in Salesforce, declared Text(80)"
+            in result.output)
+    assert "nothing to do" in result.output
+    assert salesforce.deploys == []
+    described = [f for f in salesforce._object("Contact").fields.values() if f.name == "Okendo_VIP_Tier__c"]
+    assert described[0].type == "double"
+
+
+def test_fields_the_user_cannot_see_are_reported_apart_and_granted(runner, tmp_path, crms):
+    salesforce = crms.salesforce
+    for name in ("Okendo_VIP_Tier__c", "Okendo_Birthday__c"):
+        salesforce.remove_field("Contact", name)
+        salesforce.add_field("Contact", name, length=80 if name == "Okendo_VIP_Tier__c" else 5, visible=False)
+    config = config_for(tmp_path, crms)
+    checked = runner.invoke(main, ["--config", config, "check", "--remote"])
+    assert checked.exit_code == 1
+    assert ("salesforce: Contact: fields Okendo_Birthday__c, Okendo_VIP_Tier__c exist but are invisible to the "
+            "integration user (field-level security)") in checked.output
+    assert "is missing field" not in checked.output
+
+    result = setup(runner, config, "--yes")
+    assert result.exit_code == 0, result.output
+    assert "Okendo_VIP_Tier__c, Okendo_Birthday__c exist but are invisible to" in result.output
+    [deploy] = salesforce.deploys
+    assert deploy["components"] == [("PermissionSet", PERMISSION_SET)]  # nothing created, only granted
+    assert runner.invoke(main, ["--config", config, "check", "--remote"]).exit_code == 0
+
+
+def test_a_refused_deploy_prints_salesforces_reasons_and_changes_nothing(runner, tmp_path, bare):
+    mine = tmp_path / "mine.schema.yaml"
+    mine.write_text("objects:\n  Contact:\n    fields:\n      Lead_Source_Ref__c: {type: Lookup, to: Lead}\n")
+    config = config_for(tmp_path, bare, salesforce_schema=[str(mine)])
+    result = setup(runner, config, "--yes")
+    assert result.exit_code == 1
+    assert "refused:" in result.output and "Lead" in result.output
+    assert "nothing was changed (Salesforce rolls a failed deploy back)" in result.output
+    assert bare.salesforce.deploys[-1]["status"] == "Failed"
+    assert runner.invoke(main, ["--config", config_for(tmp_path, bare), "check", "--remote"]).exit_code == 1
+
+
+def test_a_user_who_may_not_deploy_is_pointed_at_the_export(runner, tmp_path, bare):
+    bare.salesforce.can_modify_metadata = False
+    result = setup(runner, config_for(tmp_path, bare), "--yes")
+    assert result.exit_code == 1
+    assert "Modify Metadata Through Metadata API Functions" in result.output
+    assert "connector setup salesforce --export DIR" in result.output
+
+
+def test_no_credentials_and_two_destinations_say_what_to_do(runner, tmp_path, bare, monkeypatch):
+    monkeypatch.delenv("SALESFORCE_ACCESS_TOKEN")
+    result = setup(runner, config_for(tmp_path, bare), "--yes")
+    assert result.exit_code == 1 and "no Salesforce credentials" in result.output and "--export DIR" in result.output
