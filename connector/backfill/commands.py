@@ -7,6 +7,8 @@ import socket
 from datetime import datetime, timezone
 from pathlib import Path
 
+from contextlib import contextmanager
+
 import click
 
 from connector.cli_context import Context, current_ledger, pass_context
@@ -38,6 +40,24 @@ def _open(ctx: Context):  # type: ignore[no-untyped-def]
         engine.dispose()
         raise click.ClickException(str(error)) from None
     return settings, engine, api
+
+
+@contextmanager
+def _run(api, engine, what: str):  # type: ignore[no-untyped-def]
+    """Ctrl-C ends the command with 130 and says how to go on; the client and the ledger are closed."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        click.echo(f"\nstopped; run the same command again to go on from the last {what} stored", err=True)
+        raise SystemExit(130) from None
+    finally:
+        api.close()
+        engine.dispose()
+
+
+def _echo_refused(problems: list[str]) -> None:
+    for problem in problems[:20]:
+        click.echo(f"  refused: {problem}", err=True)
 
 
 def _okendo_failure(error: Exception, rerun: str) -> click.ClickException:
@@ -88,7 +108,7 @@ def backfill_reviews(ctx: Context, statuses: tuple[str, ...], since: datetime | 
     backfiller = ReviewBackfill(engine, api, owner=_owner(), dry_run=dry_run, restart=restart, since=since_utc,
                                 on_page=progress)
     total_stored = 0
-    try:
+    with _run(api, engine, "page"):
         for status in statuses or STATUSES:
             try:
                 summary = backfiller.run_status(status)
@@ -111,14 +131,7 @@ def backfill_reviews(ctx: Context, statuses: tuple[str, ...], since: datetime | 
                 f"{counts.unchanged:,} unchanged, {counts.deleted:,} deleted by webhook and left deleted"
                 + (f", {counts.already:,} stored by another run" if counts.already else "")
                 + (f", {len(summary.problems)} refused" if summary.problems else ""))
-            for problem in summary.problems[:20]:
-                click.echo(f"  refused: {problem}", err=True)
-    except KeyboardInterrupt:
-        click.echo("\nstopped; run the same command again to go on from the last page stored", err=True)
-        raise SystemExit(130) from None
-    finally:
-        api.close()
-        engine.dispose()
+            _echo_refused(summary.problems)
     if dry_run:
         click.echo("dry run: nothing was stored")
     elif total_stored:
@@ -146,7 +159,7 @@ def backfill_loyalty(ctx: Context, emails_file: Path | None, dry_run: bool, rest
     from connector.okendo_api import OkendoApiError
 
     settings, engine, api = _open(ctx)
-    try:
+    with _run(api, engine, "shopper"):
         try:
             shoppers = shoppers_from_file(emails_file) if emails_file else known_shoppers(engine)
         except ShopperListError as error:
@@ -174,11 +187,4 @@ def backfill_loyalty(ctx: Context, emails_file: Path | None, dry_run: bool, rest
                    f"{summary.asked:,} asked, {summary.not_members:,} not loyalty members; "
                    f"{'would store' if dry_run else 'stored'} {counts.stored:,} ({counts.missing:,} new to the "
                    f"connector, {counts.different:,} changed), {counts.unchanged:,} unchanged")
-        for problem in summary.problems[:20]:
-            click.echo(f"  refused: {problem}", err=True)
-    except KeyboardInterrupt:
-        click.echo("\nstopped; run the same command again to go on from the last shopper stored", err=True)
-        raise SystemExit(130) from None
-    finally:
-        api.close()
-        engine.dispose()
+        _echo_refused(summary.problems)

@@ -37,7 +37,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from tests.emulators.base import Emulator, Reply, Request
-from tests.emulators.okendo_reads import OkendoReads
+from tests.emulators.okendo_reads import LIMIT_MESSAGE, OkendoReads, page_limit
 
 BASE_PATH = "/enterprise"
 API_VERSION = "2025-02-01"
@@ -123,12 +123,9 @@ class OkendoEmulator(OkendoReads, Emulator):
 
     def _list(self, request: Request) -> Reply:
         query = {key: values[-1] for key, values in request.query.items()}
-        try:
-            limit = int(query.get("limit", "25"))
-        except ValueError:
-            limit = 0
-        if not 1 <= limit <= 100:
-            return Reply(400, {"message": "limit must be an integer from 1 to 100"})
+        limit = page_limit(query)
+        if limit is None:
+            return Reply(400, {"message": LIMIT_MESSAGE})
         order = query.get("orderBy", "desc")
         if order not in ("asc", "desc"):
             return Reply(400, {"message": "orderBy must be asc or desc"})

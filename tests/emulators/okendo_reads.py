@@ -31,6 +31,18 @@ ORDERS = {f"{key} {direction}": (key, direction == "desc") for key in ("date", "
 REVIEW_QUERY = {"limit", "status", "orderBy", "lastEvaluated"}
 
 
+LIMIT_MESSAGE = "limit must be an integer from 1 to 100"
+
+
+def page_limit(query: dict[str, str]) -> int | None:
+    """A list endpoint's `limit` (1-100, default 25, REFERENCE §8), or None when it is not one."""
+    try:
+        limit = int(query.get("limit", "25"))
+    except ValueError:
+        return None
+    return limit if 1 <= limit <= 100 else None
+
+
 def _stamp(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
@@ -101,12 +113,9 @@ class OkendoReads:
         unknown = sorted(set(query) - REVIEW_QUERY)
         if unknown:
             return Reply(400, {"message": f"Unknown query parameter(s): {', '.join(unknown)}"})
-        try:
-            limit = int(query.get("limit", "25"))
-        except ValueError:
-            limit = 0
-        if not 1 <= limit <= 100:
-            return Reply(400, {"message": "limit must be an integer from 1 to 100"})
+        limit = page_limit(query)
+        if limit is None:
+            return Reply(400, {"message": LIMIT_MESSAGE})
         status = query.get("status", "approved")
         if status not in STATUSES:
             return Reply(400, {"message": f"status must be one of {', '.join(STATUSES)}"})
