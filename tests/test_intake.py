@@ -272,31 +272,3 @@ def test_a_process_forked_during_a_stalled_write_stores_on_its_own(tmp_path):
     with engine.connect() as connection:
         assert connection.execute(sa.text("SELECT count(*) FROM events WHERE message_id = 'msg-child'")).scalar() == 1
     engine.dispose()
-
-
-def test_on_postgresql_a_write_waiting_on_one_row_does_not_hold_up_the_next_webhooks(postgres_url):
-    # Another session is storing msg-contended (the same Svix message posted to a second worker, not
-    # committed yet): the write holding it waits for that session; the webhooks after it are stored
-    # by the second writer meanwhile, not answered "not stored" behind it.
-    engine = _engine(postgres_url)
-    intake = EventIntake(engine, stall_s=0.3)
-    other = _engine(postgres_url)  # another process's connections
-    with other.connect() as connection:
-        transaction = connection.begin()
-        connection.execute(sa.text(
-            "INSERT INTO events (message_id, received_at, state, headers, body, origin) "
-            "VALUES ('msg-contended', now(), 'received', '{}', '\\x7b7d', 'webhook')"))
-        waiting = ThreadPoolExecutor(1).submit(_store, intake, "msg-contended")
-        time.sleep(0.2)  # its write is waiting on the other session's row
-        outcome, took = _timed(lambda: _store(intake, "msg-next"))
-        assert not isinstance(outcome, Exception), outcome
-        assert took < 0.3
-        assert not waiting.done()
-        transaction.commit()
-    contended = waiting.result(timeout=10)
-    assert not contended.created  # the other session's row: stored once
-    with engine.connect() as connection:
-        assert connection.execute(sa.text("SELECT count(*) FROM events")).scalar_one() == 2
-    other.dispose()
-    intake.close()
-    engine.dispose()

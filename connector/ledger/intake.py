@@ -5,9 +5,6 @@ commit is an fsync; SQLite also admits one writer at a time. So one writer
 thread per process stores every event waiting at that moment in one
 transaction and wakes their requests with the results: a lone request commits
 at once (no timer, no added latency); under load, one commit acknowledges many.
-PostgreSQL lets writers of different rows commit side by side, and there a
-group's time is mostly round trips to the server (bench/README.md), so while
-one writer waits for its commit a second takes the next group.
 
 Request threads only wait, each until its own deadline, which the receiver
 counts from the request's start (Svix gives up on an attempt after 15 s,
@@ -43,8 +40,6 @@ from connector.ledger.events import IncomingEvent, StoredEvent, record_events
 STALL_S = 0.5
 # The writer thread ends after this long without work and starts again with the next webhook.
 _IDLE_EXIT_S = 5.0
-# Writers per process: SQLite admits one at a time anyway; PostgreSQL commits groups side by side.
-WRITERS = {"sqlite": 1, "postgresql": 2}
 
 # When this process last stored a webhook (time.monotonic()): its delivery threads make way
 # while webhooks arrive (connector/worker/make_way.py).
@@ -75,29 +70,19 @@ class LedgerWriteTimeout(Exception):
 
 
 class EventIntake:
-    def __init__(self, engine: Engine, *, max_group: int = 128, stall_s: float = STALL_S,
-                 writers: int | None = None):
+    def __init__(self, engine: Engine, *, max_group: int = 128, stall_s: float = STALL_S):
         self.engine = engine
         self.max_group = max_group
         self.stall_s = stall_s
-        self.writers = writers or WRITERS.get(engine.dialect.name, 1)
         self._start_afresh()
         _intakes.add(self)
 
     def _start_afresh(self) -> None:
         self._state = threading.Condition()
         self._queue: list[_Waiting] = []
-        self._writing: dict[threading.Thread, float] = {}  # writer -> monotonic start of its write
-        self._threads: set[threading.Thread] = set()
+        self._writing_since: float | None = None  # monotonic start of the write in progress
+        self._writer: threading.Thread | None = None
         self._closed = False
-
-    @property
-    def _writing_since(self) -> float | None:
-        """While every writer is inside a write: when the latest of those writes started (a writer
-        free to take the next group means nothing is stalled)."""
-        if not self._writing or len(self._writing) < self.writers:
-            return None
-        return max(self._writing.values())
 
     def close(self, timeout: float = 10.0) -> bool:
         """Refuse new webhooks, let the writer store what is queued, and wait for it to end (at most
@@ -107,12 +92,12 @@ class EventIntake:
         dropped: a writer still inside its insert would otherwise hold locks on the tables."""
         with self._state:
             self._closed = True
-            writers = list(self._threads)
+            writer = self._writer
             self._state.notify_all()
-        ends = time.monotonic() + timeout
-        for writer in writers:
-            writer.join(max(ends - time.monotonic(), 0.0))
-        return not any(writer.is_alive() for writer in writers)
+        if writer is not None:
+            writer.join(timeout)
+            return not writer.is_alive()
+        return True
 
     def store(self, incoming: IncomingEvent, *, deadline: float) -> StoredEvent:
         """Store the event (or find it already stored) and return once committed; raise
@@ -123,8 +108,7 @@ class EventIntake:
                 raise LedgerWriteTimeout(f"event {incoming.message_id} not stored: this process is shutting down")
             self._refuse_if_stalled(incoming)
             self._queue.append(me)
-            idle = len(self._threads) - len(self._writing)
-            if idle < len(self._queue) and len(self._threads) < self.writers:
+            if self._writer is None:
                 self._start_writer()
             self._state.notify()
         while not me.ready.wait(self._until_next_check(deadline)):
@@ -169,7 +153,7 @@ class EventIntake:
                         return
                     group = self._queue[: self.max_group]
                     del self._queue[: self.max_group]
-                    self._writing[threading.current_thread()] = time.monotonic()
+                    self._writing_since = time.monotonic()
                 def joining(group: list[_Waiting] = group) -> list[IncomingEvent]:
                     # What arrived while this write waited for the lock (another process's commit)
                     # goes in the same commit: under load, one fsync for many more webhooks.
@@ -192,20 +176,19 @@ class EventIntake:
                         waiting.stored = stored
                 finally:
                     with self._state:
-                        self._writing.pop(threading.current_thread(), None)
+                        self._writing_since = None
                     for waiting in group:
                         waiting.ready.set()
         finally:
             kept.close()
             with self._state:
-                self._threads.discard(threading.current_thread())
-                if self._queue and not self._closed and not self._threads:  # arrived as it left: hand over
+                self._writer = None
+                if self._queue and not self._closed:  # arrived as this thread was leaving: hand over
                     self._start_writer()
 
     def _start_writer(self) -> None:  # with self._state held
-        writer = threading.Thread(target=self._write_while_work_waits, name="ledger-intake", daemon=True)
-        self._threads.add(writer)
-        writer.start()
+        self._writer = threading.Thread(target=self._write_while_work_waits, name="ledger-intake", daemon=True)
+        self._writer.start()
 
 
 def _not_stored(incoming: IncomingEvent, stalled: float | None) -> LedgerWriteTimeout:
