@@ -16,7 +16,8 @@ from connector.logs import configure_logging
 from connector.mapping.engine import MappingSet
 
 
-@click.group()
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="okendo-crm-connector", prog_name="connector")
 @click.option(
     "--config",
     "config_path",

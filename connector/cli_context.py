@@ -64,3 +64,15 @@ def current_ledger(settings: Settings):  # type: ignore[no-untyped-def]
 def ledger_error(settings: Settings, error: SQLAlchemyError) -> str:
     return (f"the ledger is unavailable ({settings.source}: database.url): "
             f"{error.__class__.__name__}: {getattr(error, 'orig', None) or error}")
+
+
+def one_of(value: str | None, known: list[str] | tuple[str, ...], option: str, what: str) -> str | None:
+    """`value` when it is one of `known`; else a usage error (exit 2) naming the closest ones."""
+    import difflib
+
+    if value is None or value in known:
+        return value
+    close = difflib.get_close_matches(value, known, n=3, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    listed = f" (known: {', '.join(known)})" if len(known) <= 12 else ""
+    raise click.BadParameter(f"{value!r} is not a {what}{hint}{listed}", param_hint=option)

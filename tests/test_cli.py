@@ -76,3 +76,28 @@ def test_db_upgrade_reports_an_unreachable_database(runner, tmp_path):
     result = runner.invoke(main, ["--config", str(path), "db", "upgrade"])
     assert result.exit_code == 1
     assert "cannot migrate the ledger" in result.output and "database.url" in result.output
+
+
+def test_version_and_short_help(runner):
+    from importlib.metadata import version
+
+    shown = runner.invoke(main, ["--version"])
+    assert shown.exit_code == 0 and shown.output.strip() == f"connector, version {version('okendo-crm-connector')}"
+    short = runner.invoke(main, ["-h"])
+    assert short.exit_code == 0 and "[OPTIONS] COMMAND [ARGS]" in short.output
+    assert "replay" in short.output
+
+
+def test_a_misspelt_destination_or_topic_is_refused_with_a_suggestion(runner, tmp_path):
+    path = config_file(tmp_path, {"database": {"url": f"sqlite:///{tmp_path / 'ledger.db'}"},
+                                  "destinations": {"hubspot": {"type": "hubspot"},
+                                                   "salesforce": {"type": "salesforce"}}})
+    assert runner.invoke(main, ["--config", str(path), "db", "upgrade"]).exit_code == 0
+    misspelt = runner.invoke(main, ["--config", str(path), "replay", "--destination", "hubsopt", "--yes"])
+    assert misspelt.exit_code == 2
+    assert "'hubsopt' is not a destination (configured, or with deliveries in the ledger); did you mean 'hubspot'?" \
+        in misspelt.output
+    topic = runner.invoke(main, ["--config", str(path), "replay", "--topic", "reveiw.create", "--yes"])
+    assert topic.exit_code == 2 and "did you mean 'review.create'" in topic.output
+    unknown = runner.invoke(main, ["--config", str(path), "replay", "--destination", "zzz", "--yes"])
+    assert unknown.exit_code == 2 and "(known: hubspot, salesforce)" in unknown.output

@@ -124,7 +124,15 @@ def replay(ctx: Context, event_ids: tuple[int, ...], delivery_ids: tuple[int, ..
            topic: str | None, destination: str | None, since: str | None, until: str | None, origin: str | None,
            by: str, yes: bool) -> None:
     """Queue deliveries again (the signature is not checked again: it was verified on arrival)."""
-    from connector.worker.replay import ReplayFilter, count, replay as requeue
+    from connector import okendo
+    from connector.cli_context import one_of
+    from connector.mapping.loader import KNOWN_EVENTS
+    from connector.worker.replay import ReplayFilter, count, delivery_destinations, replay as requeue
+
+    settings = ctx.settings()
+    # A misspelt name would select nothing and "replay" nothing, successfully: refused instead.
+    topic = one_of(topic, sorted(okendo.RESOURCE_ID_FIELDS) + list(KNOWN_EVENTS), "--topic",
+                   "resource type or event name")
 
     selection = ReplayFilter(event_ids=event_ids, delivery_ids=delivery_ids, states=states, topic=topic,
                              destination=destination, since=_parse_time(since, "--since"),
@@ -132,9 +140,12 @@ def replay(ctx: Context, event_ids: tuple[int, ...], delivery_ids: tuple[int, ..
     if selection.is_empty():
         raise click.UsageError("say what to replay: --event, --delivery, --state, --topic, --destination, "
                                "--since, --until or --origin")
-    settings = ctx.settings()
     engine = current_ledger(settings)
     try:
+        if destination is not None and destination not in settings.destinations:
+            # Also those the ledger has deliveries for: one removed from the config since, say.
+            one_of(destination, sorted(set(settings.destinations) | set(delivery_destinations(engine))),
+                   "--destination", "destination (configured, or with deliveries in the ledger)")
         preview = count(engine, selection)
         click.echo(f"{preview.requeued} delivery(ies) to replay"
                    + (f"; {preview.held} held by a worker right now are left alone" if preview.held else ""))

@@ -103,3 +103,9 @@ def replay(engine: Engine, selection: ReplayFilter, *, by: str) -> ReplaySummary
             summary.replanned_events = list(connection.execute(select(_events.c.id).where(replan)).scalars())
             connection.execute(update(_events).where(replan).values(state=EventState.RECEIVED))
     return summary
+
+
+def delivery_destinations(engine: Engine) -> list[str]:
+    """Every destination the ledger holds deliveries for (served by the destination index)."""
+    with engine.connect() as connection:
+        return list(connection.execute(select(_deliveries.c.destination).distinct()).scalars())
