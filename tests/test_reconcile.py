@@ -17,20 +17,13 @@ from connector.ledger.migrate import upgrade
 from tests.emulators.okendo import OkendoEmulator
 from tests.test_backfill import crm_writes, review_records
 from tests.test_snapshot_ordering import events
-from tests.test_worker import PROJECT_ROOT, drain, ingest
+from tests.test_worker import drain, ingest, make_settings
 
 
 def reconciling_settings(db_url, crms, okendo, **reconcile):
-    return settings_from_mapping({
-        "database": {"url": db_url},
-        "destinations": crms.destinations(),
-        "mappings": {"files": [str(PROJECT_ROOT / "mappings" / "hubspot.yaml"),
-                               str(PROJECT_ROOT / "mappings" / "salesforce.yaml")]},
-        "worker": {"batch_size": 200, "lease_s": 30, "backoff_base_s": 0.05, "backoff_max_s": 0.2,
-                   "poll_interval_s": 0.05},
-        "okendo": {"api_base_url": okendo.base_url, "user_id": "${OKENDO_USER_ID}", "api_key": "${OKENDO_API_KEY}",
-                   "reconcile": {"every_minutes": 60, "window_days": 30, "statuses": ["approved"], **reconcile}},
-    })
+    return make_settings(db_url, crms, sections={"okendo": {
+        "api_base_url": okendo.base_url, "user_id": "${OKENDO_USER_ID}", "api_key": "${OKENDO_API_KEY}",
+        "reconcile": {"every_minutes": 60, "window_days": 30, "statuses": ["approved"], **reconcile}}})
 
 
 @pytest.fixture

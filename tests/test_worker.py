@@ -26,8 +26,10 @@ _message_ids = count()
 
 
 
-def make_settings(db_url: str, crms: Crms, **worker) -> Settings:
+def make_settings(db_url: str, crms: Crms, *, sections: dict | None = None, **worker) -> Settings:
+    """The test ledger, both emulators, the shipped mappings, a fast worker; `sections` adds others."""
     return settings_from_mapping({
+        **(sections or {}),
         "database": {"url": db_url},
         "destinations": crms.destinations(),
         "mappings": {"files": [str(PROJECT_ROOT / "mappings" / "hubspot.yaml"),
