@@ -22,7 +22,7 @@ from tests.crm import PROJECT_ROOT
 from tests.test_status import PASSWORD, build_app, csrf_from, drain, post_event, sign_in
 
 EXPECTED_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
                                "form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",

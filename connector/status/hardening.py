@@ -22,6 +22,7 @@ CONTENT_SECURITY_POLICY = "; ".join((
     "script-src 'self'",
     "style-src 'self'",  # no 'unsafe-inline': style="..." attributes and <style> are refused too
     "img-src 'self' data:",
+    "connect-src 'self'",  # live.js polls this app's own JSON (connector/status/live.py), nothing else
     "form-action 'self'",
     "base-uri 'none'",
     "frame-ancestors 'none'",  # https://developer.mozilla.org/en-US/docs/Web/HTTP/Headers/Content-Security-Policy/frame-ancestors

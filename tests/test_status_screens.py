@@ -1,0 +1,131 @@
+"""The status page on any screen, and live: Playwright in Debian's Chromium at 390 px and 1400 px.
+
+Reuses the server and browser of tests/test_status_browser.py (a gunicorn with both CRM emulators;
+HubSpot's favourite_colour dropdown lacks the option the mapping writes, so a review's contact goes dead).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+from tests import test_status_browser as shared
+from tests.test_status_browser import PASSWORD, post, wait_for
+
+# After the import above, which skips this module where Chromium (and so Playwright) is missing.
+from playwright.sync_api import expect  # noqa: E402
+
+# The same gunicorn-with-emulators server and Chromium as tests/test_status_browser.py.
+site, browser = shared.site, shared.browser
+
+WIDTHS = (390, 1400)
+LONG_EMAIL = "a.shopper.with.a.remarkably.long.address." + "x" * 60 + "@example.com"
+
+
+def signed_in_page(browser, base: str, width: int):
+    page = browser.new_page(viewport={"width": width, "height": 800})
+    page.goto(f"{base}/status/login")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r".*/status/?$"))
+    return page
+
+
+def no_sideways_scroll(page) -> None:
+    sizes = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+    # What sticks out, to name it when it fails: text wider than its box shows only in its scrollWidth.
+    wide = page.evaluate("""() => [...document.querySelectorAll('body *')].filter(element =>
+        element.scrollWidth > element.clientWidth + 1 && getComputedStyle(element).overflowX === 'visible'
+        ).slice(-6).map(element => element.tagName + '.' + element.className + ' ' + element.scrollWidth)""")
+    assert sizes[0] <= sizes[1], f"{page.url} is {sizes[0]} px wide in a {sizes[1]} px window: {wide}"
+
+
+def in_view_horizontally(page, selector: str) -> int:
+    """How many elements match; each must lie within the window's width (not cut off at the right)."""
+    boxes = page.evaluate("""selector => [...document.querySelectorAll(selector)].map(element => {
+        const box = element.getBoundingClientRect(); return [box.left, box.right, element.innerText]; })""", selector)
+    width = page.evaluate("window.innerWidth")
+    for left, right, text in boxes:
+        assert 0 <= left and right <= width, f"{selector} ({text!r}) is at {left}..{right} in a {width} px window"
+    return len(boxes)
+
+
+def test_every_page_fits_a_phone_and_a_desktop_with_each_rows_state_in_view(site, browser):
+    server, _crms = site
+    base = server.base_url
+    # A big payload (one unbroken word several screens wide), a long email, and a dead delivery
+    # whose error is the CRM's refusal.
+    post(base, "review.create", "msg-wide", lambda d: (d["resource"].update(body="Lovely" * 3000),
+                                                      d["resource"]["reviewer"].update(email=LONG_EMAIL)))
+    post(base, "survey_response.create", "msg-survey")
+    page = signed_in_page(browser, base, 1400)
+    wait_for(page, f"{base}/status/events?state=dead", lambda p: p.locator("tr[data-event-id]").count() == 1)
+    event_url = base + page.locator("tr[data-event-id] a").first.get_attribute("href")
+    wait_for(page, event_url, lambda p: p.locator("[data-test=field-errors]").count() > 0)
+    page.close()
+
+    for width in WIDTHS:
+        page = signed_in_page(browser, base, width)
+        page.goto(f"{base}/status")
+        no_sideways_scroll(page)
+        assert in_view_horizontally(page, "table[data-test=by-destination] td[data-test=pause]") == 2
+
+        page.goto(f"{base}/status/events")
+        no_sideways_scroll(page)
+        assert in_view_horizontally(page, "table[data-test=events] tr[data-event-id] td[data-test=state-cell]") == 2
+
+        page.goto(event_url)
+        for details in page.locator("details.attempt").all():
+            details.evaluate("element => element.open = true")
+        no_sideways_scroll(page)
+        assert in_view_horizontally(page, "table[data-test=deliveries] td[data-test=state-cell]") == 4
+        assert in_view_horizontally(page, "[data-test=replay-event]") == 1
+        # The dead delivery's error is read in full, wrapped, not cut off.
+        assert in_view_horizontally(page, "table[data-test=deliveries] td.error") == 4
+        page.screenshot(path=f"tests/artifacts/event-{width}.png", full_page=False)
+        page.close()
+
+
+def test_a_failure_posted_while_the_list_is_open_appears_without_a_reload(site, browser):
+    server, _crms = site
+    base = server.base_url
+    page = signed_in_page(browser, base, 1400)
+    console: list[str] = []
+    page.on("console", lambda message: console.append(message.text))
+    post(base, "survey_response.create", "msg-first")
+    wait_for(page, f"{base}/status/events", lambda p: p.locator("tr[data-event-id]").count() == 1)
+    # A marker that a reload would wipe out.
+    page.evaluate("window.stillTheSamePage = true")
+    assert page.locator("tr[data-event-id] .state.dead").count() == 0
+
+    posted = time.monotonic()
+    post(base, "review.create", "msg-fails")  # its HubSpot contact is refused, then given up on: dead
+    page.wait_for_selector("tr[data-event-id] .state.dead", timeout=20_000)
+    seen_after = time.monotonic() - posted
+    assert page.evaluate("window.stillTheSamePage") is True
+    assert page.locator("tr[data-event-id]").count() == 2
+    # The failed row is the new review's, and its link opens it.
+    failed = page.locator("tr[data-event-id]", has=page.locator(".state.dead"))
+    assert "review.create" in failed.inner_text()
+    assert not [text for text in console if "Content Security Policy" in text], console
+    # Two failed attempts 0.1-0.2 s apart, the worker polling every 0.2 s, the page every 2 s.
+    assert seen_after < 10, f"the failure showed {seen_after:.1f} s after it was posted"
+
+    # On the overview too; hidden, the tab stops asking, and shown again it asks at once.
+    page.goto(f"{base}/status")
+    page.evaluate("window.stillTheSamePage = true")
+    post(base, "loyalty_customer.create", "msg-third")
+    expect(page.locator("[data-test=received]")).to_have_text("3", timeout=15_000)
+    assert page.evaluate("window.stillTheSamePage") is True
+    assert "Live: checked at" in page.locator("[data-live-indicator]").inner_text()
+    polls: list[str] = []
+    page.on("request", lambda request: polls.append(request.url) if "/status/live/" in request.url else None)
+    page.evaluate("""() => { Object.defineProperty(document, 'visibilityState', {value: 'hidden', configurable: true});
+                             document.dispatchEvent(new Event('visibilitychange')); }""")
+    time.sleep(0.5)
+    polls.clear()
+    time.sleep(5)
+    assert polls == []
+    page.evaluate("""() => { Object.defineProperty(document, 'visibilityState', {value: 'visible', configurable: true});
+                             document.dispatchEvent(new Event('visibilitychange')); }""")
+    page.wait_for_event("request", predicate=lambda request: "/status/live/overview" in request.url, timeout=1_000)
