@@ -1,4 +1,5 @@
-"""Selecting events by what a person filters on: topic, time range, an email or an id, origin.
+"""Selecting events by what a person filters on: topic, time range, an email or an id, origin, and
+words of the payload (connector.ledger.search).
 
 Shared by the status page's lists and by replays, so a bulk replay acts on
 exactly the events the filtered list shows.
@@ -11,15 +12,16 @@ from typing import Any
 
 from sqlalchemy import or_
 
+from connector.ledger import search as payload_search
 from connector.ledger.models import Event
 
 _events = Event.__table__
 
 
 def event_conditions(*, topic: str | None = None, since: datetime | None = None, until: datetime | None = None,
-                     text: str | None = None, origin: str | None = None) -> list[Any]:
+                     text: str | None = None, origin: str | None = None, search: str | None = None) -> list[Any]:
     """Conditions on `events`; each is served by an index (resource type/topic, received_at, email, ids,
-    origin)."""
+    origin, the payload's words)."""
     e = _events
     conditions: list[Any] = []
     if topic:
@@ -37,4 +39,7 @@ def event_conditions(*, topic: str | None = None, since: datetime | None = None,
         needle = text.strip()
         conditions.append(or_(e.c.customer_email == needle.lower(), e.c.resource_id == needle,
                               e.c.message_id == needle))
+    words = payload_search.matching(search)
+    if words is not None:
+        conditions.append(words)
     return conditions

@@ -123,7 +123,7 @@ def bulk_replay() -> Any:
     listed = _selection(body)
     selection = replay_filter(listed)
     if selection.is_empty():
-        return jsonify(error="give a filter: state, topic, destination, since, until, text or origin"), 400
+        return jsonify(error="give a filter: state, topic, destination, since, until, text, origin or q"), 400
     if body.get("dry_run"):
         preview = count(runtime().engine, selection)
         return jsonify(would_replay=preview.requeued, held_by_a_worker=preview.held)

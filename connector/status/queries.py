@@ -4,8 +4,9 @@ Every list is keyset-paginated on the event id (newest first) and every
 filter has an index behind it, so pages stay fast at millions of events:
 event state (state, id); topic (resource_type, topic, id); delivery state
 and destination (deliveries: state, event_id / destination, state, event_id);
-text search is an exact match on the shopper's email or the resource id;
-origin (webhook, backfill, reconcile) is (origin, id).
+the text filter is an exact match on the shopper's email or the resource id;
+origin (webhook, backfill, reconcile) is (origin, id); a search by the payload's words
+(`q`) is the full-text index of connector.ledger.search.
 """
 
 from __future__ import annotations
@@ -57,10 +58,11 @@ class EventFilter:
     text: str | None = None  # an email or a resource id
     before: int | None = None  # keyset: events with a smaller id
     origin: str | None = None  # webhook, backfill or reconcile
+    search: str | None = None  # words of the payload, all of them ("a phrase" in quotes): the `q` argument
 
     def query_args(self) -> dict[str, str]:
         args = {"state": self.state, "topic": self.topic, "destination": self.destination, "text": self.text,
-                "origin": self.origin,
+                "origin": self.origin, "q": self.search,
                 "since": self.since.isoformat() if self.since else None,
                 "until": self.until.isoformat() if self.until else None}
         return {key: value for key, value in args.items() if value}
@@ -73,7 +75,7 @@ class EventFilter:
 def _event_conditions(selection: EventFilter) -> list[Any]:
     e = _events
     conditions = event_conditions(topic=selection.topic, since=selection.since, until=selection.until,
-                                  text=selection.text, origin=selection.origin)
+                                  text=selection.text, origin=selection.origin, search=selection.search)
     if selection.state in EVENT_STATES:
         conditions.append(e.c.state == selection.state)
     if selection.before:

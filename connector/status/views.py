@@ -44,6 +44,10 @@ def _time(value: str | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
+# A search longer than this is cut (a phrase of a review is a few dozen characters).
+_SEARCH_MAX = 200
+
+
 def event_filter(args: Any) -> queries.EventFilter:
     state = args.get("state") or None
     if state and state not in queries.EVENT_STATES + queries.DELIVERY_STATES:
@@ -58,13 +62,16 @@ def event_filter(args: Any) -> queries.EventFilter:
         state=state, topic=(args.get("topic") or "").strip() or None,
         destination=(args.get("destination") or "").strip() or None,
         since=_time(args.get("since")), until=_time(args.get("until")),
-        text=(args.get("text") or "").strip() or None, before=int(before) if before else None, origin=origin)
+        text=(args.get("text") or "").strip() or None, before=int(before) if before else None, origin=origin,
+        # Words of the payload, as typed: connector.ledger.search quotes them; blank is no search.
+        search=" ".join((args.get("q") or "").split())[:_SEARCH_MAX] or None)
 
 
 def replay_filter(selection: queries.EventFilter) -> ReplayFilter:
     return ReplayFilter(states=(selection.delivery_state,) if selection.delivery_state else (),
                         topic=selection.topic, destination=selection.destination, since=selection.since,
-                        until=selection.until, text=selection.text, origin=selection.origin)
+                        until=selection.until, text=selection.text, origin=selection.origin,
+                        search=selection.search)
 
 
 def who() -> str:

@@ -34,10 +34,12 @@ class ReplayFilter:
     until: datetime | None = None
     text: str | None = None  # an email, a resource id or a message id
     origin: str | None = None  # webhook, backfill or reconcile
+    search: str | None = None  # words of the payload (connector.ledger.search)
 
     def is_empty(self) -> bool:
         return not (self.event_ids or self.delivery_ids or self.states or self.topic or self.destination
-                    or self.since or self.until or self.text or self.origin)
+                    or self.since or self.until or self.text or self.origin
+                    or (self.search or "").strip())
 
 
 @dataclass
@@ -59,7 +61,7 @@ def _conditions(selection: ReplayFilter, now: datetime) -> list:
     if selection.destination:
         conditions.append(d.c.destination == selection.destination)
     chosen_events = event_conditions(topic=selection.topic, since=selection.since, until=selection.until,
-                                     text=selection.text, origin=selection.origin)
+                                     text=selection.text, origin=selection.origin, search=selection.search)
     if chosen_events:
         conditions.append(d.c.event_id.in_(select(e.c.id).where(*chosen_events)))
     return conditions

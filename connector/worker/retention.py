@@ -4,7 +4,8 @@ An event is finished when it is no longer `received` and none of its
 deliveries is pending, retrying or dead. The link table and the ordering
 tombstones are kept: they are what later updates and deletes rely on; and so is
 the newest state of each pruned resource (connector.ledger.resource_states), what
-a later backfill from Okendo's API compares with.
+a later backfill from Okendo's API compares with. A pruned event leaves the payload search
+(connector.ledger.search) in the same transaction.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from sqlalchemy import Engine, delete, exists, select
 from connector.ledger.database import write_transaction
 from connector.ledger.models import Delivery, DeliveryAttempt, DeliveryState, Event, EventState, utcnow
 from connector.ledger.resource_states import remember_pruned
+from connector.ledger.search import forget as forget_words
 
 _events = Event.__table__
 _deliveries = Delivery.__table__
@@ -51,6 +53,7 @@ def prune(engine: Engine, older_than_days: float, *, batch_size: int = 1000, lim
                                           .with_for_update(of=_events, skip_locked=True)).scalars())
             if ids:
                 remember_pruned(connection, ids)  # what a later backfill compares with (resource_states)
+                forget_words(connection, ids)  # out of the payload search too (before the bodies go)
                 delivery_ids = select(_deliveries.c.id).where(_deliveries.c.event_id.in_(ids))
                 connection.execute(delete(_attempts).where(_attempts.c.delivery_id.in_(delivery_ids)))
                 connection.execute(delete(_deliveries).where(_deliveries.c.event_id.in_(ids)))

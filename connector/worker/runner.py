@@ -24,6 +24,7 @@ from connector.config import Settings
 from connector.destinations import build_destinations
 from connector.destinations.base import Destination
 from connector.ledger import create_ledger_engine
+from connector.ledger import search
 from connector.ledger.models import utcnow
 from connector.logs import register_secrets, settings_secrets
 from connector.mapping.engine import MappingSet
@@ -149,20 +150,21 @@ class Worker:
     # --- the loop ------------------------------------------------------------------------
 
     def run_once(self, index: int = 0) -> int:
-        """One pass: plan received events, claim a batch, deliver it. Returns deliveries handled."""
+        """One pass: plan received events, claim a batch, deliver it; thread 0 also indexes new payloads
+        for search. Returns deliveries handled plus events indexed (either backlog keeps the loop going)."""
         # Plan ahead of delivery, so a claim finds a backlog's deliveries of one kind together;
         # in batch-sized steps, so the events being mapped never crowd a worker's memory.
         # Inside gunicorn during a burst of webhooks, a short pass: plan just this batch, and a smaller
         # one, so no transaction or stretch of mapping keeps the webhooks waiting long (make_way.py).
-        batch_size, ahead = self.config.batch_size, _PLAN_AHEAD_BATCHES
+        batch_size, ahead, words = self.config.batch_size, _PLAN_AHEAD_BATCHES, search.INDEX_BATCH
         if self.kind == "embedded" and make_way.webhooks_arriving():
-            batch_size, ahead = min(batch_size, make_way.BURST_BATCH_SIZE), 1
+            batch_size, ahead, words = min(batch_size, make_way.BURST_BATCH_SIZE), 1, make_way.BURST_BATCH_SIZE
         for _ in range(ahead):
             if plan_received(self.engine, self.mappings, limit=batch_size, owner=self.name) < batch_size:
                 break
         claimed = claims.claim(self.engine, self.name, batch_size, self.config.lease_s, held=self.budgets.held())
         if not claimed:
-            return 0
+            return self._index_words(index, words)
         self.last_claim_at = utcnow()
         with self._held_lock:
             self._held[index] = {c.id for c in claimed}
@@ -175,7 +177,14 @@ class Worker:
         finally:
             with self._held_lock:
                 self._held.pop(index, None)
-        return len(claimed)
+        return len(claimed) + self._index_words(index, words)
+
+    def _index_words(self, index: int, batch_size: int) -> int:
+        """Index the payloads of events stored since (connector.ledger.search): off the webhooks' path,
+        one batch a pass on thread 0; a smaller one while webhooks arrive, as for planning."""
+        if index != 0:
+            return 0
+        return search.index_pending(self.engine, batch_size=batch_size)
 
     def _finished(self, finished: list[Finished]) -> None:
         self.deliveries_done += len(finished)  # (their destinations' status went with them: status_rows.py)

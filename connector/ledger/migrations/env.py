@@ -3,6 +3,7 @@
 from alembic import context
 
 from connector.ledger.models import Base
+from connector.ledger.search import SEARCH_TABLES
 
 connection = context.config.attributes["connection"]
 context.configure(
@@ -11,6 +12,9 @@ context.configure(
     # SQLite cannot ALTER most things in place; batch mode copies the table.
     render_as_batch=connection.dialect.name == "sqlite",
     compare_type=True,
+    # The payload search's tables (connector.ledger.search) differ by backend and are not models:
+    # autogenerate must not offer to drop them.
+    include_name=lambda name, kind, _parent: kind != "table" or name not in SEARCH_TABLES,
 )
 with context.begin_transaction():
     context.run_migrations()
