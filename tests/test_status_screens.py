@@ -10,7 +10,7 @@ import re
 import time
 
 from tests import test_status_browser as shared
-from tests.test_status_browser import PASSWORD, post, wait_for
+from tests.test_status_browser import PASSWORD, colours, post, wait_for
 
 # After the import above, which skips this module where Chromium (and so Playwright) is missing.
 from playwright.sync_api import expect  # noqa: E402
@@ -83,6 +83,10 @@ def test_every_page_fits_a_phone_and_a_desktop_with_each_rows_state_in_view(site
         # The dead delivery's error is read in full, wrapped, not cut off.
         assert in_view_horizontally(page, "table[data-test=deliveries] td.error") == 4
         page.screenshot(path=f"tests/artifacts/event-{width}.png", full_page=False)
+
+        page.goto(f"{base}/status/shopper?key={LONG_EMAIL}")
+        no_sideways_scroll(page)
+        assert in_view_horizontally(page, "table[data-test=shopper-timeline] td[data-test=state-cell]") >= 5
         page.close()
 
 
@@ -129,3 +133,51 @@ def test_a_failure_posted_while_the_list_is_open_appears_without_a_reload(site, 
     page.evaluate("""() => { Object.defineProperty(document, 'visibilityState', {value: 'visible', configurable: true});
                              document.dispatchEvent(new Event('visibilitychange')); }""")
     page.wait_for_event("request", predicate=lambda request: "/status/live/overview" in request.url, timeout=1_000)
+
+
+def test_a_shoppers_page_tells_every_event_every_crm_write_the_failure_and_the_replay_in_order(site, browser):
+    server, crms = site
+    base = server.base_url
+    post(base, "review.create", "msg-review")  # its HubSpot contact is refused: dead
+    post(base, "loyalty_customer.create", "msg-member")
+    post(base, "loyalty_customer.delete", "msg-member-gone")  # carries no email: found through the member's id
+    post(base, "survey_response.create", "msg-someone-else")  # another shopper: not on her page
+    page = signed_in_page(browser, base, 1400)
+    wait_for(page, f"{base}/status/events?state=dead", lambda p: p.locator("tr[data-event-id]").count() == 1)
+    # From the list, the shopper's email opens her page.
+    page.locator("tr[data-event-id] [data-test=shopper-link]").first.click()
+    page.wait_for_url(re.compile(r".*/status/shopper\?key=harriet\.quill(@|%40)example\.com$"))
+    timeline = page.locator("table[data-test=shopper-timeline] tr[data-kind]")
+    events = page.locator("table[data-test=shopper-timeline] tr[data-kind=event]")
+    assert [text.split("\t")[1] for text in events.all_inner_texts()] == \
+        ["#1 review.create", "#2 loyalty_customer.create", "#3 loyalty_customer.delete"]
+    failed = page.locator("tr[data-kind=attempt]", has_text="hubspot_contact_from_review")
+    # A permanent error of that record: dead at its first attempt, with HubSpot's reason.
+    assert failed.count() == 1 and "favourite_colour" in failed.last.inner_text()
+    assert failed.last.locator("td[data-test=state-cell] .state").first.inner_text() == "dead"
+    # What was written, with the CRM's own link: the Salesforce contact of the review.
+    written = page.locator("tr[data-kind=attempt]", has_text="salesforce_contact_from_review")
+    link = written.locator("a[target=_blank]")
+    assert link.get_attribute("href").startswith(f"{crms.salesforce.url}/lightning/r/Contact/")
+    assert page.locator("table[data-test=shopper-records] tr[data-destination=salesforce]").count() >= 1
+    # In time order, oldest first.
+    times = [row.split("\t")[0] for row in timeline.all_inner_texts()]
+    assert times == sorted(times)
+    assert "survey_response" not in page.locator("main").inner_text()
+
+    # Fix HubSpot, replay from the event page (linked from the timeline), and the story goes on.
+    shopper_url = page.url
+    colours(crms.hubspot, "red", "blue", "teal")
+    failed.last.locator("a").first.click()
+    page.wait_for_url(re.compile(r".*/status/events/1(#.*)?$"))
+    page.locator('tr[data-mapping="hubspot_contact_from_review"] [data-test=replay-delivery]').click()
+    wait_for(page, shopper_url, lambda p: p.locator("tr[data-kind=attempt]", has_text="hubspot_contact_from_review")
+             .count() == 2)
+    lines = page.locator("table[data-test=shopper-timeline] tr[data-kind]").all_inner_texts()
+    replay = next(i for i, line in enumerate(lines) if "replayed" in line)
+    assert "by admin" in lines[replay]
+    after = [line for line in lines[replay + 1:] if "hubspot_contact_from_review" in line]
+    assert after and "delivered" in after[-1]
+    # Found by the member's Okendo id too.
+    page.goto(f"{base}/status/shopper?key=a824f9e1-543f-4355-b0c2-f9cbca993795")
+    assert "harriet.quill@example.com" in page.locator("h1").inner_text()
