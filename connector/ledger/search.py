@@ -251,9 +251,9 @@ def index_pending(engine: Engine, *, batch_size: int = INDEX_BATCH, now: datetim
                                       .with_for_update(skip_locked=True)).first()
         if progress is None:
             return 0
-        if progress.text_version != TEXT_VERSION:
+        rebuilt = progress.text_version != TEXT_VERSION
+        if rebuilt:
             _rebuild(connection)
-            return 0
         fresh: dict[int, str] = {}
         if texts:
             # Those still there and still not indexed (another worker may have indexed them, a
@@ -265,11 +265,13 @@ def index_pending(engine: Engine, *, batch_size: int = INDEX_BATCH, now: datetim
             fresh = {event_id: texts[event_id] for event_id in connection.execute(still).scalars()}
             if fresh:
                 _insert(connection, fresh)
-        if dialect == "postgresql":
+        if dialect == "postgresql" and not rebuilt:
             last = max(texts) if len(pending) == batch_size else None
             mark = _next_mark(connection, progress.indexed_through, settled_before, last)
             if mark != progress.indexed_through:
                 connection.execute(update(_progress).values(indexed_through=mark))
+    if rebuilt:  # emptied: begin refilling it in this pass
+        return index_pending(engine, batch_size=batch_size, now=now, settle_s=settle_s)
     return len(fresh)
 
 
@@ -286,18 +288,20 @@ def _mark(connection: Connection, stored: int) -> int:
 
 
 def _next_mark(connection: Connection, mark: int, settled_before: datetime, last: int | None) -> int:
-    """PostgreSQL: past every event now indexed and received before `settled_before`, stopping
-    below the first one received since (`last`: the end of a full batch, beyond which events wait)."""
+    """PostgreSQL: the newest event received before `settled_before` that no event received since
+    precedes (`last`: the end of a full batch, beyond which events wait). An insert still
+    uncommitted has an id below it only if it began before that event was received, over
+    SETTLE_S ago, which no write of the ledger outlives; an event received since may still have
+    one below it, so the mark never passes it."""
     e = _events
-    top = connection.execute(select(func.max(e.c.id))).scalar_one() or 0
     first_recent = connection.execute(select(func.min(e.c.id))
                                       .where(e.c.id > mark, e.c.received_at >= settled_before)).scalar_one()
-    bound = top
+    settled = select(func.max(e.c.id)).where(e.c.id > mark, e.c.received_at < settled_before)
     if first_recent is not None:
-        bound = min(bound, first_recent - 1)
+        settled = settled.where(e.c.id < first_recent)
     if last is not None:
-        bound = min(bound, last)
-    return max(mark, bound)
+        settled = settled.where(e.c.id <= last)
+    return connection.execute(settled).scalar_one() or mark
 
 
 def forget(connection: Connection, event_ids: Sequence[int]) -> None:
