@@ -4,19 +4,29 @@ from __future__ import annotations
 
 import logging
 import os
-from datetime import datetime, timezone
+import time
+from collections import Counter
 
 import click
-from sqlalchemy.exc import SQLAlchemyError
 
-from connector.cli_context import Context, current_ledger, ledger_engine, ledger_error, pass_context
+from connector.cli_context import (
+    Context,
+    complete_destination,
+    complete_topic,
+    current_ledger,
+    ledger_engine,
+    ledger_error,
+    parse_time,
+    pass_context,
+)
 
 
 @click.command()
 @click.option("--threads", type=click.IntRange(1, 64), help="Delivery threads (default: worker.threads).")
 @click.option("--share", type=click.IntRange(1, 1000), default=None, hidden=True,
               help="Deprecated, ignored: every worker shares each CRM's whole rate limit through the ledger.")
-@click.option("--once", is_flag=True, help="Drain what is due now, then exit.")
+@click.option("--once", is_flag=True,
+              help="Drain what is due now, then exit with a one-line summary of what was done.")
 @pass_context
 def worker(ctx: Context, threads: int | None, share: int | None, once: bool) -> None:
     """Run delivery workers: any number, on any host sharing the ledger. SIGTERM stops within a bound.
@@ -40,12 +50,10 @@ def worker(ctx: Context, threads: int | None, share: int | None, once: bool) -> 
     engine = ledger_engine(settings)
     if not is_current(engine):
         raise click.ClickException("the ledger's migrations are not current: run `connector db upgrade` first")
-    runner = Worker(settings, mappings, engine)
     if once:
-        while runner.run_once():
-            pass
-        runner.stop(timeout=0)
+        _drain_once(settings, mappings, engine)
         return
+    runner = Worker(settings, mappings, engine)
     stop, hangup = threading.Event(), threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -73,11 +81,89 @@ def worker(ctx: Context, threads: int | None, share: int | None, once: bool) -> 
     runner.stop()
 
 
+def _drain_once(settings, mappings, engine) -> None:  # type: ignore[no-untyped-def]
+    """`worker --once`: deliver what is due now, then say in one line what was done."""
+    from connector import metrics
+    from connector.worker.runner import Worker
+
+    started, calls_before = time.monotonic(), _crm_calls(metrics)
+    events_before, attempts_before = _events_waiting(engine), _newest_attempt(engine)
+    runner = Worker(settings, mappings, engine)
+    try:
+        while runner.run_once():
+            pass
+    finally:
+        runner.stop(timeout=0)
+    planned = _events_planned(engine, *events_before)
+    click.echo(_once_summary(planned, _outcomes(engine, runner.name, attempts_before), _crm_calls(metrics) - calls_before,
+                             time.monotonic() - started))
+
+
+def _newest_attempt(engine) -> int:  # type: ignore[no-untyped-def]
+    import sqlalchemy as sa
+
+    with engine.connect() as connection:
+        return connection.execute(sa.text("SELECT max(id) FROM delivery_attempts")).scalar_one() or 0
+
+
+def _outcomes(engine, worker_name: str, after_attempt: int) -> Counter[str]:  # type: ignore[no-untyped-def]
+    """What this worker's attempts came to, by outcome: each attempt names the worker that made it
+    (deliveries found stale or with nothing to do count too); read after the attempts that were there."""
+    import sqlalchemy as sa
+
+    with engine.connect() as connection:
+        return Counter(dict(connection.execute(sa.text(
+            "SELECT outcome, count(*) FROM delivery_attempts WHERE id > :after AND worker = :name GROUP BY outcome"),
+            {"after": after_attempt, "name": worker_name}).all()))
+
+
+def _crm_calls(metrics) -> int:  # type: ignore[no-untyped-def]
+    """CRM calls this process made so far (each retry counts), from its own metrics (connector/metrics.py)."""
+    return int(sum(sample.value for family in metrics.CRM_CALLS.collect() for sample in family.samples
+                   if sample.name.endswith("_total")))
+
+
+def _events_waiting(engine) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    """(the newest event id, how many events up to it wait to be planned)."""
+    import sqlalchemy as sa
+
+    with engine.connect() as connection:
+        newest = connection.execute(sa.text("SELECT max(id) FROM events")).scalar_one() or 0
+        waiting = connection.execute(sa.text("SELECT count(*) FROM events WHERE state = 'received' AND id <= :n"),
+                                     {"n": newest}).scalar_one()
+    return newest, waiting
+
+
+def _events_planned(engine, newest: int, waiting: int) -> int:  # type: ignore[no-untyped-def]
+    """Events planned since `_events_waiting`: those no longer waiting, and any that arrived and were planned.
+    (Read from the ledger: a server's embedded workers planning meanwhile count too.)"""
+    import sqlalchemy as sa
+
+    with engine.connect() as connection:
+        still = connection.execute(sa.text("SELECT count(*) FROM events WHERE state = 'received' AND id <= :n"),
+                                   {"n": newest}).scalar_one()
+        arrived = connection.execute(sa.text("SELECT count(*) FROM events WHERE state <> 'received' AND id > :n"),
+                                     {"n": newest}).scalar_one()
+    return max(waiting - still, 0) + arrived
+
+
+def _once_summary(planned: int, outcomes: Counter[str], crm_calls: int, seconds: float) -> str:
+    # The outcomes of connector/worker/delivery.py's Finished: delivered, skipped, stale, retry, dead, paused.
+    handled = sum(outcomes.values())
+    parts = [f"{outcomes['delivered']} delivered", f"{outcomes['dead']} failed (dead)",
+             f"{outcomes['retry']} retrying"]
+    parts += [f"{outcomes[name]} {name}" for name in ("stale", "skipped", "paused") if outcomes[name]]
+    return (f"worker --once: {planned} event(s) planned; {handled} delivery(ies) handled: {', '.join(parts)}; "
+            f"{crm_calls} CRM call(s); {seconds:.1f} s")
+
+
 @click.command()
 @click.option("--older-than-days", type=float, help="Default: retention.finished_days.")
 @pass_context
 def prune(ctx: Context, older_than_days: float | None) -> None:
     """Delete finished events older than the retention period (never one still needing delivery)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from connector.worker.retention import prune as prune_events
 
     settings = ctx.settings()
@@ -94,25 +180,15 @@ def prune(ctx: Context, older_than_days: float | None) -> None:
     click.echo(f"pruned {removed} finished event(s) older than {days:g} days; open deliveries and links are kept")
 
 
-def _parse_time(value: str | None, option: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not an ISO 8601 time (e.g. 2026-11-27T10:00:00Z)",
-                                 param_hint=option) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-
-
 @click.command()
 @click.option("--event", "event_ids", type=int, multiple=True, help="An event id (repeatable).")
 @click.option("--delivery", "delivery_ids", type=int, multiple=True, help="A delivery id (repeatable).")
 @click.option("--state", "states", multiple=True,
               type=click.Choice(["dead", "retrying", "pending", "delivered", "skipped", "stale"]),
               help="Deliveries in this state (repeatable).")
-@click.option("--topic", help="An event name, e.g. review.create, or a resource type, e.g. review.")
-@click.option("--destination", help="A destination name, e.g. hubspot.")
+@click.option("--topic", shell_complete=complete_topic,
+              help="An event name, e.g. review.create, or a resource type, e.g. review.")
+@click.option("--destination", shell_complete=complete_destination, help="A destination name, e.g. hubspot.")
 @click.option("--since", help="Events received at or after this time (ISO 8601).")
 @click.option("--until", help="Events received before this time (ISO 8601).")
 @click.option("--origin", type=click.Choice(["webhook", "backfill", "reconcile"]),
@@ -124,28 +200,24 @@ def replay(ctx: Context, event_ids: tuple[int, ...], delivery_ids: tuple[int, ..
            topic: str | None, destination: str | None, since: str | None, until: str | None, origin: str | None,
            by: str, yes: bool) -> None:
     """Queue deliveries again (the signature is not checked again: it was verified on arrival)."""
-    from connector import okendo
-    from connector.cli_context import one_of
-    from connector.mapping.loader import KNOWN_EVENTS
-    from connector.worker.replay import ReplayFilter, count, delivery_destinations, replay as requeue
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from connector.cli_context import TOPIC_WHAT, check_destination, known_topics, one_of
+    from connector.worker.replay import ReplayFilter, count, replay as requeue
 
     settings = ctx.settings()
     # A misspelt name would select nothing and "replay" nothing, successfully: refused instead.
-    topic = one_of(topic, sorted(okendo.RESOURCE_ID_FIELDS) + list(KNOWN_EVENTS), "--topic",
-                   "resource type or event name")
+    topic = one_of(topic, known_topics(), "--topic", TOPIC_WHAT)
 
     selection = ReplayFilter(event_ids=event_ids, delivery_ids=delivery_ids, states=states, topic=topic,
-                             destination=destination, since=_parse_time(since, "--since"),
-                             until=_parse_time(until, "--until"), origin=origin)
+                             destination=destination, since=parse_time(since, "--since"),
+                             until=parse_time(until, "--until"), origin=origin)
     if selection.is_empty():
         raise click.UsageError("say what to replay: --event, --delivery, --state, --topic, --destination, "
                                "--since, --until or --origin")
     engine = current_ledger(settings)
     try:
-        if destination is not None and destination not in settings.destinations:
-            # Also those the ledger has deliveries for: one removed from the config since, say.
-            one_of(destination, sorted(set(settings.destinations) | set(delivery_destinations(engine))),
-                   "--destination", "destination (configured, or with deliveries in the ledger)")
+        check_destination(destination, settings, engine)
         preview = count(engine, selection)
         click.echo(f"{preview.requeued} delivery(ies) to replay"
                    + (f"; {preview.held} held by a worker right now are left alone" if preview.held else ""))
@@ -161,5 +233,3 @@ def replay(ctx: Context, event_ids: tuple[int, ...], delivery_ids: tuple[int, ..
     click.echo(f"replayed {summary.requeued} delivery(ies) as {by}"
                + (f"; re-mapping {len(summary.replanned_events)} event(s)" if summary.replanned_events else ""))
 
-
-# --- onboarding: subscribe Okendo, send signed test events, check a setup ----------------------
