@@ -2,6 +2,6 @@
 
 One module per job: `okendo_api` (Okendo's Merchant REST API client), `topics` (which events
 to subscribe), `samples` (the bodies `connector send` posts), `signed_post` (sign as Svix does
-and post), `doctor` (the checks of `connector doctor`). The CLI commands in `connector/cli.py`
+and post), `doctor` (the checks of `connector doctor`). The CLI commands in `commands.py`
 only parse options and print.
 """
