@@ -190,6 +190,9 @@ class Delivery(Base):
         # The status page's filters: by delivery state (and destination), newest events first.
         Index("ix_deliveries_state_event_id", "state", "event_id"),
         Index("ix_deliveries_destination_state_event_id", "destination", "state", "event_id"),
+        # The status page's charts (migration 0013): what was delivered, failed, queued and left when.
+        Index("ix_deliveries_destination_state_updated_at", "destination", "state", "updated_at", "created_at"),
+        Index("ix_deliveries_state_created_at", "state", "created_at"),
     )
 
 
@@ -206,6 +209,9 @@ class DeliveryAttempt(Base):
     error_class: Mapped[str | None] = mapped_column(String(16))
     worker: Mapped[str | None] = mapped_column(String(128))
     requests: Mapped[list[Any] | None] = mapped_column(JSON)  # what was sent (dry-run: what would be)
+
+    # CRM call latency over time on the status page's charts (migration 0013).
+    __table_args__ = (Index("ix_delivery_attempts_started_at", "started_at", "delivery_id", "duration_ms"),)
 
 
 class WorkerPresence(Base):

@@ -11,6 +11,7 @@ from connector.status.hardening import init_hardening
 def init_status(app: Flask) -> None:
     from connector.status import destination_controls  # noqa: F401  (its routes join both blueprints)
     from connector.status import live  # noqa: F401  (its routes join the status blueprint)
+    from connector.status import charts  # noqa: F401  (its route joins the status blueprint)
     from connector.status import shopper  # noqa: F401  (its route joins the status blueprint)
     from connector.status.api import bp as api_bp
     from connector.status.views import bp as views_bp
