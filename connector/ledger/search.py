@@ -141,6 +141,15 @@ def fts5_query(found: Sequence[str]) -> str:
     return " ".join('"' + phrase.replace('"', '""') + '"' for phrase in found)
 
 
+def _tsquery(found: Sequence[str]) -> Any:
+    """Every phrase, ANDed. phraseto_tsquery parses each with the parser that made the document's
+    words and never raises on punctuation (https://www.postgresql.org/docs/current/textsearch-controls.html)."""
+    tsquery = func.phraseto_tsquery(_SIMPLE, found[0])
+    for phrase in found[1:]:
+        tsquery = tsquery.op("&&")(func.phraseto_tsquery(_SIMPLE, phrase))
+    return tsquery
+
+
 class _ByBackend(ColumnElement[bool]):
     """A condition written once per backend, chosen when the statement is compiled (conditions are
     built before anyone knows which ledger they will run on)."""
@@ -166,13 +175,26 @@ def matching(query: str | None) -> ColumnElement[bool] | None:
     if not found:
         return false()
     sqlite_ids = select(_fts.c.rowid).where(_fts.c[SEARCH_TABLE].match(fts5_query(found)))
-    # phraseto_tsquery parses each phrase with the parser that made the document's words and never
-    # raises on punctuation (https://www.postgresql.org/docs/current/textsearch-controls.html).
-    tsquery = func.phraseto_tsquery(_SIMPLE, found[0])
-    for phrase in found[1:]:
-        tsquery = tsquery.op("&&")(func.phraseto_tsquery(_SIMPLE, phrase))
-    postgres_ids = select(_pg.c.event_id).where(_pg.c.words.op("@@")(tsquery))
+    postgres_ids = select(_pg.c.event_id).where(_pg.c.words.op("@@")(_tsquery(found)))
     return _ByBackend(sqlite=_events.c.id.in_(sqlite_ids), postgresql=_events.c.id.in_(postgres_ids))
+
+
+def matching_ids(connection: Connection, query: str, *, before: int | None, limit: int) -> list[int]:
+    """Ids of the events whose payload holds every phrase of `query`, newest first, below `before`:
+    read from the index alone, so a list can walk it and stop once its page is full (FTS5 reads
+    its matches in descending rowid order without sorting them, https://www.sqlite.org/fts5.html)."""
+    found = phrases(query)
+    if not found:
+        return []
+    if connection.dialect.name == "sqlite":
+        ids = select(_fts.c.rowid).where(_fts.c[SEARCH_TABLE].match(fts5_query(found)))
+        key = _fts.c.rowid
+    else:
+        ids = select(_pg.c.event_id).where(_pg.c.words.op("@@")(_tsquery(found)))
+        key = _pg.c.event_id
+    if before is not None:
+        ids = ids.where(key < before)
+    return list(connection.execute(ids.order_by(key.desc()).limit(limit)).scalars())
 
 
 # --- keeping the index -----------------------------------------------------------------------
