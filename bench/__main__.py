@@ -7,7 +7,8 @@ Environment:
   BENCH_DRAIN_EVENTS     size of the drain backlog (default 10000)
   BENCH_SCALEOUT_EVENTS  size of the scale-out backlog (default 20000; PostgreSQL only)
   BENCH_SCALEOUT_WORKERS standalone `connector worker` processes per scale-out row (default "1,2,4")
-  BENCH_ONLY             some of ingest,drain,scaleout (default all of them), to check one piece;
+  BENCH_SEARCH_EVENTS    events in the search ledgers (default 100000)
+  BENCH_ONLY             some of ingest,drain,scaleout,search (default all of them), to check one piece;
                          the report then holds only those (point BENCH_RESULTS elsewhere)
   BENCH_RESULTS          where to write the report (default bench/RESULTS.md)
 """
@@ -32,6 +33,7 @@ from bench.ingest import measure_ingest
 from bench.machine import describe_machine
 from bench.report import render
 from bench.scaleout import measure_scaleout, parse_worker_counts
+from bench.search import measure_search
 
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 log = partial(print, flush=True)
@@ -53,7 +55,7 @@ def postgres_schema(url: str) -> Iterator[str]:
         admin.dispose()
 
 
-PIECES = ("ingest", "drain", "scaleout")
+PIECES = ("ingest", "drain", "scaleout", "search")
 
 
 def main() -> int:
@@ -61,6 +63,7 @@ def main() -> int:
     drain_events = int(os.environ.get("BENCH_DRAIN_EVENTS", "10000"))
     scaleout_events = int(os.environ.get("BENCH_SCALEOUT_EVENTS", "20000"))
     scaleout_workers = parse_worker_counts(os.environ.get("BENCH_SCALEOUT_WORKERS", "1,2,4"))
+    search_events = int(os.environ.get("BENCH_SEARCH_EVENTS", "100000"))
     only = [piece.strip() for piece in os.environ.get("BENCH_ONLY", ",".join(PIECES)).split(",") if piece.strip()]
     if unknown := sorted(set(only) - set(PIECES)):
         raise SystemExit(f"BENCH_ONLY: unknown piece(s) {', '.join(unknown)}; choose from {', '.join(PIECES)}")
@@ -75,6 +78,7 @@ def main() -> int:
         log(f"[{(time.monotonic() - started) / 60:4.1f} min] {name}")
 
     ingest, drains, scaleout = [], [], []
+    searches: list = []
     with tempfile.TemporaryDirectory(prefix="okendo-bench-") as scratch:
         workdir = Path(scratch)
         if "ingest" in only:
@@ -103,10 +107,17 @@ def main() -> int:
                                          worker_counts=scaleout_workers, log=log)
         elif "scaleout" in only:
             log("scale-out skipped: it needs PostgreSQL (BENCH_DATABASE_URL=skip)")
+        if "search" in only:
+            stage(f"search on SQLite: {search_events} events")
+            searches.append(measure_search("sqlite", f"sqlite:///{workdir / 'search.db'}", events=search_events, log=log))
+            if postgres != "skip":
+                stage(f"search on PostgreSQL: {search_events} events")
+                with postgres_schema(postgres) as url:
+                    searches.append(measure_search("postgresql", url, events=search_events, log=log))
 
     elapsed = time.monotonic() - started
     report = render(machine=machine, ingest=ingest, drains=drains, scaleout=scaleout,
-                    when=datetime.now(tz=timezone.utc), elapsed_s=elapsed, duration_s=duration)
+                    when=datetime.now(tz=timezone.utc), elapsed_s=elapsed, duration_s=duration, search=searches)
     results_path.write_text(report)
     print(f"\n{report}\nwritten to {results_path} in {elapsed / 60:.1f} minutes", flush=True)
     return 0

@@ -9,6 +9,7 @@ from bench.drain import HUBSPOT_LIMIT, LATENCY_S, DrainResult
 from bench.ingest import DELIVERY_ON_CONCURRENCY, IngestRow
 from bench.loadgen import LoadResult
 from bench.scaleout import CONFIGURED_HUBSPOT, ScaleoutRow
+from bench.search import SearchResult, search_section, search_targets
 
 # The targets of issue #15, as thresholds over the measured figures.
 INGEST_RATIO_TARGET = 0.60  # delivery off, of the bare Flask baseline's events/s, at concurrency 16
@@ -286,7 +287,8 @@ def _scaleout_section(rows: list[ScaleoutRow]) -> list[str]:
 
 
 def render(*, machine: dict[str, str], ingest: list[IngestRow], drains: list[DrainResult],
-           scaleout: list[ScaleoutRow], when: datetime, elapsed_s: float, duration_s: float) -> str:
+           scaleout: list[ScaleoutRow], when: datetime, elapsed_s: float, duration_s: float,
+           search: list[SearchResult] | None = None) -> str:
     out = [
         "# Benchmark results",
         "",
@@ -300,9 +302,11 @@ def render(*, machine: dict[str, str], ingest: list[IngestRow], drains: list[Dra
         "## Targets",
         "",
         *_targets(ingest, drains, scaleout),
+        *search_targets(search or []),
         "",
         *_ingest_section(ingest, duration_s),
         *_drain_section(drains),
         *_scaleout_section(scaleout),
+        *search_section(search or []),
     ]
     return "\n".join(out)
