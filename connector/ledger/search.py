@@ -56,6 +56,7 @@ from sqlalchemy import (
     table,
     update,
 )
+from sqlalchemy import text as sql_text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.compiler import compiles
 
@@ -213,7 +214,9 @@ def _insert(connection: Connection, texts: dict[int, str]) -> None:
     statement = insert(_pg).values(event_id=bindparam("id"), words=func.to_tsvector(_SIMPLE, bindparam("text")))
     try:
         with connection.begin_nested():
-            connection.execute(statement, rows)
+            # One statement for the batch: a row per pair of the two arrays
+            # (https://www.postgresql.org/docs/current/functions-array.html#ARRAY-FUNCTIONS-TABLE).
+            connection.execute(_BATCH_INSERT, {"ids": list(texts), "texts": list(texts.values())})
     except DBAPIError as error:
         if is_lock_timeout(error):
             raise
@@ -230,6 +233,11 @@ def _insert(connection: Connection, texts: dict[int, str]) -> None:
                             "other filters, not by its words", row["id"], str(failure.orig).strip()[:200])
                 with connection.begin_nested():
                     connection.execute(statement, [{**row, "text": ""}])
+
+
+_BATCH_INSERT = sql_text(
+    "INSERT INTO event_search (event_id, words) SELECT batch.id, to_tsvector('simple'::regconfig, batch.words) "
+    "FROM unnest(CAST(:ids AS BIGINT[]), CAST(:texts AS TEXT[])) AS batch (id, words)")
 
 
 def _rebuild(connection: Connection) -> None:
