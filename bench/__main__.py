@@ -8,7 +8,8 @@ Environment:
   BENCH_SCALEOUT_EVENTS  size of the scale-out backlog (default 20000; PostgreSQL only)
   BENCH_SCALEOUT_WORKERS standalone `connector worker` processes per scale-out row (default "1,2,4")
   BENCH_SEARCH_EVENTS    events in the search ledgers (default 100000)
-  BENCH_ONLY             some of ingest,drain,scaleout,search (default all of them), to check one piece;
+  BENCH_CHARTS_EVENTS    events in the charts ledgers (default 100000)
+  BENCH_ONLY             some of ingest,drain,scaleout,search,charts (default all of them), to check one piece;
                          the report then holds only those (point BENCH_RESULTS elsewhere)
   BENCH_RESULTS          where to write the report (default bench/RESULTS.md)
 """
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from bench.charts import measure_charts
 from bench.drain import measure_drain
 from bench.ingest import measure_ingest
 from bench.machine import describe_machine
@@ -55,7 +57,7 @@ def postgres_schema(url: str) -> Iterator[str]:
         admin.dispose()
 
 
-PIECES = ("ingest", "drain", "scaleout", "search")
+PIECES = ("ingest", "drain", "scaleout", "search", "charts")
 
 
 def main() -> int:
@@ -64,6 +66,7 @@ def main() -> int:
     scaleout_events = int(os.environ.get("BENCH_SCALEOUT_EVENTS", "20000"))
     scaleout_workers = parse_worker_counts(os.environ.get("BENCH_SCALEOUT_WORKERS", "1,2,4"))
     search_events = int(os.environ.get("BENCH_SEARCH_EVENTS", "100000"))
+    charts_events = int(os.environ.get("BENCH_CHARTS_EVENTS", "100000"))
     only = [piece.strip() for piece in os.environ.get("BENCH_ONLY", ",".join(PIECES)).split(",") if piece.strip()]
     if unknown := sorted(set(only) - set(PIECES)):
         raise SystemExit(f"BENCH_ONLY: unknown piece(s) {', '.join(unknown)}; choose from {', '.join(PIECES)}")
@@ -79,6 +82,7 @@ def main() -> int:
 
     ingest, drains, scaleout = [], [], []
     searches: list = []
+    chart_results: list = []
     with tempfile.TemporaryDirectory(prefix="okendo-bench-") as scratch:
         workdir = Path(scratch)
         if "ingest" in only:
@@ -114,10 +118,19 @@ def main() -> int:
                 stage(f"search on PostgreSQL: {search_events} events")
                 with postgres_schema(postgres) as url:
                     searches.append(measure_search("postgresql", url, events=search_events, log=log))
+        if "charts" in only:
+            stage(f"charts on SQLite: {charts_events} events")
+            chart_results.append(measure_charts("sqlite", f"sqlite:///{workdir / 'charts.db'}", events=charts_events,
+                                                log=log))
+            if postgres != "skip":
+                stage(f"charts on PostgreSQL: {charts_events} events")
+                with postgres_schema(postgres) as url:
+                    chart_results.append(measure_charts("postgresql", url, events=charts_events, log=log))
 
     elapsed = time.monotonic() - started
     report = render(machine=machine, ingest=ingest, drains=drains, scaleout=scaleout,
-                    when=datetime.now(tz=timezone.utc), elapsed_s=elapsed, duration_s=duration, search=searches)
+                    when=datetime.now(tz=timezone.utc), elapsed_s=elapsed, duration_s=duration, search=searches,
+                    charts=chart_results)
     results_path.write_text(report)
     print(f"\n{report}\nwritten to {results_path} in {elapsed / 60:.1f} minutes", flush=True)
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from bench.delivering import DeliveryOnRun
+from bench.charts import ChartsResult, charts_section, charts_targets
 from bench.drain import HUBSPOT_LIMIT, LATENCY_S, DrainResult
 from bench.ingest import DELIVERY_ON_CONCURRENCY, IngestRow
 from bench.loadgen import LoadResult
@@ -288,7 +289,7 @@ def _scaleout_section(rows: list[ScaleoutRow]) -> list[str]:
 
 def render(*, machine: dict[str, str], ingest: list[IngestRow], drains: list[DrainResult],
            scaleout: list[ScaleoutRow], when: datetime, elapsed_s: float, duration_s: float,
-           search: list[SearchResult] | None = None) -> str:
+           search: list[SearchResult] | None = None, charts: list[ChartsResult] | None = None) -> str:
     out = [
         "# Benchmark results",
         "",
@@ -303,10 +304,12 @@ def render(*, machine: dict[str, str], ingest: list[IngestRow], drains: list[Dra
         "",
         *_targets(ingest, drains, scaleout),
         *search_targets(search or []),
+        *charts_targets(charts or []),
         "",
         *_ingest_section(ingest, duration_s),
         *_drain_section(drains),
         *_scaleout_section(scaleout),
         *search_section(search or []),
+        *charts_section(charts or []),
     ]
     return "\n".join(out)

@@ -121,3 +121,62 @@ def test_0013_adds_the_chart_indexes_and_its_downgrade_drops_them(db_url):
     upgrade(engine)
     assert current_revision(engine) == HEAD_REVISION == "0013"
     engine.dispose()
+
+
+def test_the_day_and_week_charts_add_up_kept_intervals_to_what_the_ledger_holds(app):
+    """24 h and 7 days read closed 15-minute intervals from chart_buckets (counted once, at the first view)
+    and the open ones from the ledger: the same figures as counting every row of the range."""
+    import random
+
+    from connector.status import chart_rollups, charts
+
+    rng = random.Random(7)
+    engine = app.extensions[EXTENSION_KEY].engine
+    now = utcnow()
+    with engine.begin() as connection:
+        for i in range(600):
+            received = now - timedelta(seconds=rng.uniform(0, 8 * 86400))  # some older than the week
+            connection.execute(sa.insert(Event.__table__).values(
+                id=i + 1, message_id=f"msg-{i}", received_at=received, resource_type="review", topic="create",
+                resource_id=f"r{i}", state="planned", headers={}, body=b"{}"))
+            state = rng.choice(["delivered", "delivered", "dead", "pending", "stale"])
+            finished = received + timedelta(seconds=rng.uniform(0, 3600))
+            connection.execute(sa.insert(Delivery.__table__).values(
+                id=i + 1, event_id=i + 1, mapping="m", destination=rng.choice(["hubspot", "salesforce"]),
+                state=state, created_at=received, updated_at=min(finished, now)))
+            if state != "pending":
+                connection.execute(sa.insert(DeliveryAttempt.__table__).values(
+                    delivery_id=i + 1, started_at=min(finished, now), duration_ms=rng.randint(10, 900),
+                    outcome="delivered"))
+    names = ["hubspot", "salesforce"]
+    for chosen in (charts.RANGES["24h"], charts.RANGES["7d"]):
+        window = charts.Window.ending(chosen, now)
+        with engine.connect() as connection:
+            counted = charts.raw_figures(connection, window, names)
+        for _ in range(2):  # the first view counts and keeps the closed intervals, the second reads them
+            added = charts.figures(engine, window, names)
+            assert added.events == counted.events and sum(added.events) > 0
+            assert added.outcomes == counted.outcomes
+            assert added.joined == counted.joined and added.left == counted.left
+            assert added.longest_left == pytest.approx(counted.longest_left)
+            for name in names:
+                assert added.latency[name]["calls"] == counted.latency[name]["calls"]
+                assert added.latency[name]["max_ms"] == counted.latency[name]["max_ms"]
+                assert added.latency[name]["sum_ms"] == pytest.approx(counted.latency[name]["sum_ms"])
+    with engine.connect() as connection:
+        kept = connection.execute(sa.select(sa.func.count()).select_from(chart_rollups.buckets).where(
+            chart_rollups.buckets.c.series == "counted")).scalar_one()
+    # Every closed quarter-hour of the week, once: all 672 but those of the 2 hours now open.
+    assert 7 * 96 - 9 <= kept <= 7 * 96
+
+    # A later view counts only what closed since.
+    later = now + timedelta(minutes=30)
+    assert chart_rollups.fill(engine, chart_rollups_starts(charts, later), names, later) in (1, 2, 3)
+
+
+def chart_rollups_starts(charts, now):
+    window = charts.Window.ending(charts.RANGES["7d"], now)
+    base = charts.Window(window.start, timedelta(minutes=15), window.count * 8, now)
+    from connector.status import chart_rollups
+
+    return base.starts[:chart_rollups.closed_count(base.starts, now)]

@@ -87,6 +87,19 @@ def test_every_page_fits_a_phone_and_a_desktop_with_each_rows_state_in_view(site
         page.goto(f"{base}/status/shopper?key={LONG_EMAIL}")
         no_sideways_scroll(page)
         assert in_view_horizontally(page, "table[data-test=shopper-timeline] td[data-test=state-cell]") >= 5
+
+        # The charts: each scrolls inside its own box on a phone, with its axes labelled.
+        page.goto(f"{base}/status/charts?range=1h")
+        no_sideways_scroll(page)
+        events = page.locator("svg[data-test=chart-events]")
+        assert events.locator("text.axis-label[data-axis=y]").text_content() == "events per minute"
+        assert events.locator("text.axis-label[data-axis=x]").text_content().startswith("time (UTC)")
+        assert events.locator("text.tick[data-axis=x]").count() >= 5
+        # The two events posted a moment ago, in the hover texts of their minute(s).
+        hovers = events.locator("rect.hover title").all_text_contents()
+        assert len(hovers) == 60 and sum(int(text.rsplit(" ", 1)[1]) for text in hovers) == 2
+        assert page.locator("svg[data-test=chart-outcomes-hubspot]").count() == 1
+        page.screenshot(path=f"tests/artifacts/charts-{width}.png", full_page=True)
         page.close()
 
 

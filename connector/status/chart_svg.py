@@ -47,6 +47,8 @@ def plain_number(value: float) -> str:
 
 def duration(seconds: float) -> str:
     """Seconds in the unit a person reads: 45 s, 12 min, 3.5 h, 2.0 days."""
+    if seconds < 10:
+        return f"{seconds:.1f} s" if seconds != int(seconds) else f"{seconds:.0f} s"
     if seconds < 120:
         return f"{seconds:.0f} s"
     if seconds < 7200:

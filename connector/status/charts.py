@@ -2,10 +2,11 @@
 CRM call latency, queue depth and the oldest waiting delivery, over the last hour, 24 hours or
 7 days.
 
-Every figure is counted by the database in one bucketed query over one range of an index (migration
-0013 adds those the ledger lacked), so a chart costs the same on a ledger of any size: only the rows
-of the chosen range are read, and only from the index (bench/charts.py times each one on 100,000
-events, on SQLite and PostgreSQL).
+Every figure is counted by the database with bucketed queries over one range of an index (migration
+0013 adds those the ledger lacked). The last hour is counted from the ledger's rows on every view;
+24 hours and 7 days add up the kept counts of closed 15-minute intervals (connector/status/chart_rollups.py)
+and count only the open ones, so a chart costs about the same on a ledger of any size
+(bench/charts.py times each one on 100,000 events, on SQLite and PostgreSQL).
 
 The ledger keeps no history of its queue, so its depth and its oldest waiting delivery are worked out
 from the deliveries themselves: a delivery joined the queue when it was created and left it when it
@@ -22,10 +23,11 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from flask import abort, render_template, request
-from sqlalchemy import Connection, Integer, cast, func, literal, select
+from sqlalchemy import Connection, Engine, Integer, cast, func, literal, select
 
 from connector.ledger.models import Delivery, DeliveryAttempt, DeliveryState, DestinationStatus, Event, utcnow
 from connector.runtime import runtime
+from connector.status import chart_rollups
 from connector.status.auth import require_auth
 from connector.status.chart_svg import Series, chart, duration
 from connector.status.views import bp
@@ -133,32 +135,30 @@ def outcomes(connection: Connection, window: Window, names: list[str]) -> dict[s
     return result
 
 
-def latency(connection: Connection, window: Window) -> dict[str, dict[str, list[float | None]]]:
-    """Per destination and interval: CRM calls (attempts), their mean and longest duration in ms
+def latency(connection: Connection, window: Window) -> dict[str, dict[str, list[Any]]]:
+    """Per destination and interval: CRM calls (attempts), their summed and longest duration in ms
     (ix_delivery_attempts_started_at, then each attempt's delivery by its primary key)."""
     a, d = _attempts, _deliveries
     bucket = _bucket(connection, a.c.started_at, window)
-    query = (select(d.c.destination, bucket, func.count(), func.avg(a.c.duration_ms), func.max(a.c.duration_ms))
+    query = (select(d.c.destination, bucket, func.count(), func.sum(a.c.duration_ms), func.max(a.c.duration_ms))
              .select_from(a.join(d, d.c.id == a.c.delivery_id))
              .where(*_in_window(a.c.started_at, window), a.c.duration_ms.is_not(None))
              .group_by(d.c.destination, bucket))
-    result: dict[str, dict[str, list[float | None]]] = {}
-    for name, index, calls, mean, longest in connection.execute(query):
-        if not 0 <= index < window.count:
-            continue
-        lines = result.setdefault(name, {"calls": [None] * window.count, "mean_ms": [None] * window.count,
-                                         "max_ms": [None] * window.count})
-        lines["calls"][index], lines["mean_ms"][index], lines["max_ms"][index] = calls, float(mean), float(longest)
-    return dict(sorted(result.items()))
+    result: dict[str, dict[str, list[Any]]] = {}
+    for name, index, calls, total, longest in connection.execute(query):
+        if 0 <= index < window.count:
+            lines = result.setdefault(name, Figures.no_latency(window.count))
+            lines["calls"][index], lines["sum_ms"][index], lines["max_ms"][index] = calls, float(total), float(longest)
+    return result
 
 
-def queue(connection: Connection, window: Window, names: list[str]) -> dict[str, list[float | None]]:
-    """Deliveries waiting (pending or retrying) at the end of each interval, and the oldest wait then
-    in seconds (None: nothing waited). See the module's docstring for how."""
+def flows(connection: Connection, window: Window, names: list[str]) -> tuple[list[int], list[int], list[float]]:
+    """Per interval: deliveries that joined the queue (created; ix_deliveries_state_created_at), those that
+    left it (reached a final state; ix_deliveries_destination_state_updated_at) and the longest any of
+    those had waited, in seconds."""
     d = _deliveries
     n = window.count
-    due_now = connection.execute(select(func.count()).where(d.c.state.in_(DeliveryState.DUE))).scalar_one()
-    joined, left, longest_left = [0] * n, [0] * n, [0.0] * n
+    joined, left, longest = [0] * n, [0] * n, [0.0] * n
     created = _bucket(connection, d.c.created_at, window)
     for index, number in connection.execute(
             select(created, func.count()).where(d.c.state.in_(ALL_STATES), *_in_window(d.c.created_at, window))
@@ -173,14 +173,106 @@ def queue(connection: Connection, window: Window, names: list[str]) -> dict[str,
                 .where(d.c.destination.in_(names), d.c.state.in_(FINAL), *_in_window(d.c.updated_at, window))
                 .group_by(finished)):
             if 0 <= index < n:
-                left[index], longest_left[index] = number, float(wait or 0)
+                left[index], longest[index] = number, float(wait or 0)
+    return joined, left, longest
+
+
+@dataclass
+class Figures:
+    """Everything the charts show, one value per interval of a window."""
+
+    events: list[int]
+    outcomes: dict[str, dict[str, list[int]]]
+    latency: dict[str, dict[str, list[Any]]]  # calls, sum_ms, max_ms (None: no call then)
+    joined: list[int]
+    left: list[int]
+    longest_left: list[float]
+
+    @staticmethod
+    def no_outcomes(n: int) -> dict[str, list[int]]:
+        return {DeliveryState.DELIVERED: [0] * n, DeliveryState.DEAD: [0] * n}
+
+    @staticmethod
+    def no_latency(n: int) -> dict[str, list[Any]]:
+        return {"calls": [None] * n, "sum_ms": [None] * n, "max_ms": [None] * n}
+
+    @classmethod
+    def empty(cls, n: int, names: list[str]) -> Figures:
+        return cls([0] * n, {name: cls.no_outcomes(n) for name in names}, {}, [0] * n, [0] * n, [0.0] * n)
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    def then(self, other: Figures) -> Figures:
+        """These intervals followed by the other's."""
+        n, m = len(self), len(other)
+
+        def joined_dicts(mine: dict, theirs: dict, blank: Any) -> dict:
+            return {name: {key: mine.get(name, blank(n))[key] + theirs.get(name, blank(m))[key] for key in blank(0)}
+                    for name in sorted(set(mine) | set(theirs))}
+        return Figures(self.events + other.events, joined_dicts(self.outcomes, other.outcomes, self.no_outcomes),
+                       joined_dicts(self.latency, other.latency, self.no_latency), self.joined + other.joined,
+                       self.left + other.left, self.longest_left + other.longest_left)
+
+    def grouped(self, size: int) -> Figures:
+        """Every `size` consecutive intervals as one: counts and sums added, longest kept."""
+        def add(values: list[Any]) -> list[Any]:
+            out = []
+            for i in range(0, len(values), size):
+                part = [v for v in values[i:i + size] if v is not None]
+                out.append(sum(part) if part else None)
+            return out
+
+        def peak(values: list[Any]) -> list[Any]:
+            return [max([v for v in values[i:i + size] if v is not None], default=None)
+                    for i in range(0, len(values), size)]
+        zero = [0 if v is None else v for v in add(self.events)]
+        return Figures(zero, {name: {state: add(values) for state, values in states.items()}
+                              for name, states in self.outcomes.items()},
+                       {name: {"calls": add(lines["calls"]), "sum_ms": add(lines["sum_ms"]),
+                               "max_ms": peak(lines["max_ms"])} for name, lines in self.latency.items()},
+                       add(self.joined), add(self.left), [v or 0.0 for v in peak(self.longest_left)])
+
+
+def raw_figures(connection: Connection, window: Window, names: list[str]) -> Figures:
+    """Counted from the ledger's rows, one query per figure."""
+    joined, left, longest = flows(connection, window, names)
+    return Figures(events_received(connection, window), outcomes(connection, window, names),
+                   latency(connection, window), joined, left, longest)
+
+
+def figures(engine: Engine, window: Window, names: list[str]) -> Figures:
+    """A window's figures: short intervals counted from the ledger; 15-minute multiples from the kept
+    counts of closed intervals (chart_rollups) and the ledger for the open ones."""
+    if window.width < chart_rollups.BASE or window.width % chart_rollups.BASE:
+        with engine.connect() as connection:
+            return raw_figures(connection, window, names)
+    size = window.width // chart_rollups.BASE
+    base = Window(window.start, chart_rollups.BASE, window.count * size, window.now)
+    closed = chart_rollups.closed_count(base.starts, window.now)
+    chart_rollups.fill(engine, base.starts[:closed], names, window.now)
+    with engine.connect() as connection:
+        kept = chart_rollups.read(connection, Window(base.start, base.width, closed, window.now), names)
+        rest = raw_figures(connection, Window(base.start + base.width * closed, base.width, base.count - closed,
+                                              window.now), names)
+    return kept.then(rest).grouped(size)
+
+
+def queue(connection: Connection, window: Window, found: Figures) -> dict[str, list[float | None]]:
+    """Deliveries waiting (pending or retrying) at the end of each interval, and the oldest wait then
+    in seconds: see the module's docstring for how."""
+    d = _deliveries
+    n = window.count
+    due = d.c.state.in_(DeliveryState.DUE)
+    due_now = connection.execute(select(func.count()).where(due)).scalar_one()
     # The oldest delivery still waiting among those created by each interval's end (ix_deliveries_state_created_at).
-    oldest_before = connection.execute(select(func.min(d.c.created_at)).where(
-        d.c.state.in_(DeliveryState.DUE), d.c.created_at < window.start)).scalar_one()
+    oldest_before = connection.execute(select(func.min(d.c.created_at)).where(due, d.c.created_at < window.start)
+                                       ).scalar_one()
+    created = _bucket(connection, d.c.created_at, window)
     first_due: list[datetime | None] = [None] * n
     for index, first in connection.execute(
-            select(created, func.min(d.c.created_at)).where(d.c.state.in_(DeliveryState.DUE),
-                                                            *_in_window(d.c.created_at, window)).group_by(created)):
+            select(created, func.min(d.c.created_at)).where(due, *_in_window(d.c.created_at, window))
+            .group_by(created)):
         if 0 <= index < n:
             first_due[index] = _aware(first)
     depth: list[float | None] = [None] * n
@@ -188,7 +280,7 @@ def queue(connection: Connection, window: Window, names: list[str]) -> dict[str,
     after = 0  # joined minus left after the interval's end
     for i in reversed(range(n)):
         depth[i] = float(due_now - after)
-        after += joined[i] - left[i]
+        after += (found.joined[i] or 0) - (found.left[i] or 0)
     running = _aware(oldest_before)
     for i, end in enumerate(window.ends()):
         if window.starts[i] > window.now:
@@ -197,12 +289,12 @@ def queue(connection: Connection, window: Window, names: list[str]) -> dict[str,
         if first_due[i] is not None and (running is None or first_due[i] < running):
             running = first_due[i]
         still = (end - running).total_seconds() if running is not None and running <= end else 0.0
-        oldest[i] = max(still, longest_left[i])
+        oldest[i] = max(still, found.longest_left[i] or 0.0)
     return {"depth": depth, "oldest_s": oldest}
 
 
 def _aware(moment: Any) -> datetime | None:
-    """SQLAlchemy's min() on SQLite returns the stored text; aware UTC datetimes either way."""
+    """min() of a timestamp comes back as text on SQLite: an aware UTC datetime either way."""
     if moment is None:
         return None
     if isinstance(moment, str):
@@ -210,12 +302,20 @@ def _aware(moment: Any) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-def all_charts(connection: Connection, chosen: Range, configured: list[str], now: datetime | None = None) -> dict:
+def all_charts(engine: Engine, chosen: Range, configured: list[str], now: datetime | None = None) -> dict:
     window = Window.ending(chosen, now or utcnow())
-    names = destinations(connection, configured)
-    return {"window": window, "events": events_received(connection, window),
-            "outcomes": outcomes(connection, window, names), "latency": latency(connection, window),
-            "queue": queue(connection, window, names)}
+    with engine.connect() as connection:
+        names = destinations(connection, configured)
+    found = figures(engine, window, names)
+    with engine.connect() as connection:
+        waiting = queue(connection, window, found)
+    mean = {name: [total / calls if calls else None for total, calls in zip(lines["sum_ms"], lines["calls"])]
+            for name, lines in found.latency.items()}
+    return {"window": window, "events": found.events,
+            "outcomes": {name: found.outcomes.get(name, Figures.no_outcomes(window.count)) for name in names},
+            "latency": {name: {"mean_ms": mean[name], "max_ms": lines["max_ms"]}
+                        for name, lines in sorted(found.latency.items())},
+            "queue": waiting}
 
 
 PALETTE = ("series-a", "series-b", "series-c", "series-d")
@@ -257,6 +357,5 @@ def charts() -> Any:
     if chosen is None:
         abort(400, f"unknown range {name!r}: use {', '.join(RANGES)}")
     rt = runtime()
-    with rt.engine.connect() as connection:
-        data = all_charts(connection, chosen, sorted(rt.settings.destinations))
+    data = all_charts(rt.engine, chosen, sorted(rt.settings.destinations))
     return render_template("status/charts.html", charts=render(data, chosen), ranges=RANGES, chosen=chosen)
