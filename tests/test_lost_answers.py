@@ -118,7 +118,7 @@ def test_a_worker_that_died_after_creating_leaves_no_second_note(db_url, crms):
     from connector.worker.runner import Worker
 
     settings = make_settings(db_url, crms)
-    settings.destinations["hubspot"].search_settle_s = 2.0
+    settings.destinations["hubspot"].search_settle_s = 4.0
     engine = create_ledger_engine(settings)
     upgrade(engine)
     document = review(UPPER_IDS[0], 1)
@@ -126,18 +126,23 @@ def test_a_worker_that_died_after_creating_leaves_no_second_note(db_url, crms):
     ingest(engine, document)
     mappings = load_mappings(settings)
     plan_received(engine, mappings)
+    # Everything the doomed worker needs is ready before its claim: its write must happen within its
+    # lease, as a real worker's does (a try is over once its lease has run out), however slow the machine.
+    worker = Worker(settings, mappings, engine, prune_enabled=False)
+    [note] = hubspot_works(UPPER_IDS[0], "notes")
+    lease_s = 2.0
     for _ in range(20):
-        if any(c.mapping == "hubspot_review_note" for c in claims.claim(engine, "doomed", 10, lease_s=0.5)):
+        claimed_at = time.monotonic()
+        if any(c.mapping == "hubspot_review_note" for c in claims.claim(engine, "doomed", 10, lease_s=lease_s)):
             break
         time.sleep(0.3)
     else:
         raise AssertionError("the note was never claimed")
-    crms.hubspot.search_lag = 1.5
-    worker = Worker(settings, mappings, engine, prune_enabled=False)
-    [note] = hubspot_works(UPPER_IDS[0], "notes")
+    crms.hubspot.search_lag = 3.0  # longer than the lease: the first look after it finds nothing
     [made] = worker.destinations["hubspot"].deliver([Work(1, note.operation)], LedgerLinks(engine))
     assert made.status == OK  # written at HubSpot; the doomed worker never records it
-    time.sleep(0.6)  # its lease runs out
+    assert time.monotonic() < claimed_at + lease_s, "the doomed write came after its lease: the test proves nothing"
+    time.sleep(max(claimed_at + lease_s + 0.1 - time.monotonic(), 0))  # its lease runs out
     deadline = time.monotonic() + 20
     while delivery(engine, "hubspot_review_note", 1).state != "delivered" and time.monotonic() < deadline:
         drain(settings, engine, rounds=40)

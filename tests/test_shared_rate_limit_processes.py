@@ -26,6 +26,10 @@ from tests.test_worker_processes import backlog, wait_until
 from tests.workload import work_left
 
 LIMIT = (30, 10.0)
+# What the connector is told, with the margin the shipped config keeps (170 of HubSpot's 190): a slot is
+# granted a moment before its request reaches HubSpot, and on a loaded machine that moment varies, so
+# requests granted evenly across one window can arrive bunched into a shorter one.
+CONFIGURED = (27, LIMIT[1])
 
 
 @pytest.fixture
@@ -36,7 +40,7 @@ def deployment(db_url, tmp_path, monkeypatch):
         config = {
             "database": {"url": db_url},
             "destinations": crms.destinations(
-                hubspot={"rate_limit": {"requests": LIMIT[0], "per_seconds": LIMIT[1]}}),
+                hubspot={"rate_limit": {"requests": CONFIGURED[0], "per_seconds": CONFIGURED[1]}}),
             "mappings": {"files": [str(PROJECT_ROOT / "mappings" / "hubspot.yaml"),
                                    str(PROJECT_ROOT / "mappings" / "salesforce.yaml")]},
             "worker": {"batch_size": 25, "lease_s": 30, "backoff_base_s": 0.1, "backoff_max_s": 0.5,
@@ -110,11 +114,11 @@ def test_three_workers_and_a_gunicorn_never_exceed_hubspots_window_together(depl
 
 def test_a_429_seen_by_one_process_pauses_every_process(deployment, tmp_path):
     crms, engine, config = deployment
-    backlog(engine, 150)
+    backlog(engine, 300)  # about 25 HubSpot requests: plenty left after the first few
     hubspot = crms.hubspot
 
     def inject_then_drain() -> None:
-        wait_until(lambda: len(hubspot.requests) >= 8, what="deliveries to start")
+        wait_until(lambda: len(hubspot.requests) >= 3, what="deliveries to start")
         # Longer than the destination's max_retry_wait_s (2 s): the call goes back to the worker's schedule,
         # and the pause must still reach everyone.
         hubspot.fail_rate_limited(retry_after=4)
