@@ -191,6 +191,9 @@ def test_a_shoppers_page_tells_every_event_every_crm_write_the_failure_and_the_r
     assert "by admin" in lines[replay]
     after = [line for line in lines[replay + 1:] if "hubspot_contact_from_review" in line]
     assert after and "delivered" in after[-1]
-    # Found by the member's Okendo id too.
+    # Found by the member's Okendo id too, and by her Okendo customerId (in the payloads, once indexed).
     page.goto(f"{base}/status/shopper?key=a824f9e1-543f-4355-b0c2-f9cbca993795")
     assert "harriet.quill@example.com" in page.locator("h1").inner_text()
+    wait_for(page, f"{base}/status/shopper?key=b82f9d50-a111-45a4-b5a8-7d2e8a488998",
+             lambda p: "harriet.quill@example.com" in p.locator("main").inner_text())
+    assert page.locator("table[data-test=shopper-timeline] tr[data-kind=event]").count() == 3

@@ -1,8 +1,9 @@
 """A shopper's whole story on one page: every event of every topic, what was written to each CRM
 (with links to the records), each attempt that failed, and each replay, in time order.
 
-A shopper is found by email, or by an Okendo id: a resource id (a loyalty member's
-loyaltyCustomerId, a review id) whose events carry the email. Every read uses an index:
+A shopper is found by email, or by an Okendo id whose events carry the email: their customerId
+(in the payloads, through the full-text index of connector.ledger.search), a loyalty member's
+loyaltyCustomerId or a review id (resource ids). Every read uses an index:
 events by customer_email (ix_events_customer_email) and by resource_id (ix_events_resource_id),
 deliveries by event (ix_deliveries_event_id), attempts by delivery (ix_delivery_attempts_delivery_id),
 and the record links of the shopper's resources, per configured destination (the links' unique key
@@ -19,6 +20,7 @@ from typing import Any
 from flask import abort, render_template, request
 from sqlalchemy import Connection, or_, select, tuple_
 
+from connector.ledger import search as payload_search
 from connector.ledger.models import Delivery, DeliveryAttempt, Event, RecordLink
 from connector.runtime import runtime
 from connector.status.auth import require_auth
@@ -30,6 +32,7 @@ _events, _deliveries, _attempts, _links = (Event.__table__, Delivery.__table__, 
 # A shopper with more events than this is shown their newest ones, and the page says so.
 MAX_EVENTS = 500
 KEY_MAX = 320
+ID_MATCHES = 200  # events read to learn the emails of an id found in payloads
 EARLIEST = datetime.min.replace(tzinfo=timezone.utc)
 
 
@@ -53,12 +56,20 @@ def _event_rows(connection: Connection, condition: Any) -> list[dict[str, Any]]:
 
 
 def find_emails(connection: Connection, key: str) -> list[str]:
-    """The emails a key stands for: itself when it is one, else those on the events of that resource id."""
+    """The emails a key stands for: itself when it is one; else those on the events of that resource id,
+    and those of the events whose payload holds the id (the full-text index, connector.ledger.search:
+    an Okendo customerId is in the payload of each of the shopper's events that names the shopper)."""
     if "@" in key:
         return [key.lower()]
     e = _events
-    return sorted({email for (email,) in connection.execute(
-        select(e.c.customer_email).where(e.c.resource_id == key, e.c.customer_email.is_not(None)).distinct())})
+    found = {email for (email,) in connection.execute(
+        select(e.c.customer_email).where(e.c.resource_id == key, e.c.customer_email.is_not(None)).distinct())}
+    quoted = '"' + key.replace('"', " ") + '"'  # one phrase: a UUID's parts in their order
+    ids = payload_search.matching_ids(connection, quoted, before=None, limit=ID_MATCHES)
+    if ids:
+        found |= {email for (email,) in connection.execute(
+            select(e.c.customer_email).where(e.c.id.in_(ids), e.c.customer_email.is_not(None)).distinct())}
+    return sorted(found)
 
 
 def story(connection: Connection, key: str, destinations: list[str]) -> Story:
@@ -142,14 +153,15 @@ def shopper() -> Any:
     """/status/shopper?key=EMAIL or ?key=OKENDO_ID."""
     key = (request.args.get("key") or "").strip()
     if not key or len(key) > KEY_MAX:
-        abort(400, "say which shopper: /status/shopper?key= an email, or an Okendo id (a loyaltyCustomerId, "
-                   f"a review id) of at most {KEY_MAX} characters")
+        abort(400, "say which shopper: /status/shopper?key= an email, or an Okendo id (a customerId, a "
+                   f"loyaltyCustomerId, a review id) of at most {KEY_MAX} characters")
     rt = runtime()
     with rt.engine.connect() as connection:
         found = story(connection, key, sorted(rt.settings.destinations))
     if not found.events:
-        abort(404, f"no event of a shopper {key!r} in the ledger: give their email, or the Okendo id of one of "
-                   "their reviews or of their loyalty membership (loyaltyCustomerId)")
+        abort(404, f"no event of a shopper {key!r} in the ledger: give their email, their Okendo customerId, or "
+                   "the id of one of their reviews or of their loyalty membership (loyaltyCustomerId); an event "
+                   "stored a moment ago is found by customerId once a worker has indexed it")
     return render_template("status/shopper.html", story=found)
 
 
