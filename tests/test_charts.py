@@ -69,6 +69,14 @@ def test_each_chart_has_labelled_axes_and_the_numbers_of_a_known_ledger(app):
     assert len(values) == 60
     assert values[minute(t1)] == "events 3" and values[minute(t2)] == "events 2"
     assert sum(int(text.split()[-1]) for text in values.values()) == 5
+    # Bars stand on the time axis, as tall as their counts: 3 and 2 events under a y axis up to 5.
+    axis = re.search(r'<line class="axis" x1="\d+" x2="\d+" y1="([\d.]+)" y2="\1"/>', events)
+    bars = [(float(y), float(h)) for y, h in re.findall(r'<rect class="series-a" x="[\d.]+" y="([\d.]+)" '
+                                                       r'width="[\d.]+" height="([\d.]+)"/>', events)
+            if float(h) != 10]  # not the legend's swatch
+    assert len(bars) == 2 and all(abs(y + h - float(axis.group(1))) < 0.2 for y, h in bars)
+    assert max(h for _, h in bars) / min(h for _, h in bars) == pytest.approx(1.5, abs=0.01)
+    assert ">5<" in events and ">2.5<" in events  # the y axis's ticks: 0, half, top
 
     hubspot = hover(svg_of(page.text, "chart-outcomes-hubspot"))
     assert hubspot[minute(t2)] == "delivered 2; failed (dead) 1" and hubspot[minute(t1)] == "delivered 0; failed (dead) 0"

@@ -91,10 +91,16 @@ def test_every_page_fits_a_phone_and_a_desktop_with_each_rows_state_in_view(site
         # The charts: each scrolls inside its own box on a phone, with its axes labelled.
         page.goto(f"{base}/status/charts?range=1h")
         no_sideways_scroll(page)
+        # A phone gets the narrow drawing of each chart, a desk the wide one.
+        shown = page.locator("svg[data-test=chart-events-narrow]" if width < 600 else "svg[data-test=chart-events]")
+        hidden = page.locator("svg[data-test=chart-events]" if width < 600 else "svg[data-test=chart-events-narrow]")
+        assert shown.is_visible() and not hidden.is_visible()
+        assert in_view_horizontally(page, "svg[data-test^=chart-]:not([data-test$=-narrow])" if width >= 600
+                                    else "svg[data-test$=-narrow]") == 6
+        assert shown.locator("text.axis-label[data-axis=y]").text_content() == "events per minute"
+        assert shown.locator("text.axis-label[data-axis=x]").text_content().startswith("time (UTC)")
+        assert shown.locator("text.tick[data-axis=x]").count() >= 3
         events = page.locator("svg[data-test=chart-events]")
-        assert events.locator("text.axis-label[data-axis=y]").text_content() == "events per minute"
-        assert events.locator("text.axis-label[data-axis=x]").text_content().startswith("time (UTC)")
-        assert events.locator("text.tick[data-axis=x]").count() >= 5
         # The two events posted a moment ago, in the hover texts of their minute(s).
         hovers = events.locator("rect.hover title").all_text_contents()
         assert len(hovers) == 60 and sum(int(text.rsplit(" ", 1)[1]) for text in hovers) == 2
