@@ -23,6 +23,7 @@ from connector.ledger import create_ledger_engine
 from connector.ledger.migrate import upgrade
 from connector.ledger.models import Delivery, DeliveryAttempt, Event, utcnow
 from connector.status import charts
+from bench.marks import mark
 
 TARGET_MS = 200.0
 RUNS = 7  # each chart is timed this many times after one untimed run; the median and the slowest are kept
@@ -154,9 +155,6 @@ def measure_charts(backend: str, database_url: str, *, events: int, log: Callabl
     return ChartsResult(backend, events, deliveries, attempts, store_s, timings, first_view_ms)
 
 
-def _mark(ok: bool) -> str:
-    return "met" if ok else "**missed**"
-
 
 def charts_targets(results: list[ChartsResult]) -> list[str]:
     """Rows for the report's targets table."""
@@ -165,7 +163,7 @@ def charts_targets(results: list[ChartsResult]) -> list[str]:
         slowest = max(r.page_timings, key=lambda t: t.slowest_ms)
         lines.append(f"| {r.backend}: every chart over {r.events:,} events answers in < {TARGET_MS:.0f} ms "
                      f"| all of a page's charts together: slowest {slowest.slowest_ms:.1f} ms ({slowest.range}) "
-                     f"| {_mark(slowest.slowest_ms < TARGET_MS)} |")
+                     f"| {mark(slowest.slowest_ms < TARGET_MS)} |")
     return lines
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from bench.delivering import DeliveryOnRun
 from bench.charts import ChartsResult, charts_section, charts_targets
 from bench.drain import HUBSPOT_LIMIT, LATENCY_S, DrainResult
 from bench.ingest import DELIVERY_ON_CONCURRENCY, IngestRow
 from bench.loadgen import LoadResult
 from bench.scaleout import CONFIGURED_HUBSPOT, ScaleoutRow
 from bench.search import SearchResult, search_section, search_targets
+from bench.marks import mark
 
 # The targets of issue #15, as thresholds over the measured figures.
 INGEST_RATIO_TARGET = 0.60  # delivery off, of the bare Flask baseline's events/s, at concurrency 16
@@ -23,9 +23,6 @@ RSS_TARGET_MB = 150.0
 SCALEOUT_WORKERS_TARGET = 4  # this many standalone workers ...
 SCALEOUT_SHARE_TARGET = 0.80  # ... reach this share of HubSpot's 190-per-10 s bound
 
-
-def _mark(ok: bool) -> str:
-    return "met" if ok else "**missed**"
 
 
 def _ms(value: float) -> str:
@@ -141,7 +138,7 @@ def _ingest_targets(ingest: list[IngestRow]) -> list[str]:
                      f"concurrency 16, p99 ≤ {INGEST_P99_MULTIPLE:g}× the baseline's "
                      f"| {row.ratio:.0%} ({c.per_second:,.0f} vs {b.per_second:,.0f} events/s), "
                      f"p99 {c.percentile_ms(99):.1f} ms = {multiple:.1f}× {b.percentile_ms(99):.1f} ms "
-                     f"| {_mark(row.ratio >= INGEST_RATIO_TARGET and multiple <= INGEST_P99_MULTIPLE)} |")
+                     f"| {mark(row.ratio >= INGEST_RATIO_TARGET and multiple <= INGEST_P99_MULTIPLE)} |")
         d = row.delivering
         if d is not None:
             on, ratio = d.load, row.delivering_ratio or 0.0
@@ -150,15 +147,15 @@ def _ingest_targets(ingest: list[IngestRow]) -> list[str]:
                          f"baseline at concurrency 16, p99 ≤ {DELIVERING_P99_MULTIPLE:g}× the baseline's "
                          f"| {ratio:.0%} ({on.per_second:,.0f} events/s), p99 {on.percentile_ms(99):.1f} ms = "
                          f"{multiple:.1f}× "
-                         f"| {_mark(ratio >= DELIVERING_RATIO_TARGET and multiple <= DELIVERING_P99_MULTIPLE)} |")
+                         f"| {mark(ratio >= DELIVERING_RATIO_TARGET and multiple <= DELIVERING_P99_MULTIPLE)} |")
             kept_going = d.finished_during_load > 0 and d.drain_s is not None
             drained = f"drained {d.drain_s:.1f} s after" if d.drain_s is not None else "not drained 600 s after"
             lines.append(f"| {row.backend}: delivery on: deliveries go on during the load and catch up after it "
                          f"| {d.finished_during_load:,} finished during the load, {d.backlog:,} left, {drained} "
-                         f"| {_mark(kept_going)} |")
+                         f"| {mark(kept_going)} |")
     for row in (r for r in ingest if r.concurrency == 64):
         lines.append(f"| {row.backend}: no error at concurrency 64 (delivery off) | {row.connector.failures()} "
-                     f"| {_mark(row.connector.failed == 0)} |")
+                     f"| {mark(row.connector.failed == 0)} |")
     return lines
 
 
@@ -166,15 +163,15 @@ def _drain_targets(drains: list[DrainResult]) -> list[str]:
     lines = []
     for d in drains:
         lines.append(f"| {d.backend}: ≤ {CALLS_PER_EVENT_TARGET} CRM calls per event | {d.calls_per_event:.4f} "
-                     f"| {_mark(d.calls_per_event <= CALLS_PER_EVENT_TARGET)} |")
-        lines.append(f"| {d.backend}: zero 429s | {d.http_429} | {_mark(d.http_429 == 0)} |")
+                     f"| {mark(d.calls_per_event <= CALLS_PER_EVENT_TARGET)} |")
+        lines.append(f"| {d.backend}: zero 429s | {d.http_429} | {mark(d.http_429 == 0)} |")
         multiple = d.seconds / d.rate_limit_floor_s
         lines.append(f"| {d.backend}: drained within {FLOOR_MULTIPLE_TARGET:g}× the rate-limit floor "
                      f"| {d.seconds:.1f} s = {multiple:.1f}× {d.rate_limit_floor_s:.1f} s "
-                     f"| {_mark(multiple <= FLOOR_MULTIPLE_TARGET)} |")
+                     f"| {mark(multiple <= FLOOR_MULTIPLE_TARGET)} |")
         peak = max(d.worker_peak_rss_mb.values(), default=0.0)
         lines.append(f"| {d.backend}: every gunicorn worker < {RSS_TARGET_MB:.0f} MB RSS through the drain "
-                     f"| {peak:.0f} MB at most | {_mark(peak < RSS_TARGET_MB)} |")
+                     f"| {peak:.0f} MB at most | {mark(peak < RSS_TARGET_MB)} |")
     return lines
 
 
@@ -189,8 +186,8 @@ def _scaleout_targets(rows: list[ScaleoutRow]) -> list[str]:
     return [
         f"| PostgreSQL scale-out: {SCALEOUT_WORKERS_TARGET} standalone workers reach ≥ {SCALEOUT_SHARE_TARGET:.0%} of "
         f"HubSpot's {limit}/{per:g} s bound | {measured} "
-        f"| {_mark(target is not None and target.share_of_bound >= SCALEOUT_SHARE_TARGET)} |",
-        f"| PostgreSQL scale-out: zero 429s in every row | {refused} | {_mark(all(r.http_429 == 0 for r in rows))} |",
+        f"| {mark(target is not None and target.share_of_bound >= SCALEOUT_SHARE_TARGET)} |",
+        f"| PostgreSQL scale-out: zero 429s in every row | {refused} | {mark(all(r.http_429 == 0 for r in rows))} |",
     ]
 
 

@@ -26,6 +26,7 @@ from connector.ledger.migrate import upgrade
 from connector.ledger.models import Event, utcnow
 from connector.samples import sample_bytes
 from connector.status.queries import PAGE_SIZE, EventFilter, list_events
+from bench.marks import mark
 
 TARGET_MS = 200.0
 RUNS = 7  # each search is timed this many times after one untimed run; the median and the slowest are kept
@@ -167,9 +168,6 @@ def measure_search(backend: str, database_url: str, *, events: int, log: Callabl
     return SearchResult(backend, events, store_s, index_s, idle_ms, index_rows, timings)
 
 
-def _mark(ok: bool) -> str:
-    return "met" if ok else "**missed**"
-
 
 def search_targets(results: list[SearchResult]) -> list[str]:
     """Rows for the report's targets table."""
@@ -178,7 +176,7 @@ def search_targets(results: list[SearchResult]) -> list[str]:
         slowest = max(r.searches, key=lambda t: t.slowest_ms)
         lines.append(f"| {r.backend}: every search over {r.events:,} events answers in < {TARGET_MS:.0f} ms "
                      f"| slowest {slowest.slowest_ms:.1f} ms ({slowest.name}) "
-                     f"| {_mark(slowest.slowest_ms < TARGET_MS)} |")
+                     f"| {mark(slowest.slowest_ms < TARGET_MS)} |")
     return lines
 
 
