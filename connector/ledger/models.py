@@ -421,3 +421,19 @@ class OkendoSync(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     lease_owner: Mapped[str | None] = mapped_column(String(128))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ChartBucket(Base):
+    """A closed 15-minute interval of one chart series, counted once (connector/status/chart_rollups.py):
+    the 24-hour and 7-day charts add up these instead of every event, delivery and attempt of the range."""
+
+    __tablename__ = "chart_buckets"
+
+    series: Mapped[str] = mapped_column(String(16), primary_key=True)  # events, delivered, dead, latency, joined, left, counted
+    destination: Mapped[str] = mapped_column(String(64), primary_key=True)  # "" for the ledger as a whole
+    bucket_start: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
+    total: Mapped[float | None] = mapped_column(Float)  # latency: the calls' summed ms
+    peak: Mapped[float | None] = mapped_column(Float)  # latency: the longest call in ms; left: the longest wait in s
+
+    __table_args__ = (Index("ix_chart_buckets_bucket_start", "bucket_start"),)

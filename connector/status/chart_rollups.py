@@ -16,26 +16,18 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import BigInteger, Column, Connection, Engine, Float, MetaData, String, Table, delete, select
+from sqlalchemy import Connection, Engine, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from connector.ledger.database import write_transaction
-from connector.ledger.models import DeliveryState, UTCDateTime
+from connector.ledger.models import ChartBucket, DeliveryState
 
 BASE = timedelta(minutes=15)
 LAG = timedelta(minutes=2)
 KEEP = timedelta(days=8)
 
-# Created by migration 0013.
-buckets = Table(
-    "chart_buckets", MetaData(),
-    Column("series", String(16), primary_key=True),  # events, delivered, dead, latency, joined, left, counted
-    Column("destination", String(64), primary_key=True),  # "" for the ledger as a whole
-    Column("bucket_start", UTCDateTime, primary_key=True),
-    Column("count", BigInteger, nullable=False),
-    Column("total", Float),  # latency: the calls' summed ms
-    Column("peak", Float),  # latency: the longest call in ms; left: the longest wait in s
-)
+# Created by migration 0013; declared with the ledger's other tables.
+buckets = ChartBucket.__table__
 
 
 def closed_count(starts: list[datetime], now: datetime) -> int:
