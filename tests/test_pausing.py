@@ -117,8 +117,9 @@ def test_the_destination_command_names_an_unknown_destination(db_url, crms, tmp_
     engine.dispose()
     config = config_file_for(tmp_path, worker_config(db_url, crms))
     result = runner.invoke(main, ["--config", str(config), "destination", "pause", "hubspto"])
-    assert result.exit_code != 0
+    assert result.exit_code == 2
     assert "no destination named 'hubspto'" in result.output and "hubspot, salesforce" in result.output
+    assert "did you mean 'hubspot'?" in result.output
     assert cli(runner, config, "destination", "resume", "hubspot").output.strip() == \
         "hubspot was not paused; nothing changed"
 
