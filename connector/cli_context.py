@@ -78,16 +78,20 @@ def ledger_error(settings: Settings, error: SQLAlchemyError) -> str:
             f"{error.__class__.__name__}: {getattr(error, 'orig', None) or error}")
 
 
-def one_of(value: str | None, known: list[str] | tuple[str, ...], option: str, what: str) -> str | None:
-    """`value` when it is one of `known`; else a usage error (exit 2) naming the closest ones."""
+def did_you_mean(value: str, known: list[str] | tuple[str, ...]) -> str:
+    """"; did you mean 'x' or 'y'?" naming the closest of `known`, or "" when none is close."""
     import difflib
 
+    close = difflib.get_close_matches(value, known, n=3, cutoff=0.6)
+    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+
+
+def one_of(value: str | None, known: list[str] | tuple[str, ...], option: str, what: str) -> str | None:
+    """`value` when it is one of `known`; else a usage error (exit 2) naming the closest ones."""
     if value is None or value in known:
         return value
-    close = difflib.get_close_matches(value, known, n=3, cutoff=0.6)
-    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     listed = f" (known: {', '.join(known)})" if len(known) <= 12 else ""
-    raise click.BadParameter(f"{value!r} is not a {what}{hint}{listed}", param_hint=option)
+    raise click.BadParameter(f"{value!r} is not a {what}{did_you_mean(value, known)}{listed}", param_hint=option)
 
 
 def parse_time(value: str | None, option: str) -> datetime | None:

@@ -20,18 +20,15 @@ def destination() -> None:
 
 
 def _engine_for(ctx, name: str | None):  # type: ignore[no-untyped-def]
-    from connector.cli_context import current_ledger
+    from connector.cli_context import current_ledger, did_you_mean
 
     settings = ctx.settings()
     if name is not None and name not in settings.destinations:
-        import difflib
-
         configured = sorted(settings.destinations)
-        close = difflib.get_close_matches(name, configured, n=2, cutoff=0.6)
-        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         # A usage error (exit 2), like a misspelt --destination of replay or events.
-        raise click.BadParameter(f"{settings.source}: no destination named {name!r} under `destinations`{hint} "
-                                 f"(configured: {', '.join(configured) or 'none'})", param_hint="NAME")
+        raise click.BadParameter(f"{settings.source}: no destination named {name!r} under `destinations`"
+                                 f"{did_you_mean(name, configured)} (configured: {', '.join(configured) or 'none'})",
+                                 param_hint="NAME")
     return settings, current_ledger(settings)
 
 
