@@ -22,7 +22,7 @@ from connector.runtime import EXTENSION_KEY
 from connector.samples import sample_bytes
 from connector.worker.retention import prune
 from connector.worker.runner import Worker
-from tests.test_status import PASSWORD, build_app, drain, post_event, sign_in
+from tests.test_status import PASSWORD, app, build_app, drain, post_event, sign_in  # noqa: F401 (app: a fixture)
 
 
 def review(review_id: str, *, body: str | None = None, name: str | None = None, order: str | None = None,
@@ -38,13 +38,6 @@ def review(review_id: str, *, body: str | None = None, name: str | None = None, 
     if order is not None:
         resource["order"]["orderNumber"] = order
     return json.dumps(document).encode()
-
-
-@pytest.fixture
-def app(db_url):
-    app = build_app(db_url)
-    yield app
-    app.extensions[EXTENSION_KEY].engine.dispose()
 
 
 @pytest.fixture
