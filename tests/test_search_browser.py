@@ -11,7 +11,7 @@ import re
 import time
 
 from tests import test_status_browser as shared
-from tests.test_status_browser import PASSWORD, post
+from tests.test_status_browser import post, signed_in_page
 
 site, browser = shared.site, shared.browser
 
@@ -27,13 +27,9 @@ def test_a_word_typed_into_the_search_box_finds_exactly_that_event(site, browser
         reviewId="r-scarf", body="Lovely colour, a bit itchy."))
     post(base, "survey_response.create", "msg-survey")
 
-    page = browser.new_page(viewport={"width": 390, "height": 800})
+    page = signed_in_page(browser, base, 390)
     console: list[str] = []
     page.on("console", lambda message: console.append(message.text))
-    page.goto(f"{base}/status/login")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(re.compile(r".*/status/?$"))
 
     rows = page.locator("table[data-test=events] tr[data-event-id]")
     deadline = time.monotonic() + 30

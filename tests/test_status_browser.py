@@ -77,6 +77,16 @@ def post(base_url: str, name: str, message_id: str, mutate=None) -> None:
     assert response.status_code == 202
 
 
+def signed_in_page(browser, base: str, width: int):
+    """A new page of that width, signed in as the operator, on the overview."""
+    page = browser.new_page(viewport={"width": width, "height": 800})
+    page.goto(f"{base}/status/login")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r".*/status/?$"))
+    return page
+
+
 def wait_for(page, url: str, predicate, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while True:

@@ -10,7 +10,7 @@ import re
 import time
 
 from tests import test_status_browser as shared
-from tests.test_status_browser import PASSWORD, colours, post, wait_for
+from tests.test_status_browser import colours, post, signed_in_page, wait_for
 
 # After the import above, which skips this module where Chromium (and so Playwright) is missing.
 from playwright.sync_api import expect  # noqa: E402
@@ -20,15 +20,6 @@ site, browser = shared.site, shared.browser
 
 WIDTHS = (390, 1400)
 LONG_EMAIL = "a.shopper.with.a.remarkably.long.address." + "x" * 60 + "@example.com"
-
-
-def signed_in_page(browser, base: str, width: int):
-    page = browser.new_page(viewport={"width": width, "height": 800})
-    page.goto(f"{base}/status/login")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(re.compile(r".*/status/?$"))
-    return page
 
 
 def no_sideways_scroll(page) -> None:
