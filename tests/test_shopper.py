@@ -1,7 +1,8 @@
 """A shopper's page on both ledgers, through the test client: every event of that shopper by
 email, by a review id, by a loyalty member's id and by the Okendo customer id in the payloads
 (once indexed), including a delete that carries no email; never another shopper's events; an
-unknown key is a 404 that says what to give."""
+unknown key is a 404 that says what to give. And, on the same small ledger, the live list's
+conditional answers (ETag, 304 while nothing changed)."""
 
 from __future__ import annotations
 
@@ -88,3 +89,16 @@ def test_an_unknown_shopper_or_a_missing_key_says_what_to_give(shop):
     assert response.status_code == 400
     assert "an email, or an Okendo id" in response.text
     assert client.get("/status/shopper", query_string={"key": "x" * 321}).status_code == 400
+
+
+def test_the_live_list_answers_304_while_nothing_changed_and_the_new_html_once_an_event_arrives(shop):
+    _app, client, stored = shop
+    first = client.get("/status/live/events")
+    assert first.status_code == 200 and first.headers["ETag"]
+    assert f'data-event-id="{stored["review.create"]}"' in first.get_json()["html"]
+    again = client.get("/status/live/events", headers={"If-None-Match": first.headers["ETag"]})
+    assert again.status_code == 304  # a poll of an unchanged list costs no page
+    assert post_event(client, other_shoppers_review().replace(b"0ther-review", b"new-review"),
+                      "msg-live-new").status_code == 202
+    changed = client.get("/status/live/events", headers={"If-None-Match": first.headers["ETag"]})
+    assert changed.status_code == 200 and "new-review" in changed.get_json()["html"]

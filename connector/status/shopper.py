@@ -132,13 +132,14 @@ def _build_timeline(result: Story, deliveries: list[dict], attempts: list[dict])
         lines.append({"at": attempt["started_at"], "kind": "attempt", "event": events[delivery["event_id"]],
                       "delivery": delivery, "attempt": attempt, "state": attempt["outcome"],
                       "detail": attempt["error"]})
+    attempted = {attempt["delivery_id"] for attempt in attempts}
     for delivery in deliveries:
         delivery["record_url"] = record_url(settings, delivery["destination"],
                                             (delivery["operation"] or {}).get("object"), delivery["crm_record_id"])
         if delivery["replayed_at"]:
             lines.append({"at": delivery["replayed_at"], "kind": "replay", "event": events[delivery["event_id"]],
                           "delivery": delivery, "state": "replayed", "detail": f"by {delivery['replayed_by']}"})
-        if not any(a["delivery_id"] == delivery["id"] for a in attempts):
+        if delivery["id"] not in attempted:
             # Decided without a CRM call (stale, skipped) or still waiting: its state, when it last changed.
             lines.append({"at": delivery["updated_at"], "kind": "delivery", "event": events[delivery["event_id"]],
                           "delivery": delivery, "state": delivery["state"], "detail": delivery["last_error"]})

@@ -37,15 +37,12 @@
 
   function apply(html) {
     var fresh = new DOMParser().parseFromString("<!doctype html><body>" + html, "text/html");
-    var changed = 0;
     document.querySelectorAll("[data-live-region]").forEach(function (region) {
       var name = region.getAttribute("data-live-region");
       var next = fresh.querySelector('[data-live-region="' + name + '"]');
       if (!next || inUse(region)) { return; }
       region.replaceWith(document.adoptNode(next));
-      changed += 1;
     });
-    return changed;
   }
 
   function schedule(delay) {
