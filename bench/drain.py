@@ -19,6 +19,7 @@ from pathlib import Path
 import psutil
 import sqlalchemy as sa
 
+from bench.cpu import CpuMeter, CpuUsage, postgres_processes
 from connector.config import settings_from_mapping
 from connector.ledger import IncomingEvent, create_ledger_engine
 from connector.ledger.database import normalize_url
@@ -44,6 +45,7 @@ class DrainResult:
     http_429: int
     worker_peak_rss_mb: dict[int, float] = field(default_factory=dict)
     master_peak_rss_mb: float = 0.0
+    cpu: CpuUsage | None = None  # the machine's and each part's CPU over the drain (bench/cpu.py)
 
     @property
     def crm_calls(self) -> int:
@@ -134,12 +136,18 @@ def measure_drain(workdir: Path, backend: str, database_url: str, *, events: int
         with gunicorn(workdir, config, env=env) as server:
             sampler = _RssSampler(server.process.pid)
             sampler.start()
+            master = psutil.Process(server.process.pid)
+            parts = {"connector": lambda: [master, *master.children()]}
+            if backend == "postgresql":
+                parts["PostgreSQL"] = postgres_processes
+            meter = CpuMeter({**parts, "emulators": lambda: [psutil.Process()]}, wall=time.monotonic)
             deadline = started + 900
             while (left := work_left(engine)) > 0:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"{left} deliveries still open after 15 minutes:\n{server.log()[-3000:]}")
                 time.sleep(0.2)
             seconds = time.monotonic() - started
+            cpu = meter.sample()
             sampler.stop()
         with engine.connect() as connection:
             deliveries = dict(connection.execute(sa.text("SELECT state, count(*) FROM deliveries GROUP BY state")).all())
@@ -148,7 +156,7 @@ def measure_drain(workdir: Path, backend: str, database_url: str, *, events: int
         salesforce = Counter(call_kind(r.method, r.path) for r in crms.salesforce.requests)
         too_many = sum(1 for r in [*crms.hubspot.requests, *crms.salesforce.requests] if r.status == 429)
     result = DrainResult(backend, stored, seconds, deliveries, hubspot, salesforce, too_many,
-                         sampler.peaks, sampler.master_peak)
+                         sampler.peaks, sampler.master_peak, cpu)
     log(f"  drain {backend}: {seconds:.1f} s, {result.crm_calls} CRM calls ({result.calls_per_event:.4f} per event), "
-        f"{too_many} x 429, peak worker RSS {max(sampler.peaks.values(), default=0):.0f} MB, deliveries {deliveries}")
+        f"{too_many} x 429, CPUs {cpu.machine_share:.0%} busy, peak worker RSS {max(sampler.peaks.values(), default=0):.0f} MB, deliveries {deliveries}")
     return result

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from bench.charts import ChartsResult, charts_section, charts_targets
+from bench.cpu import CpuUsage
 from bench.drain import HUBSPOT_LIMIT, LATENCY_S, DrainResult
 from bench.ingest import DELIVERY_ON_CONCURRENCY, IngestRow
 from bench.loadgen import LoadResult
@@ -129,6 +130,39 @@ def _scaleout_table(rows: list[ScaleoutRow]) -> list[str]:
     return lines
 
 
+def _cpu_line(label: str, usage: CpuUsage | None, events: int) -> str | None:
+    if usage is None:
+        return None
+    parts = " | ".join(f"{usage.per_event_ms(name, events):.2f}" if name in usage.parts else "–"
+                       for name in ("connector", "PostgreSQL", "emulators"))
+    other = usage.machine_busy_s - sum(usage.parts.values())
+    return (f"| {label} | {usage.wall_s:.1f} s | {usage.machine_share:.0%} | {parts} "
+            f"| {1000 * max(other, 0.0) / events:.2f} | {1000 * usage.machine_busy_s / events:.2f} |")
+
+
+def _cpu_table(lines: list[str | None]) -> list[str]:
+    rows = [line for line in lines if line]
+    if not rows:
+        return []
+    return [
+        "Where the CPU went (`bench/cpu.py`): how busy the machine's CPUs were while the backlog drained, and "
+        "the CPU time per event of each part: the connector's processes (gunicorn's workers, or the standalone "
+        "workers), PostgreSQL's server, the benchmark's own process (the CRM emulators), and the rest of the "
+        "machine. A drain held back by the CRMs' rate limit leaves the CPUs idle; one near 100% busy is bound "
+        "by the CPU an event costs.",
+        "",
+        "| run | measured over | CPUs busy | connector ms/event | PostgreSQL ms/event | emulators ms/event "
+        "| rest of the machine ms/event | all ms/event |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        *rows,
+        "",
+    ]
+
+
+def _busy(usage: CpuUsage | None) -> str:
+    return f"; CPUs {usage.machine_share:.0%} busy" if usage is not None else ""
+
+
 def _ingest_targets(ingest: list[IngestRow]) -> list[str]:
     lines = []
     for row in (r for r in ingest if r.concurrency == DELIVERY_ON_CONCURRENCY):
@@ -167,7 +201,7 @@ def _drain_targets(drains: list[DrainResult]) -> list[str]:
         lines.append(f"| {d.backend}: zero 429s | {d.http_429} | {mark(d.http_429 == 0)} |")
         multiple = d.seconds / d.rate_limit_floor_s
         lines.append(f"| {d.backend}: drained within {FLOOR_MULTIPLE_TARGET:g}× the rate-limit floor "
-                     f"| {d.seconds:.1f} s = {multiple:.1f}× {d.rate_limit_floor_s:.1f} s "
+                     f"| {d.seconds:.1f} s = {multiple:.1f}× {d.rate_limit_floor_s:.1f} s{_busy(d.cpu)} "
                      f"| {mark(multiple <= FLOOR_MULTIPLE_TARGET)} |")
         peak = max(d.worker_peak_rss_mb.values(), default=0.0)
         lines.append(f"| {d.backend}: every gunicorn worker < {RSS_TARGET_MB:.0f} MB RSS through the drain "
@@ -181,7 +215,7 @@ def _scaleout_targets(rows: list[ScaleoutRow]) -> list[str]:
     limit, per = HUBSPOT_LIMIT
     target = next((r for r in rows if r.workers == SCALEOUT_WORKERS_TARGET), None)
     measured = (f"{target.share_of_bound:.0%} ({target.hubspot_requests:,} HubSpot calls in {target.seconds:.1f} s; "
-                f"floor {target.floor_s:.1f} s)" if target else f"not measured (no row with {SCALEOUT_WORKERS_TARGET})")
+                f"floor {target.floor_s:.1f} s{_busy(target.cpu)})" if target else f"not measured (no row with {SCALEOUT_WORKERS_TARGET})")
     refused = ", ".join(f"{r.workers}: {r.http_429}" for r in rows)
     return [
         f"| PostgreSQL scale-out: {SCALEOUT_WORKERS_TARGET} standalone workers reach ≥ {SCALEOUT_SHARE_TARGET:.0%} of "
@@ -252,6 +286,7 @@ def _drain_section(drains: list[DrainResult]) -> list[str]:
         "",
         *_drain_table(drains),
         "",
+        *_cpu_table([_cpu_line(d.backend, d.cpu, d.events) for d in drains]),
         "### CRM calls by kind",
         "",
         *_calls_table(drains),
@@ -281,6 +316,7 @@ def _scaleout_section(rows: list[ScaleoutRow]) -> list[str]:
         "",
         *_scaleout_table(rows),
         "",
+        *_cpu_table([_cpu_line(f"{r.workers} × {r.threads_per_worker} threads", r.cpu, r.events) for r in rows]),
     ]
 
 

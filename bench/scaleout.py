@@ -23,8 +23,10 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import sqlalchemy as sa
 
+from bench.cpu import CpuMeter, CpuUsage, postgres_processes
 from bench.drain import HUBSPOT_LIMIT, LATENCY_S, call_kind, store_backlog
 from connector.ledger.database import normalize_url
 from tests.crm import PROJECT_ROOT, crm_emulators
@@ -47,6 +49,7 @@ class ScaleoutRow:
     busiest_window: int  # HubSpot requests in the busiest rolling 10 s window
     hubspot_active_s: float  # from the first HubSpot request to the last
     deliveries: dict[str, int]
+    cpu: CpuUsage | None = None  # the machine's and each part's CPU over the drain (bench/cpu.py)
 
     @property
     def hubspot_requests(self) -> int:
@@ -138,8 +141,12 @@ def measure_one(workdir: Path, database_url: str, messages: list[tuple[str, byte
         env = {**os.environ, "LOG_LEVEL": "warning", **crms.environ}
         engine = sa.create_engine(normalize_url(database_url))
         logs = [workdir / f"worker{i}.log" for i in range(workers)]
+        processes: list[subprocess.Popen] = []
+        meter = CpuMeter({"connector": lambda: [psutil.Process(p.pid) for p in processes if p.poll() is None],
+                          "PostgreSQL": postgres_processes, "emulators": lambda: [psutil.Process()]},
+                         wall=time.monotonic)
         started = time.monotonic()  # the workers' start-up counts: an operator's drain includes it
-        processes = [_start_worker(config_path, path, env) for path in logs]
+        processes += [_start_worker(config_path, path, env) for path in logs]
         try:
             while (left := work_left(engine)) > 0:
                 dead = [p for p in processes if p.poll() is not None]
@@ -151,6 +158,7 @@ def measure_one(workdir: Path, database_url: str, messages: list[tuple[str, byte
                                        f"{DRAIN_TIMEOUT_S} s; see {workdir}/worker*.log")
                 time.sleep(0.2)
             seconds = time.monotonic() - started
+            cpu = meter.sample()
         finally:
             _stop(processes, logs)
         with engine.connect() as connection:
@@ -167,11 +175,12 @@ def measure_one(workdir: Path, database_url: str, messages: list[tuple[str, byte
         http_429=sum(1 for r in [*hubspot_log, *salesforce_log] if r.status == 429),
         busiest_window=most_in_any_window(arrivals, HUBSPOT_LIMIT[1]),
         hubspot_active_s=(max(arrivals) - min(arrivals)) if len(arrivals) > 1 else 0.0,
-        deliveries=deliveries)
+        deliveries=deliveries, cpu=cpu)
     log(f"  scale-out {workers} worker(s): {stored} events in {seconds:.1f} s, {row.hubspot_requests} HubSpot + "
         f"{row.crm_calls - row.hubspot_requests} Salesforce calls ({row.calls_per_event:.4f} per event), "
         f"{row.http_429} x 429, busiest 10 s window {row.busiest_window}, {row.share_of_bound:.0%} of the "
-        f"190/10 s bound ({row.share_while_sending:.0%} while sending)")
+        f"190/10 s bound ({row.share_while_sending:.0%} while sending); CPUs {cpu.machine_share:.0%} busy, "
+        f"workers {cpu.per_event_ms('connector', stored):.2f} ms CPU per event")
     return row
 
 
