@@ -17,8 +17,14 @@ Processes = Callable[[], Iterable[psutil.Process]]
 
 
 def _busy_seconds() -> float:
+    """CPU time spent working on this machine (Linux's guest time is already inside user and nice)."""
     times = psutil.cpu_times()
-    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+    return sum(getattr(times, name, 0.0) for name in ("user", "nice", "system", "irq", "softirq"))
+
+
+def _stolen_seconds() -> float:
+    """Time the hypervisor ran someone else on this VM's CPUs (0 on bare metal)."""
+    return getattr(psutil.cpu_times(), "steal", 0.0)
 
 
 def _process_seconds(process: psutil.Process) -> float:
@@ -40,12 +46,18 @@ class CpuUsage:
     wall_s: float
     cpus: int
     machine_busy_s: float
+    stolen_s: float
     parts: dict[str, float] = field(default_factory=dict)  # part -> CPU seconds
 
     @property
     def machine_share(self) -> float:
         """How busy the machine's CPUs were: 1.0 is every CPU busy all the time."""
         return self.machine_busy_s / (self.wall_s * self.cpus) if self.wall_s else 0.0
+
+    @property
+    def stolen_share(self) -> float:
+        """The CPUs' time the hypervisor gave to other VMs."""
+        return self.stolen_s / (self.wall_s * self.cpus) if self.wall_s else 0.0
 
     def per_event_ms(self, part: str, events: int) -> float:
         return 1000 * self.parts.get(part, 0.0) / events if events else 0.0
@@ -63,6 +75,7 @@ class CpuMeter:
         self._wall = wall
         self._started_wall = wall()
         self._started_busy = _busy_seconds()
+        self._started_stolen = _stolen_seconds()
         self._before: dict[tuple[int, float], float] = {}
         for processes in parts.values():
             for process in processes():
@@ -73,7 +86,7 @@ class CpuMeter:
 
     def sample(self) -> CpuUsage:
         usage = CpuUsage(self._wall() - self._started_wall, psutil.cpu_count() or 1,
-                         _busy_seconds() - self._started_busy)
+                         _busy_seconds() - self._started_busy, _stolen_seconds() - self._started_stolen)
         for name, processes in self._parts.items():
             total = 0.0
             for process in processes():

@@ -136,7 +136,7 @@ def _cpu_line(label: str, usage: CpuUsage | None, events: int) -> str | None:
     parts = " | ".join(f"{usage.per_event_ms(name, events):.2f}" if name in usage.parts else "–"
                        for name in ("connector", "PostgreSQL", "emulators"))
     other = usage.machine_busy_s - sum(usage.parts.values())
-    return (f"| {label} | {usage.wall_s:.1f} s | {usage.machine_share:.0%} | {parts} "
+    return (f"| {label} | {usage.wall_s:.1f} s | {usage.machine_share:.0%} | {usage.stolen_share:.0%} | {parts} "
             f"| {1000 * max(other, 0.0) / events:.2f} | {1000 * usage.machine_busy_s / events:.2f} |")
 
 
@@ -149,11 +149,11 @@ def _cpu_table(lines: list[str | None]) -> list[str]:
         "the CPU time per event of each part: the connector's processes (gunicorn's workers, or the standalone "
         "workers), PostgreSQL's server, the benchmark's own process (the CRM emulators), and the rest of the "
         "machine. A drain held back by the CRMs' rate limit leaves the CPUs idle; one near 100% busy is bound "
-        "by the CPU an event costs.",
+        "by the CPU an event costs. Stolen: time the VM's CPUs ran other VMs instead (not in busy).",
         "",
-        "| run | measured over | CPUs busy | connector ms/event | PostgreSQL ms/event | emulators ms/event "
+        "| run | measured over | CPUs busy | stolen by the hypervisor | connector ms/event | PostgreSQL ms/event | emulators ms/event "
         "| rest of the machine ms/event | all ms/event |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         *rows,
         "",
     ]
