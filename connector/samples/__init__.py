@@ -1,8 +1,8 @@
 """Okendo sample webhook bodies, one per topic, shipped with the package.
 
-Copied byte for byte from the project's reference material
-(shared/okendo/samples, synthetic values). Used by the tests and, later, by
-`connector send` to post signed examples from any checkout.
+Synthetic values in the shape of Okendo's documented webhook payloads
+(https://docs.okendo.io/webhooks/topics). Used by the tests and
+by `connector send` to post signed examples from any checkout.
 """
 
 from __future__ import annotations
