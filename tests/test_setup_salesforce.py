@@ -6,6 +6,7 @@ type is reported, never changed; fields the user cannot see are found and grante
 from __future__ import annotations
 
 import pytest
+import sqlalchemy as sa
 import yaml
 
 from connector.cli import main
@@ -14,7 +15,7 @@ from connector.destinations.salesforce_schema.package import PERMISSION_SET, bui
 from connector.ledger import create_ledger_engine
 from connector.ledger.migrate import upgrade
 from tests.crm import PROJECT_ROOT, STORY, crm_emulators
-from tests.test_worker import drain, ingest, make_settings, states
+from tests.test_worker import drain, ingest, make_settings
 
 
 @pytest.fixture
@@ -35,6 +36,13 @@ def config_for(tmp_path, crms, **mappings) -> str:
                                str(PROJECT_ROOT / "mappings" / "salesforce.yaml")], **mappings},
     }))
     return str(path)
+
+
+def salesforce_deliveries(engine) -> list[tuple[str, str, str]]:
+    """(mapping, resource id, state) of every delivery to Salesforce."""
+    with engine.connect() as connection:
+        return [tuple(row) for row in connection.execute(sa.text(
+            "SELECT mapping, resource_id, state FROM deliveries WHERE destination = 'salesforce'"))]
 
 
 def setup(runner, config: str, *args: str):
@@ -62,16 +70,36 @@ def test_an_empty_org_is_set_up_in_one_command_and_takes_the_whole_backlog(runne
     assert checked.exit_code == 0, checked.output
     assert "remote salesforce: OK, every object and field the mappings write exists" in checked.output
 
+    # The story's creates and updates (its deletes would leave the other deliveries of each resource
+    # stale and the new objects empty): every Salesforce delivery must land, in all three new objects.
     settings = make_settings(f"sqlite:///{tmp_path / 'backlog.db'}", bare)
     engine = create_ledger_engine(settings)
     upgrade(engine)
     for sample in STORY:
-        ingest(engine, sample)
+        if not sample.endswith(".delete"):
+            ingest(engine, sample)
     drain(settings, engine)
-    assert "dead" not in states(engine) and "retrying" not in states(engine)
-    assert salesforce.records("Okendo_Survey_Response__c")  # the story's survey response, in its new object
-    assert salesforce.find("Contact", Email="harriet.beecham@example.com") or salesforce.records("Contact")
+    deliveries = salesforce_deliveries(engine)
     engine.dispose()
+    # each resource's newest event delivered, through every Salesforce mapping; an older one only
+    # superseded by it (stale), never dead, retrying or skipped
+    assert {state for _, _, state in deliveries} <= {"delivered", "stale"}, deliveries
+    delivered = {(mapping, resource) for mapping, resource, state in deliveries if state == "delivered"}
+    assert delivered == {(mapping, resource) for mapping, resource, _ in deliveries}
+    assert {mapping for mapping, _ in delivered} >= {"salesforce_review", "salesforce_loyalty_transaction",
+                                                      "salesforce_survey_response"}
+    [review] = salesforce.records("Okendo_Review__c")
+    assert review["Okendo_Review_Id__c"] == "30087cea-f3ab-40c4-9bf9-dd72e8285b6d"
+    assert review["Body__c"].startswith("Warm without being bulky") and review["Contact__c"]
+    transactions = {r["Okendo_Transaction_Id__c"]: r for r in salesforce.records("Okendo_Loyalty_Transaction__c")}
+    assert {r["Type__c"] for r in transactions.values()} == {"Earning", "Redemption", "Adjustment"}
+    assert transactions["fccbcf37-cbe0-4741-a177-6e8c3b97724a"]["Points__c"] == 120
+    [survey] = salesforce.records("Okendo_Survey_Response__c")
+    assert survey["Survey_Name__c"] == "Post-purchase attribution"
+    [harriet] = salesforce.find("Contact", Email="harriet.quill@example.com")
+    assert harriet["Okendo_Loyalty_Customer_Id__c"] == "a824f9e1-543f-4355-b0c2-f9cbca993795"
+    assert harriet["Okendo_Birthday__c"] == "06-18"  # the update's birthday, in a field the deploy created
+    assert review["Contact__c"] == harriet["Id"]
 
     again = setup(runner, config, "--yes")
     assert again.exit_code == 0, again.output
