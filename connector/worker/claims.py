@@ -173,12 +173,15 @@ def _in_order(connection: Connection, candidates: list, busy_resources: set[tupl
     for destination in {row.destination for row in free}:
         mine = [row for row in free if row.destination == destination]
         resources = list({(row.resource_type, row.resource_id) for row in mine if row.resource_id is not None})
-        event_ids = list({row.event_id for row in mine})
         # Through ix_deliveries_destination_resource (a row-value IN made SQLite read every due row).
+        # A delivery carries its event's resource, so these rows hold every open mapping of the events
+        # that have one, and give their first open mapping too.
         open_rows += due_rows_of(connection, (d.c.destination, d.c.resource_type, d.c.resource_id, d.c.event_id,
                                               d.c.position, d.c.mapping),
                                  [(destination, resource_type, resource_id) for resource_type, resource_id in resources])
-        for chunk in _chunks(event_ids):  # the first open mapping of each event, counted by the database
+        # Events without a resource: their first open mapping counted by the database.
+        event_ids = list({row.event_id for row in mine if row.resource_id is None})
+        for chunk in _chunks(event_ids):
             first_positions += connection.execute(select(d.c.destination, d.c.event_id, func.min(d.c.position)).where(
                 d.c.state.in_(DeliveryState.DUE), d.c.destination == destination, d.c.event_id.in_(chunk))
                 .group_by(d.c.destination, d.c.event_id)).all()
