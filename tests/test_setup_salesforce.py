@@ -198,3 +198,52 @@ def test_no_credentials_and_two_destinations_say_what_to_do(runner, tmp_path, ba
     monkeypatch.delenv("SALESFORCE_ACCESS_TOKEN")
     result = setup(runner, config_for(tmp_path, bare), "--yes")
     assert result.exit_code == 1 and "no Salesforce credentials" in result.output and "--export DIR" in result.output
+
+
+def test_a_field_of_another_type_hidden_from_the_user_is_reported_too(runner, tmp_path, crms):
+    salesforce = crms.salesforce
+    salesforce.remove_field("Contact", "Okendo_VIP_Tier__c")
+    salesforce.add_field("Contact", "Okendo_VIP_Tier__c", type="double", precision=18, scale=0, visible=False)
+    config = config_for(tmp_path, crms)
+    result = setup(runner, config, "--yes")
+    assert result.exit_code == 1, result.output
+    assert ("salesforce: left alone: Contact.Okendo_VIP_Tier__c is Number(18, 0) in Salesforce, declared Text(80)"
+            in result.output)
+    assert "done" not in result.output
+    assert salesforce._object("Contact").field("Okendo_VIP_Tier__c").type == "double"
+    again = setup(runner, config, "--yes")  # granted now, so describe shows it: the same difference
+    assert again.exit_code == 1
+    assert "salesforce: left alone: Contact.Okendo_VIP_Tier__c is double in Salesforce, declared Text(80)" \
+        in again.output
+
+
+def test_an_object_the_user_cannot_read_gets_its_missing_fields_and_the_grant(runner, tmp_path, crms):
+    salesforce = crms.salesforce
+    salesforce.remove_object("Okendo_Review__c")
+    salesforce.add_object("Okendo_Review__c", {
+        "Okendo_Review_Id__c": {"type": "string", "length": 64, "external_id": True, "unique": True},
+        "Rating__c": {"type": "double", "precision": 1, "scale": 0}}, visible=False)
+    config = config_for(tmp_path, crms)
+    result = setup(runner, config, "--yes")
+    assert result.exit_code == 0, result.output
+    assert f"salesforce: object Okendo_Review__c exists but {salesforce.username} cannot read it" in result.output
+    assert "salesforce: Okendo_Review__c is missing Contact__c, Title__c," in result.output
+    [deploy] = salesforce.deploys
+    deployed = {name for kind, name in deploy["components"] if kind == "CustomField"}
+    assert "Okendo_Review__c.Body__c" in deployed and "Okendo_Review__c.Rating__c" not in deployed
+    assert ("CustomObject", "Okendo_Review__c") not in deploy["components"]  # the admin's object, left as it is
+    assert len(deployed) == 13
+    assert runner.invoke(main, ["--config", config, "check", "--remote"]).exit_code == 0
+
+
+def test_a_custom_object_the_user_sees_gets_its_missing_field_alone(runner, tmp_path, crms):
+    salesforce = crms.salesforce
+    salesforce.remove_field("Okendo_Review__c", "Reply__c")
+    config = config_for(tmp_path, crms)
+    result = setup(runner, config, "--yes")
+    assert result.exit_code == 0, result.output
+    assert "salesforce: Okendo_Review__c is missing Reply__c" in result.output
+    [deploy] = salesforce.deploys
+    assert sorted(deploy["components"]) == [("CustomField", "Okendo_Review__c.Reply__c"),
+                                            ("PermissionSet", PERMISSION_SET)]
+    assert salesforce._object("Okendo_Review__c").field("Reply__c").type == "textarea"

@@ -12,6 +12,7 @@ answers INVALID_FIELD as if it did not exist, the most common integration failur
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from xml.etree import ElementTree
@@ -67,14 +68,17 @@ class DeployOutcome:
     failures: list[str]  # Salesforce's own words, one per refused component
 
 
-def _differs(name: str, spec: FieldSpec, described: dict[str, Any]) -> str | None:
-    """How the org's field differs from the declaration, in words; None when it will do."""
+def _differs(spec: FieldSpec, described: dict[str, Any], *, from_definition: bool = False) -> str | None:
+    """How the org's field differs from the declaration, in words; None when it will do. A field the user
+    cannot see is known only by its FieldDefinition.DataType (`from_definition`): its type, length,
+    precision and lookup target are compared; the rest once the grant makes it visible to describe."""
     expected = DESCRIBE_TYPES[spec.type]
     actual = described.get("type")
     if spec.type == "Email" and actual == "string":  # some orgs describe email fields as string
         actual = "email"
+    shown = described.get("data_type") or actual
     if actual != expected:
-        return f"is {actual} in Salesforce, declared {spec.describe()}"
+        return f"is {shown} in Salesforce, declared {spec.describe()}"
     if spec.type == "Text" and (described.get("length") or 0) < (spec.length or 0):
         return f"is text of {described.get('length')} characters, declared {spec.length}"
     if spec.type == "Number" and (described.get("precision"), described.get("scale")) != (spec.precision, spec.scale):
@@ -82,9 +86,35 @@ def _differs(name: str, spec: FieldSpec, described: dict[str, Any]) -> str | Non
                 f"declared Number({spec.precision}, {spec.scale})")
     if spec.type == "Lookup" and spec.to not in (described.get("referenceTo") or []):
         return f"looks up {', '.join(described.get('referenceTo') or []) or 'nothing'}, declared {spec.to}"
+    if from_definition:
+        return None
     if spec.external_id and not described.get("externalId"):
         return "is not an External ID: upserts by it are refused"
     return None
+
+
+# FieldDefinition.DataType is the type as Setup shows it: "Text(64)", "Number(2, 0)", "Lookup(Contact)",
+# "Long Text Area(32768)", "Date/Time", sometimes followed by "(External ID)" and the like
+# (https://developer.salesforce.com/docs/atlas.en-us.api_tooling.meta/api_tooling/tooling_api_objects_fielddefinition.htm).
+_DATA_TYPES = {"Text": "string", "Long Text Area": "textarea", "Text Area": "textarea", "Number": "double",
+               "Checkbox": "boolean", "Date": "date", "Date/Time": "datetime", "Email": "email",
+               "Picklist": "picklist", "Lookup": "reference"}
+_DATA_TYPE = re.compile(r"^\s*([^()]+?)\s*(?:\(([^()]*)\))?(?:\s+\(.*)?$")
+
+
+def _from_data_type(data_type: str) -> dict[str, Any]:
+    """FieldDefinition.DataType as the parts of a describe that _differs reads."""
+    match = _DATA_TYPE.match(data_type or "")
+    base, inside = (match.group(1), match.group(2) or "") if match else (data_type, "")
+    numbers = [int(part) for part in re.findall(r"\d+", inside)]
+    described: dict[str, Any] = {"type": _DATA_TYPES.get(base, base), "data_type": data_type}
+    if base in ("Text", "Long Text Area", "Text Area") and numbers:
+        described["length"] = numbers[0]
+    if base == "Number" and len(numbers) == 2:
+        described["precision"], described["scale"] = numbers
+    if base == "Lookup":
+        described["referenceTo"] = [target.strip() for target in inside.split(",") if target.strip()]
+    return described
 
 
 def _keeping_headers(sf: Any, call: Callable[[], Any]) -> Any:
@@ -125,12 +155,16 @@ class SalesforceSetup(SalesforceCalls):
     def _query(self, soql: str) -> list[dict[str, Any]]:
         return self._call(lambda sf: sf.query_all(soql), call_name="query").get("records", [])
 
-    def _all_fields(self, sobject: str) -> set[str]:
-        """Every field of the object, visible to the user or not (lower-cased names)."""
+    def _field_definitions(self, sobject: str) -> dict[str, str]:
+        """Every field of the object, visible to the user or not: lower-cased name -> DataType."""
         escaped = sobject.replace("\\", "\\\\").replace("'", "\\'")
         rows = self._query("SELECT QualifiedApiName, DataType FROM FieldDefinition "
                            f"WHERE EntityDefinition.QualifiedApiName = '{escaped}'")
-        return {str(row.get("QualifiedApiName", "")).lower() for row in rows}
+        return {str(row.get("QualifiedApiName", "")).lower(): str(row.get("DataType") or "") for row in rows}
+
+    def _all_fields(self, sobject: str) -> set[str]:
+        """Every field of the object, visible to the user or not (lower-cased names)."""
+        return set(self._field_definitions(sobject))
 
     def current_user(self) -> dict[str, Any]:
         """The connecting user (OpenID userinfo: user_id, preferred_username)."""
@@ -151,29 +185,31 @@ class SalesforceSetup(SalesforceCalls):
         for sobject, spec in schema.objects.items():
             self._describes.pop(sobject, None)  # this run's view, not an earlier one's
             try:
-                described = self._describe(sobject)
+                described: dict[str, Any] | None = self._describe(sobject)
             except DeliveryError as error:
                 if error.status != 404:
                     raise
-                if self._all_fields(sobject):
-                    state.invisible_objects.append(sobject)
-                    state.invisible[sobject] = list(spec.fields)
-                else:
+                described = None  # absent, or there and unreadable to the user: FieldDefinition says which
+            visible = {str(f.get("name", "")).lower(): f for f in (described or {}).get("fields", [])}
+            hidden_or_absent = [name for name in spec.fields if name.lower() not in visible]
+            defined = self._field_definitions(sobject) if described is None or hidden_or_absent else {}
+            if described is None:
+                if not defined:
                     state.missing_objects.append(sobject)
                     state.missing[sobject] = list(spec.fields)
-                continue
-            visible = {str(f.get("name", "")).lower(): f for f in described.get("fields", [])}
-            hidden_or_absent = [name for name in spec.fields if name.lower() not in visible]
-            everything = self._all_fields(sobject) if hidden_or_absent else set()
+                    continue
+                state.invisible_objects.append(sobject)
             for name, field_spec in spec.fields.items():
                 if name.lower() in visible:
-                    differs = _differs(name, field_spec, visible[name.lower()])
-                    if differs:
-                        state.different.append(f"{sobject}.{name} {differs}")
-                elif name.lower() in everything:
+                    differs = _differs(field_spec, visible[name.lower()])
+                elif name.lower() in defined:  # there, but field-level security hides it
                     state.invisible.setdefault(sobject, []).append(name)
+                    differs = _differs(field_spec, _from_data_type(defined[name.lower()]), from_definition=True)
                 else:
                     state.missing.setdefault(sobject, []).append(name)
+                    differs = None
+                if differs:
+                    state.different.append(f"{sobject}.{name} {differs}")
         permission_set = self._permission_set_id()
         user_id = user.get("user_id")
         state.assigned = bool(permission_set and user_id and self._assignment_exists(user_id, permission_set))

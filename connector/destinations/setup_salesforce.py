@@ -134,10 +134,16 @@ def _setup(settings, name: str, schema, *, yes: bool, check_only: bool) -> None:
         if not after.complete:
             _report(name, after)
             raise click.ClickException(f"{name}: deployed, but Salesforce still lacks or hides what is listed above")
+        # The grant made hidden fields visible to describe, which tells more than FieldDefinition did.
+        seen = {difference.partition(" ")[0] for difference in state.different}
+        newly = [difference for difference in after.different if difference.partition(" ")[0] not in seen]
+        for difference in newly:
+            click.echo(f"{name}: left alone: {difference}; change it in Salesforce, or the mapping, yourself")
+        different = state.different + newly
+        if different:
+            raise click.ClickException(f"{name}: deployed what was missing, but {_plural(len(different), 'field')} "
+                                       "differ from the declaration (listed above, left alone)")
         click.echo(f"{name}: done: every declared object and field exists and {after.user} can use it")
-        if state.different:
-            raise click.ClickException(f"{_plural(len(state.different), 'field')} differ from the declaration "
-                                       "(listed above, left alone)")
     except DeliveryError as error:
         hint = ""
         if error.code in ("INSUFFICIENT_ACCESS", "INSUFFICIENT_ACCESS_OR_READONLY", "API_DISABLED_FOR_ORG"):

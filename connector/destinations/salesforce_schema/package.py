@@ -43,9 +43,14 @@ class Package:
 
     def components(self) -> list[tuple[str, str]]:
         """(type, fullName) of every component, as package.xml lists them."""
+        # A custom object that exists already is not a member: its file carries only the new fields, and
+        # a CustomObject member without its label, pluralLabel and nameField is refused
+        # (https://developer.salesforce.com/docs/atlas.en-us.api_meta.meta/api_meta/customobject.htm).
+        # A standard object's file with only new fields deploys as a CustomObject member.
         found: list[tuple[str, str]] = []
         for name in self.objects:
-            found.append(("CustomObject", name))
+            if name in self.create_objects or not name.endswith("__c"):
+                found.append(("CustomObject", name))
         for name, spec in self.objects.items():
             found += [("CustomField", f"{name}.{field}") for field in spec.fields]
         found.append(("PermissionSet", PERMISSION_SET))
