@@ -426,6 +426,13 @@ REJECTIONS: list[tuple[str, dict[str, str], tuple[str, str, str]]] = [
      ("", "package.xml", "Unknown type name 'Gadget' specified in package.xml")),
     ("no package.xml", {"objects/Contact.object": standard_object(GOOD)},
      ("", "package.xml", "No package.xml found")),
+    ("a relationship name a lookup to the same parent has", {
+        "package.xml": package(CustomField=["Contact.Good__c", "Contact.Ref_One__c", "Contact.Ref_Two__c"]),
+        "objects/Contact.object": standard_object(
+            GOOD + field("Ref_One__c", "Lookup", referenceTo="Account", relationshipName="Refs")
+            + field("Ref_Two__c", "Lookup", referenceTo="Account", relationshipName="Refs"))},
+     ("CustomField", "Contact.Ref_Two__c", 'The relationship name "Refs__r" is already used by custom field '
+                                           "Contact.Ref_One__c. Please rename existing relationship name.")),
     ("a change of type", {"package.xml": package(CustomField=["Contact.Good__c", "Contact.Okendo_VIP_Tier__c"]),
                           "objects/Contact.object": standard_object(GOOD + field("Okendo_VIP_Tier__c", "Number",
                                                                                  precision=3, scale=0))},
@@ -473,6 +480,33 @@ def test_redeploying_what_the_org_has_succeeds_and_keeps_it_visible(sf: Salesfor
     assert deploy(sf, make_zip(tmp_path, files))["state"] == "Succeeded"
     tier = {f["name"]: f for f in rest.Contact.describe()["fields"]}["Okendo_VIP_Tier__c"]
     assert (tier["label"], tier["length"]) == ("Okendo VIP Tier", 80)
+
+
+def test_a_lookup_may_point_to_each_standard_object_a_declaration_may_name(
+        sf: Salesforce, rest: Salesforce, emulator: SalesforceEmulator, tmp_path: Path) -> None:
+    # connector/destinations/salesforce_schema/declaration.py lets a Lookup point to these: every org has them
+    targets = ("Contact", "Account", "Lead", "User")
+    fields = "".join(field(f"{t}_Ref__c", "Lookup", referenceTo=t, relationshipName=f"Thing_{t}s") for t in targets)
+    files = {"package.xml": package(CustomObject=["Thing__c"]), "objects/Thing__c.object": custom_object(fields)}
+    assert deploy(sf, make_zip(tmp_path, files))["state"] == "Succeeded"
+    assert {f"{t}_Ref__c": f"Lookup({t})" for t in targets}.items() <= field_definitions(rest, "Thing__c").items()
+    lead = rest.Lead.create({"LastName": "Quill", "Company": "Example"})
+    assert lead["success"] and lead["id"].startswith("00Q")
+
+
+def test_a_relationship_name_the_org_has_for_that_parent_is_refused(sf: Salesforce, emulator: SalesforceEmulator,
+                                                                     tmp_path: Path) -> None:
+    emulator.add_object("Product_Review__c", {"Contact__c": {"type": "reference", "reference_to": ["Contact"],
+                                                             "child_relationship": "Okendo_Reviews"}})
+    refs = {"package.xml": package(CustomField=["Contact.Other__c", "Account.Same__c"]),
+            "objects/Contact.object": standard_object(field("Other__c", "Lookup", referenceTo="Contact",
+                                                            relationshipName="Okendo_Reviews")),
+            "objects/Account.object": standard_object(field("Same__c", "Lookup", referenceTo="Account",
+                                                            relationshipName="Okendo_Reviews"))}
+    result = deploy(sf, make_zip(tmp_path, refs))
+    assert [(e["type"], e["message"]) for e in result["deployment_detail"]["errors"]] == [
+        ("CustomField", 'The relationship name "Okendo_Reviews__r" is already used by custom field '
+                        "Product_Review__c.Contact__c. Please rename existing relationship name.")]  # Account's is free
 
 
 # --- checkOnly, polls, faults ----------------------------------------------------------------------------------

@@ -237,9 +237,12 @@ def _number(precision: int, scale: int = 0) -> dict[str, Any]:
 
 
 # What every org has: the standard objects the connector touches (a minimal Account so Contact.AccountId
-# can resolve). SalesforceEmulator(okendo_schema=False) starts with these only.
+# can resolve), and those a declared Lookup may point to (Lead; User is in SYSTEM_SCHEMA) so a deploy
+# succeeds here when it would in a real org. SalesforceEmulator(okendo_schema=False) starts with these only.
 STANDARD_SCHEMA: dict[str, dict[str, dict[str, Any]]] = {
     "Account": {"Name": _text(255, required=True)},
+    "Lead": {"FirstName": _text(40), "LastName": _text(80, required=True), "Company": _text(255, required=True),
+             "Email": {"type": "email", "length": 80}},
     "Contact": {
         "FirstName": _text(40), "LastName": _text(80, required=True),
         "Email": {"type": "email", "length": 80, "id_lookup": True},

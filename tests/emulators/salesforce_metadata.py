@@ -47,6 +47,9 @@ Salesforce's behaviour and wording, with their sources (emulator's own wording i
     (https://github.com/apex-enterprise-patterns/fflib-apex-common-samplecode/issues/58); "You cannot deploy
     to a required field: X" (https://github.com/hardisgroupcom/sfdx-hardis, docs/deployTips.md); "Permission
     X depends on permission(s): Y" (AutoRabit's knowledge base, deployment-errors.md).
+[L] A lookup's relationshipName names the parent's related list, once per parent: "The relationship name
+    \"Line_Items__r\" is already used by custom field Line_Item__c.Invoice__c. Please rename existing
+    relationship name." (https://github.com/forcedotcom/Salesforce1-Dev-Guide-Setup-Package/issues/4).
 [U] PermissionSetAssignment twice: DUPLICATE_VALUE "duplicate value found: <unknown> duplicates value on
     record with id: <unknown>" (Salesforce's message for setup records, e.g.
     https://github.com/haripriyamurthy/Deprecated-CustomMetadataLoader/issues/8).
@@ -574,6 +577,8 @@ class _Deployment:
         self.apply: list[Any] = []  # steps run once every component passed (and not checkOnly)
         self.new_objects: dict[str, _ObjectFile] = {}  # custom objects this deploy creates (lower-cased names)
         self.new_fields: dict[str, dict[str, list[ET.Element]]] = {}  # "object.field" -> its children
+        self.relationships: dict[tuple[str, str], tuple[str, str]] = {}  # planned lookups: -> (target, name)
+        self._current_object = ""  # the object whose field _field_def reads
 
     def fail(self, type_name: str, full_name: str, file_name: str, problem: str) -> None:
         self.outcomes.append(_Outcome(type_name, full_name, file_name, problem))
@@ -782,6 +787,7 @@ class _Deployment:
         try:
             if obj is None and ofile.name.lower() not in self.new_objects:
                 raise _Problem(f"The Entity '{ofile.name}' is not found.")  # [R]'s wording
+            self._current_object = ofile.name
             fdef = self._field_def(name, found)
             existing = obj.field(name) if obj is not None else None
             if existing is not None:
@@ -791,6 +797,8 @@ class _Deployment:
             return
         changed = existing is None or existing != fdef
         self.outcomes.append(_Outcome("CustomField", full, ofile.path, created=existing is None, changed=changed))
+        if fdef.child_relationship:
+            self.relationships[(ofile.name, name)] = (fdef.reference_to[0], fdef.child_relationship)
 
         def apply() -> None:
             target = self.emu.schema[ofile.name.lower()]
@@ -889,6 +897,10 @@ class _Deployment:
                 raise _Problem("Must specify 'relationshipName' for a CustomField of type Lookup")
             if not _NAME.fullmatch(relationship) or "__" in relationship or relationship.endswith("_"):
                 raise _Problem(f"Invalid relationshipName: {relationship}")  # emulator's wording
+            owner = self._relationship_owner(target, relationship, (self._current_object, name))
+            if owner:
+                raise _Problem(f'The relationship name "{relationship}__r" is already used by custom field '
+                               f"{owner}. Please rename existing relationship name.")  # [L]
             constraint = _text(found, "deleteConstraint")
             if constraint is not None and constraint not in ("SetNull", "Restrict", "Cascade"):
                 raise _Problem(f"Error parsing file: '{constraint}' is not a valid value for the enum "
@@ -899,6 +911,21 @@ class _Deployment:
             fdef.reference_to = (known.name if known else self.new_objects[target.lower()].name,)
             fdef.length, fdef.child_relationship = 18, relationship
         return fdef
+
+    def _relationship_owner(self, target: str, relationship: str, this: tuple[str, str]) -> str | None:
+        """The other lookup to `target` whose child relationship is already named `relationship` (a parent's
+        related lists are named once each), in the org or earlier in this deploy; None when there is none."""
+        wanted, me = relationship.lower(), (this[0].lower(), this[1].lower())
+        for obj in self.emu.schema.values():
+            for fdef in obj.fields.values():
+                if (obj.name.lower(), fdef.name.lower()) != me and (fdef.child_relationship or "").lower() == wanted \
+                        and target.lower() in {r.lower() for r in fdef.reference_to}:
+                    return f"{obj.name}.{fdef.name}"
+        for (obj_name, field_name), (other_target, other) in self.relationships.items():
+            if (obj_name.lower(), field_name.lower()) != me and other.lower() == wanted \
+                    and other_target.lower() == target.lower():
+                return f"{obj_name}.{field_name}"
+        return None
 
     @staticmethod
     def _picklist(found: dict[str, list[ET.Element]]) -> tuple[tuple[str, ...], bool]:
