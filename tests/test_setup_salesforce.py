@@ -174,16 +174,55 @@ def test_fields_the_user_cannot_see_are_reported_apart_and_granted(runner, tmp_p
     assert runner.invoke(main, ["--config", config, "check", "--remote"]).exit_code == 0
 
 
-def test_a_refused_deploy_prints_salesforces_reasons_and_changes_nothing(runner, tmp_path, bare):
-    mine = tmp_path / "mine.schema.yaml"
-    mine.write_text("objects:\n  Contact:\n    fields:\n      Lead_Source_Ref__c: {type: Lookup, to: Lead}\n")
-    config = config_for(tmp_path, bare, salesforce_schema=[str(mine)])
+def test_a_refused_deploy_names_the_component_and_changes_nothing(runner, tmp_path, bare):
+    # The admin's own object already names Contact's related list as the declaration's Okendo_Review__c.Contact__c
+    # does: nothing the declaration can know, so Salesforce refuses it.
+    salesforce = bare.salesforce
+    salesforce.add_object("Product_Review__c", {"Contact__c": {"type": "reference", "reference_to": ["Contact"],
+                                                               "child_relationship": "Okendo_Reviews"}})
+    config = config_for(tmp_path, bare)
     result = setup(runner, config, "--yes")
     assert result.exit_code == 1
-    assert "refused:" in result.output and "Lead" in result.output
+    assert ('salesforce: refused: CustomField Okendo_Review__c.Contact__c: The relationship name "Okendo_Reviews__r" '
+            "is already used by custom field Product_Review__c.Contact__c. Please rename existing relationship name."
+            in result.output)
+    assert result.output.count("refused:") == 1
     assert "nothing was changed (Salesforce rolls a failed deploy back)" in result.output
-    assert bare.salesforce.deploys[-1]["status"] == "Failed"
-    assert runner.invoke(main, ["--config", config_for(tmp_path, bare), "check", "--remote"]).exit_code == 1
+    assert salesforce.deploys[-1]["status"] == "Failed" and "okendo_review__c" not in salesforce.schema
+    assert runner.invoke(main, ["--config", config, "check", "--remote"]).exit_code == 1
+
+
+def test_what_was_deployed_is_salesforces_list(runner, tmp_path, crms):
+    salesforce = crms.salesforce
+    salesforce.remove_field("Contact", "Okendo_VIP_Tier__c")
+    result = setup(runner, config_for(tmp_path, crms), "--yes")
+    assert result.exit_code == 0, result.output
+    deployed = [line for line in result.output.splitlines() if ": deployed: " in line]
+    assert deployed == ["salesforce: deployed: CustomObject Contact (unchanged)",
+                        "salesforce: deployed: CustomField Contact.Okendo_VIP_Tier__c (created)",
+                        f"salesforce: deployed: PermissionSet {PERMISSION_SET} (created)"]
+
+
+def test_a_users_lookup_to_lead_deploys(runner, tmp_path, bare):
+    mine = tmp_path / "mine.schema.yaml"
+    mine.write_text("objects:\n  Contact:\n    fields:\n      Lead_Source_Ref__c: {type: Lookup, to: Lead}\n")
+    result = setup(runner, config_for(tmp_path, bare, salesforce_schema=[str(mine)]), "--yes")
+    assert result.exit_code == 0, result.output
+    assert "salesforce: deployed: CustomField Contact.Lead_Source_Ref__c (created)" in result.output
+    assert bare.salesforce._object("Contact").field("Lead_Source_Ref__c").reference_to == ("Lead",)
+
+
+def test_a_deploy_still_running_when_the_wait_ends_is_not_called_failed(runner, tmp_path, bare):
+    bare.salesforce.deploy_polls_in_progress = 1000
+    config = config_for(tmp_path, bare)
+    result = setup(runner, config, "--yes", "--wait", "0")
+    assert result.exit_code == 1
+    [deploy] = bare.salesforce.deploys
+    assert (f"salesforce: the deploy {deploy['id']} is still InProgress after 0 s and may yet finish: follow it in "
+            "Setup > Deployment Status, then run `connector setup salesforce` again") in result.output
+    assert "refused" not in result.output and "nothing was changed" not in result.output
+    assert f"assigned {PERMISSION_SET}" not in result.output
+    assert setup(runner, config, "--wait", "-1").exit_code == 2
 
 
 def test_a_user_who_may_not_deploy_is_pointed_at_the_export(runner, tmp_path, bare):

@@ -24,6 +24,7 @@ from simple_salesforce.exceptions import SalesforceError
 from connector.destinations.errors import DeliveryError
 from connector.destinations.salesforce_calls import SalesforceCalls
 from connector.destinations.salesforce_schema import FieldSpec, SalesforceSchema
+from connector.destinations.salesforce_schema.deploy_status import DONE, DeployStatus, check_deploy_status
 from connector.destinations.salesforce_schema.package import PERMISSION_SET, Package
 from connector.mapping.engine import MappingSet
 
@@ -60,12 +61,16 @@ class OrgState:
         return not (self.to_deploy or self.invisible_objects or self.invisible)
 
 
-@dataclass
-class DeployOutcome:
-    async_id: str
-    status: str  # Succeeded, Failed, Canceled
-    deployed: int
-    failures: list[str]  # Salesforce's own words, one per refused component
+class DeployTimedOut(Exception):
+    """The deploy was still running when the wait ended: Salesforce may yet finish (or fail) it."""
+
+    def __init__(self, async_id: str, state: str, waited_s: float):
+        super().__init__(f"deploy {async_id} still {state} after {waited_s:.0f} s")
+        self.async_id, self.state, self.waited_s = async_id, state, waited_s
+
+
+class SetupError(Exception):
+    """What stops the setup that is neither Salesforce's refusal nor a failed call; the message says what to do."""
 
 
 def _differs(spec: FieldSpec, described: dict[str, Any], *, from_definition: bool = False) -> str | None:
@@ -219,8 +224,9 @@ class SalesforceSetup(SalesforceCalls):
 
     def deploy(self, package: Package, *, check_only: bool = False, poll_every_s: float = DEPLOY_POLL_S,
                timeout_s: float = DEPLOY_TIMEOUT_S, on_poll: Callable[[str], None] = lambda state: None
-               ) -> DeployOutcome:
-        """Deploy the package (rolled back whole on any failure) and wait until Salesforce is done."""
+               ) -> DeployStatus:
+        """Deploy the package (rolled back whole on any failure) and wait until Salesforce is done; the
+        answer holds each component's result. DeployTimedOut when it is still running after timeout_s."""
         import tempfile
 
         with tempfile.NamedTemporaryFile(suffix=".zip") as archive:
@@ -230,24 +236,18 @@ class SalesforceSetup(SalesforceCalls):
                 archive.name, sandbox=False, checkOnly=check_only)), idempotent=False, call_name="deploy")
         async_id = started.get("asyncId")
         if not async_id:
-            raise RuntimeError(f"Salesforce answered the deploy without an id: {started!r}")
-        deadline = time.monotonic() + timeout_s
+            raise SetupError(f"Salesforce answered the deploy without an id: {started!r}")
+        began = time.monotonic()
         while True:
-            status = self._call(lambda sf: _keeping_headers(sf, lambda: sf.checkDeployStatus(async_id)),
+            status = self._call(lambda sf: _keeping_headers(sf, lambda: check_deploy_status(sf, async_id)),
                                 call_name="checkDeployStatus")
-            state = status.get("state") or "Unknown"
-            on_poll(state)
-            if state in ("Succeeded", "Failed", "Canceled", "SucceededPartial"):
-                break
-            if time.monotonic() > deadline:
-                return DeployOutcome(async_id, "TimedOut", 0,
-                                     [f"still {state} after {timeout_s:.0f} s; see Setup > Deployment Status "
-                                      f"for deployment {async_id}"])
-            time.sleep(poll_every_s)
-        detail = status.get("deployment_detail") or {}
-        failures = [f"{error.get('type') or 'component'} {error.get('file') or ''}: {error.get('message')}".strip()
-                    for error in detail.get("errors") or []]
-        return DeployOutcome(async_id, state, int(detail.get("deployed_count") or 0), failures)
+            on_poll(status.status)
+            if status.done or status.status in DONE:
+                return status
+            waited = time.monotonic() - began
+            if waited >= timeout_s:
+                raise DeployTimedOut(async_id, status.status, waited)
+            time.sleep(min(poll_every_s, timeout_s - waited))
 
     def assign_permission_set(self) -> bool:
         """Assign the connector's permission set to the connecting user; False when it already was."""

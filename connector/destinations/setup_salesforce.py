@@ -51,9 +51,11 @@ def _report(name: str, state) -> None:  # type: ignore[no-untyped-def]
               help="Write the whole package to DIR instead (metadata format, for "
                    "`sf project deploy start --metadata-dir DIR`); needs no Salesforce credentials.")
 @click.option("--destination", "destination_name", help="The Salesforce destination (default: the only one).")
+@click.option("--wait", "wait_s", type=click.FloatRange(min=0), default=600, show_default=True, metavar="SECONDS",
+              help="How long to wait for Salesforce to finish the deploy.")
 @pass_context
 def setup_salesforce(ctx: Context, yes: bool, check_only: bool, export_dir: Path | None,
-                     destination_name: str | None) -> None:
+                     destination_name: str | None, wait_s: float) -> None:
     """Create the custom objects, fields and permissions the mappings need in Salesforce."""
     from connector.destinations.salesforce_schema import SchemaError, schema_for
     from connector.destinations.salesforce_schema.package import build_package
@@ -85,13 +87,14 @@ def setup_salesforce(ctx: Context, yes: bool, check_only: bool, export_dir: Path
         return
     if name is None:
         raise click.ClickException(f"{settings.source}: no destination of type salesforce is configured")
-    _setup(settings, name, schema, yes=yes, check_only=check_only)
+    _setup(settings, name, schema, yes=yes, check_only=check_only, wait_s=wait_s)
 
 
-def _setup(settings, name: str, schema, *, yes: bool, check_only: bool) -> None:  # type: ignore[no-untyped-def]
+def _setup(settings, name: str, schema, *, yes: bool, check_only: bool, wait_s: float) -> None:  # type: ignore[no-untyped-def]
     from connector.destinations import build_destination
     from connector.destinations.errors import DeliveryError
     from connector.destinations.salesforce import SalesforceDestination
+    from connector.destinations.salesforce_setup import DeployTimedOut, SetupError
     from connector.destinations.salesforce_schema.package import PERMISSION_SET, build_package
 
     destination = build_destination(name, settings)
@@ -114,17 +117,29 @@ def _setup(settings, name: str, schema, *, yes: bool, check_only: bool) -> None:
         verb = "Validate (check only)" if check_only else "Deploy"
         if not yes and not click.confirm(f"{verb} {_plural(count, 'component')} to {name}?", default=False):
             raise click.ClickException("nothing changed")
-        outcome = destination.deploy(package, check_only=check_only,
-                                     on_poll=lambda status: click.echo(f"{name}: deploy {status}"))
+        try:
+            outcome = destination.deploy(package, check_only=check_only, timeout_s=wait_s,
+                                         on_poll=lambda status: click.echo(f"{name}: deploy {status}"))
+        except DeployTimedOut as late:
+            # Not a failure: Salesforce goes on with it, and commits it (or rolls it back) on its own.
+            raise click.ClickException(
+                f"{name}: the deploy {late.async_id} is still {late.state} after {late.waited_s:.0f} s and may yet "
+                "finish: follow it in Setup > Deployment Status, then run `connector setup salesforce` again "
+                "(it deploys only what is still missing, and assigns the permission set)") from None
         if outcome.status != "Succeeded":
             for failure in outcome.failures:
-                click.echo(f"{name}: refused: {failure}", err=True)
+                click.echo(f"{name}: refused: {failure.name()}: {failure.problem}", err=True)
+            if outcome.error_message:
+                click.echo(f"{name}: refused: {outcome.error_code or 'the deploy'}: {outcome.error_message}", err=True)
             raise click.ClickException(
                 f"{name}: the deploy {outcome.async_id} ended {outcome.status}; nothing was changed (Salesforce rolls "
                 "a failed deploy back). Fix what Salesforce says above, or give an admin the package from "
                 "`connector setup salesforce --export DIR`")
-        for kind, full_name in package.components():
-            click.echo(f"{name}: {'valid' if check_only else 'deployed'}: {kind} {full_name}")
+        for component in outcome.successes:  # Salesforce's own list, not the package's
+            how = "created" if component.created else "changed" if component.changed else "unchanged"
+            click.echo(f"{name}: {'valid' if check_only else 'deployed'}: {component.name()} ({how})")
+            if component.problem:
+                click.echo(f"{name}: warning: {component.name()}: {component.problem}")
         if check_only:
             click.echo(f"{name}: validation passed; nothing was committed (run without --check-only to deploy)")
             return
@@ -144,6 +159,8 @@ def _setup(settings, name: str, schema, *, yes: bool, check_only: bool) -> None:
             raise click.ClickException(f"{name}: deployed what was missing, but {_plural(len(different), 'field')} "
                                        "differ from the declaration (listed above, left alone)")
         click.echo(f"{name}: done: every declared object and field exists and {after.user} can use it")
+    except SetupError as error:
+        raise click.ClickException(f"{name}: {error}") from None
     except DeliveryError as error:
         hint = ""
         if error.code in ("INSUFFICIENT_ACCESS", "INSUFFICIENT_ACCESS_OR_READONLY", "API_DISABLED_FOR_ORG"):
