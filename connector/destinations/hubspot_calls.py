@@ -13,6 +13,7 @@ from hubspot import HubSpot
 from connector.config import HubSpotDestinationConfig
 from connector.destinations.base import Destination, call_with_retries
 from connector.destinations.hubspot_answers import classify
+from connector.destinations.hubspot_json import read_answers_as_json
 from connector.destinations.hubspot_values import source_key
 from connector.destinations.ratelimit import Limiter, shared_limiter
 from connector.destinations.wire import Wire, tap_hubspot
@@ -37,6 +38,8 @@ class HubSpotCalls(Destination):
         self._wire = Wire()
         for api in (self._objects, self._search, self._associations, self._properties, self._groups):
             tap_hubspot(api, self._wire)
+        for api in (self._objects, self._search, self._associations):  # the APIs every batch calls
+            read_answers_as_json(api)
         self._timeout = (config.connect_timeout_s, config.timeout_s)
         limit = config.rate_limit
         self.limiter: Limiter = limiter or shared_limiter(name, limit.requests, limit.per_seconds,
