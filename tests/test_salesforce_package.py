@@ -128,3 +128,19 @@ def test_a_users_own_declaration_joins_the_package(runner, tmp_path):
     assert refused.exit_code == 1
     assert f"{broken}: Contact.Favourite_Product__c: a Text field needs a length from 1 to 255" in refused.output
     assert isinstance(Path(out), Path)
+
+
+def test_only_a_unique_text_field_says_whether_it_is_case_sensitive(tmp_path):
+    # Setup offers "case sensitive" for a unique Text field only
+    # (https://developer.salesforce.com/docs/atlas.en-us.api_meta.meta/api_meta/customfield.htm)
+    mine = tmp_path / "mine.schema.yaml"
+    mine.write_text("objects:\n  Contact:\n    fields:\n"
+                    "      Member_Number__c: {type: Number, precision: 10, scale: 0, unique: true}\n"
+                    "      Work_Email__c: {type: Email, unique: true}\n")
+    files = build_package(load_schema([mine]), api_version="62.0").files()
+    contact = fields_of(files, "Contact")
+    for name in ("Member_Number__c", "Work_Email__c"):
+        assert contact[name].findtext("m:unique", namespaces=NS) == "true"
+        assert contact[name].find("m:caseSensitive", NS) is None, name
+    key = fields_of(files, "Okendo_Review__c")["Okendo_Review_Id__c"]
+    assert key.findtext("m:caseSensitive", namespaces=NS) == "false"

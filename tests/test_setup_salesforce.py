@@ -149,6 +149,7 @@ def test_a_field_of_another_type_is_reported_and_left_alone(runner, tmp_path, cr
     assert ("salesforce: left alone: Contact.Okendo_VIP_Tier__c is double in Salesforce, declared Text(80)"
             in result.output)
     assert "nothing to do" in result.output
+    assert "1 field differs from the declaration" in result.output
     assert salesforce.deploys == []
     described = [f for f in salesforce._object("Contact").fields.values() if f.name == "Okendo_VIP_Tier__c"]
     assert described[0].type == "double"
@@ -248,6 +249,8 @@ def test_a_field_of_another_type_hidden_from_the_user_is_reported_too(runner, tm
     assert result.exit_code == 1, result.output
     assert ("salesforce: left alone: Contact.Okendo_VIP_Tier__c is Number(18, 0) in Salesforce, declared Text(80)"
             in result.output)
+    assert (f"salesforce: Contact: Okendo_VIP_Tier__c exists but is invisible to {salesforce.username} "
+            "(field-level security)") in result.output
     assert "done" not in result.output
     assert salesforce._object("Contact").field("Okendo_VIP_Tier__c").type == "double"
     again = setup(runner, config, "--yes")  # granted now, so describe shows it: the same difference
@@ -286,3 +289,58 @@ def test_a_custom_object_the_user_sees_gets_its_missing_field_alone(runner, tmp_
     assert sorted(deploy["components"]) == [("CustomField", "Okendo_Review__c.Reply__c"),
                                             ("PermissionSet", PERMISSION_SET)]
     assert salesforce._object("Okendo_Review__c").field("Reply__c").type == "textarea"
+
+
+def test_when_salesforce_does_not_name_the_user_nothing_is_deployed(runner, tmp_path, bare):
+    bare.salesforce.fail(path="^/services/oauth2/userinfo$", status=200, times=5,
+                         body={"preferred_username": bare.salesforce.username})
+    result = setup(runner, config_for(tmp_path, bare), "--yes")
+    assert result.exit_code == 1 and not isinstance(result.exception, RuntimeError), result.output
+    assert "Traceback" not in result.output
+    assert ("salesforce: Salesforce's userinfo did not say who the connecting user is (no user_id), so the "
+            "Okendo_Connector permission set could not be assigned") in result.output
+    assert bare.salesforce.deploys == []
+
+
+def test_missing_picklist_values_and_a_key_that_is_not_unique_are_reported(runner, tmp_path, crms):
+    salesforce = crms.salesforce
+    salesforce.add_field("Okendo_Loyalty_Transaction__c", "Type__c", type="picklist", length=40,
+                         picklist=["Earning", "Redemption"])
+    salesforce.add_field("Okendo_Review__c", "Okendo_Review_Id__c", length=64, external_id=True)
+    result = setup(runner, config_for(tmp_path, crms), "--yes")
+    assert result.exit_code == 1
+    assert ("salesforce: left alone: Okendo_Loyalty_Transaction__c.Type__c lacks the picklist value Adjustment: "
+            "Salesforce refuses records with it") in result.output
+    assert ("salesforce: left alone: Okendo_Review__c.Okendo_Review_Id__c is not Unique: two records could share "
+            "one key") in result.output
+    assert "2 fields differ from the declaration" in result.output
+    assert salesforce.deploys == []
+
+
+def test_check_only_with_export_is_a_usage_error(runner, tmp_path, bare):
+    out = tmp_path / "package"
+    result = setup(runner, config_for(tmp_path, bare), "--export", str(out), "--check-only")
+    assert result.exit_code == 2
+    assert "--check-only validates a deploy to Salesforce; --export deploys nothing" in result.output
+    assert "sf project deploy start --dry-run --metadata-dir" in result.output
+    assert not out.exists()
+
+
+def test_exporting_again_leaves_no_stale_component_and_spares_other_files(runner, tmp_path, bare):
+    mine = tmp_path / "mine.schema.yaml"
+    mine.write_text("objects:\n  Okendo_Quiz__c:\n    label: Okendo Quiz\n    plural_label: Okendo Quizzes\n"
+                    "    name_field: {label: Quiz}\n    fields:\n      Score__c: {type: Number, precision: 3, scale: 0}\n")
+    out = tmp_path / "package"
+    assert setup(runner, config_for(tmp_path, bare, salesforce_schema=[str(mine)]), "--export", str(out)).exit_code == 0
+    assert (out / "objects" / "Okendo_Quiz__c.object").is_file()
+    again = setup(runner, config_for(tmp_path, bare), "--export", str(out))
+    assert again.exit_code == 0, again.output
+    assert f"removed {out / 'objects' / 'Okendo_Quiz__c.object'}: no longer in the package" in again.output
+    files = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert files == build_package(load_schema(), api_version="62.0").files()
+    (out / "notes.txt").write_text("mine")
+    refused = setup(runner, config_for(tmp_path, bare), "--export", str(out))
+    assert refused.exit_code == 1
+    assert f"{out} holds notes.txt, which is not part of a metadata package: export into an empty or new directory" \
+        in refused.output
+    assert (out / "notes.txt").read_text() == "mine"

@@ -95,6 +95,16 @@ def _differs(spec: FieldSpec, described: dict[str, Any], *, from_definition: boo
         return None
     if spec.external_id and not described.get("externalId"):
         return "is not an External ID: upserts by it are refused"
+    if spec.unique and not described.get("unique"):
+        return "is not Unique: two records could share one key"
+    if spec.type == "Picklist" and described.get("restrictedPicklist", True):
+        # a restricted picklist (describe: restrictedPicklist) refuses any other value
+        # (https://developer.salesforce.com/docs/atlas.en-us.api.meta/api/sforce_api_calls_describesobjects_describesobjectresult.htm)
+        have = {str(v.get("value")) for v in described.get("picklistValues") or [] if v.get("active", True)}
+        lacking = [value for value in spec.values or [] if value not in have]
+        if lacking:
+            return (f"lacks the picklist value{'s' if len(lacking) > 1 else ''} {', '.join(lacking)}: Salesforce "
+                    f"refuses records with {'them' if len(lacking) > 1 else 'it'}")
     return None
 
 
@@ -186,6 +196,10 @@ class SalesforceSetup(SalesforceCalls):
     def compare(self, schema: SalesforceSchema) -> OrgState:
         state = OrgState()
         user = self.current_user()
+        if not user.get("user_id"):  # before anything changes: the grant needs to know whom to assign it to
+            raise SetupError(f"Salesforce's userinfo did not say who the connecting user is (no user_id), so the "
+                             f"{PERMISSION_SET} permission set could not be assigned; nothing was changed. Give an "
+                             "admin the package from `connector setup salesforce --export DIR`")
         state.user = user.get("preferred_username") or user.get("user_id")
         for sobject, spec in schema.objects.items():
             self._describes.pop(sobject, None)  # this run's view, not an earlier one's
@@ -254,9 +268,11 @@ class SalesforceSetup(SalesforceCalls):
         user_id = self.current_user().get("user_id")
         permission_set = self._permission_set_id()
         if not user_id or not permission_set:
-            raise RuntimeError(f"cannot assign {PERMISSION_SET}: "
-                               + ("Salesforce did not say who the connecting user is" if not user_id
-                                  else "the permission set is not in the org (was the deploy committed?)"))
+            raise SetupError(f"deployed, but cannot assign {PERMISSION_SET}: "
+                             + ("Salesforce did not say who the connecting user is" if not user_id
+                                else "the permission set is not in the org yet")
+                             + "; assign it in Setup > Permission Sets > Manage Assignments, or run "
+                               "`connector setup salesforce` again")
         if self._assignment_exists(user_id, permission_set):
             return False
         try:

@@ -23,6 +23,10 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
+def _differ(count: int) -> str:
+    return f"{_plural(count, 'field')} {'differs' if count == 1 else 'differ'}"
+
+
 def _report(name: str, state) -> None:  # type: ignore[no-untyped-def]
     from connector.destinations.salesforce_schema.package import PERMISSION_SET
 
@@ -35,8 +39,8 @@ def _report(name: str, state) -> None:  # type: ignore[no-untyped-def]
         click.echo(f"{name}: object {sobject} exists but {state.user} cannot read it")
     for sobject, fields in state.invisible.items():
         if sobject not in state.invisible_objects:
-            click.echo(f"{name}: {sobject}: {', '.join(fields)} exist but are invisible to {state.user} "
-                       "(field-level security)")
+            click.echo(f"{name}: {sobject}: {', '.join(fields)} {'exists but is' if len(fields) == 1 else 'exist but are'} "
+                       f"invisible to {state.user} (field-level security)")
     for difference in state.different:
         click.echo(f"{name}: left alone: {difference}; change it in Salesforce, or the mapping, yourself")
     if state.to_deploy or state.to_grant:
@@ -58,7 +62,7 @@ def setup_salesforce(ctx: Context, yes: bool, check_only: bool, export_dir: Path
                      destination_name: str | None, wait_s: float) -> None:
     """Create the custom objects, fields and permissions the mappings need in Salesforce."""
     from connector.destinations.salesforce_schema import SchemaError, schema_for
-    from connector.destinations.salesforce_schema.package import build_package
+    from connector.destinations.salesforce_schema.package import ExportError, build_package
 
     settings = ctx.settings()
     try:
@@ -74,10 +78,18 @@ def setup_salesforce(ctx: Context, yes: bool, check_only: bool, export_dir: Path
                                    f"({', '.join(names)}): choose one with --destination")
     name = destination_name or (names[0] if names else None)
 
+    if export_dir is not None and check_only:
+        raise click.UsageError("--check-only validates a deploy to Salesforce; --export deploys nothing: validate "
+                               "the exported package with `sf project deploy start --dry-run --metadata-dir DIR`")
     if export_dir is not None:
         version = settings.destinations[name].api_version if name else DEFAULT_API_VERSION  # type: ignore[union-attr]
         package = build_package(schema, api_version=version)
-        written = package.write(export_dir)
+        try:
+            written, removed = package.write(export_dir)
+        except ExportError as error:
+            raise click.ClickException(str(error)) from None
+        for path in removed:
+            click.echo(f"removed {path}: no longer in the package")
         for kind, full_name in package.components():
             click.echo(f"  {kind} {full_name}")
         click.echo(f"wrote {_plural(len(written), 'file')} ({_plural(len(package.components()), 'component')}) to "
@@ -108,8 +120,8 @@ def _setup(settings, name: str, schema, *, yes: bool, check_only: bool, wait_s: 
         if state.complete:
             click.echo(f"{name}: every declared object and field exists and {state.user} can use it; nothing to do")
             if state.different:
-                raise click.ClickException(f"{_plural(len(state.different), 'field')} differ from the "
-                                           "declaration (listed above, left alone)")
+                raise click.ClickException(f"{_differ(len(state.different))} from the declaration "
+                                           "(listed above, left alone)")
             return
         package = build_package(schema, api_version=destination.config.api_version, missing=state.missing,
                                 create_objects=set(state.missing_objects))
@@ -156,8 +168,8 @@ def _setup(settings, name: str, schema, *, yes: bool, check_only: bool, wait_s: 
             click.echo(f"{name}: left alone: {difference}; change it in Salesforce, or the mapping, yourself")
         different = state.different + newly
         if different:
-            raise click.ClickException(f"{name}: deployed what was missing, but {_plural(len(different), 'field')} "
-                                       "differ from the declaration (listed above, left alone)")
+            raise click.ClickException(f"{name}: deployed what was missing, but {_differ(len(different))} from the "
+                                       "declaration (listed above, left alone)")
         click.echo(f"{name}: done: every declared object and field exists and {after.user} can use it")
     except SetupError as error:
         raise click.ClickException(f"{name}: {error}") from None

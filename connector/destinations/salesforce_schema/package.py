@@ -16,6 +16,7 @@ it declares, which `connector setup salesforce` assigns to the connecting user.
 from __future__ import annotations
 
 import io
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,14 @@ PERMISSION_SET_LABEL = "Okendo Connector"
 STANDARD_ACCESS = {"allowCreate": True, "allowRead": True, "allowEdit": True, "allowDelete": False}
 # Its own records it also deletes, when Okendo deletes what they mirror.
 CUSTOM_ACCESS = {"allowCreate": True, "allowRead": True, "allowEdit": True, "allowDelete": True}
+
+
+# What an export writes: the files an earlier export may have left behind.
+_PACKAGE_FILE = re.compile(r"^(package\.xml|objects/[^/]+\.object|permissionsets/[^/]+\.permissionset)$")
+
+
+class ExportError(Exception):
+    """The folder cannot take the package; the message says why and what to do."""
 
 
 @dataclass(frozen=True)
@@ -70,15 +79,30 @@ class Package:
                 archive.writestr(path, content)
         return buffer.getvalue()
 
-    def write(self, folder: Path) -> list[Path]:
-        """The package as a metadata-format folder; files already there are replaced, others left alone."""
+    def write(self, folder: Path) -> tuple[list[Path], list[Path]]:
+        """The package as a metadata-format folder: (files written, stale files removed). A package file
+        an earlier export left that this one lacks is removed (sf would deploy it, or refuse it as not
+        in package.xml); any other file is refused, untouched."""
+        files = self.files()
+        stale = []
+        if folder.is_dir():
+            for path in sorted(p for p in folder.rglob("*") if p.is_file() or p.is_symlink()):
+                relative = path.relative_to(folder).as_posix()
+                if relative in files:
+                    continue
+                if not _PACKAGE_FILE.match(relative):
+                    raise ExportError(f"{folder} holds {relative}, which is not part of a metadata package: "
+                                      "export into an empty or new directory")
+                stale.append(path)
+        for path in stale:
+            path.unlink()
         written = []
-        for relative, content in self.files().items():
+        for relative, content in files.items():
             path = folder / relative
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(content)
             written.append(path)
-        return written
+        return written, stale
 
     # --- the XML -------------------------------------------------------------------------------
 
@@ -131,7 +155,9 @@ class Package:
         if field.external_id:
             inner.append(_tag("externalId", "true", 8))
         if field.unique:
-            inner += [_tag("unique", "true", 8), _tag("caseSensitive", "false", 8)]
+            inner.append(_tag("unique", "true", 8))
+            if field.type == "Text":  # case sensitivity is a unique Text field's choice only
+                inner.append(_tag("caseSensitive", "false", 8))
         return "    <fields>\n" + "".join(inner) + "    </fields>\n"
 
     def _permission_set(self) -> str:
