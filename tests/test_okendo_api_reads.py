@@ -168,3 +168,27 @@ def test_the_cursor_in_next_url_is_json(okendo):
         page = api.review_page("approved", limit=2)
     cursor = json.loads(parse_qs(urlsplit(page.next_url).query)["lastEvaluated"][0])
     assert cursor == {"reviewId": "rev-00001", "dateCreated": okendo.reviews["rev-00001"]["dateCreated"]}
+
+
+def test_a_cursor_of_the_wrong_shape_or_types_is_a_400_not_a_500(okendo):
+    okendo.seed_reviews(3)
+    auth = (okendo.user_id, okendo.api_key)
+    headers = {"okendo-api-version": "2025-02-01"}
+    for order, cursor in (("date desc", {"dateCreated": 5, "reviewId": "x"}),
+                          ("date desc", {"dateCreated": "2020-01-01T00:00:00.000Z", "reviewId": None}),
+                          ("date desc", [1, 2]), ("date asc", "text"),
+                          ("rating desc", {"rating": "5", "dateCreated": "2020-01-01T00:00:00.000Z", "reviewId": "x"})):
+        answer = requests.get(f"{okendo.base_url}/reviews", auth=auth, headers=headers, timeout=5,
+                              params={"orderBy": order, "lastEvaluated": json.dumps(cursor)})
+        assert answer.status_code == 400, cursor
+        assert answer.json() == {"message": "lastEvaluated is not a valid cursor"}
+
+
+def test_a_review_id_longer_than_the_ledger_keeps_is_left_out_by_place(okendo):
+    okendo.seed_reviews(2)
+    okendo.add_review({**okendo.reviews["rev-00001"], "reviewId": "r" * 256})
+    with client(okendo) as api:
+        page = api.review_page("approved")
+    assert [review["reviewId"] for review in page.reviews] == ["rev-00000", "rev-00001"]
+    [problem] = page.problems
+    assert "review 2 of the page" in problem and "reviewId is longer than 255 characters; left out" in problem

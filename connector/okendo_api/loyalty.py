@@ -39,7 +39,7 @@ class Loyalty(Transport):
         if not isinstance(member, dict) or not isinstance(member.get("loyaltyCustomerId"), str):
             raise OkendoApiError(f"Okendo's answer to GET {LOYALTY_CUSTOMERS_PATH} has no loyaltyCustomer with a "
                                  f"loyaltyCustomerId: {shorten(json.dumps(body), 200)}; check okendo.api_base_url "
-                                 f"({self.base_url})")
+                                 f"({self.base_url})", answer.status)
         return LoyaltyAnswer(member, answer.request, answer.sent_at)
 
     def loyalty_customer(self, *, email: str | None = None,

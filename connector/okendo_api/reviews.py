@@ -23,6 +23,9 @@ REVIEWS_PATH = "/reviews"
 STATUSES = ("approved", "pending", "rejected")
 ORDERS = tuple(f"{key} {direction}" for key in ("date", "rating") for direction in ("asc", "desc"))
 MAX_LIMIT = 100
+# The ledger's resource ids hold this many characters (connector.ledger.models.RESOURCE_ID_MAX): a
+# longer id could only be stored cut, and then never matched again. Okendo's ids are UUIDs.
+MAX_ID_LENGTH = 255
 
 
 @dataclass(frozen=True)
@@ -57,10 +60,16 @@ class Reviews(Transport):
         reviews: list[dict[str, Any]] = []
         problems: list[str] = []
         for position, item in enumerate(body["reviews"], start=1):
-            if isinstance(item, dict) and isinstance(item.get("reviewId"), str) and item["reviewId"]:
+            review_id = item.get("reviewId") if isinstance(item, dict) else None
+            if isinstance(review_id, str) and 0 < len(review_id) <= MAX_ID_LENGTH:
                 reviews.append(item)
+                continue
+            # Named by place (and id) only: whatever else the item holds stays out of the message.
+            if not isinstance(item, dict):
+                what = "is not a JSON object"
+            elif isinstance(review_id, str) and review_id:
+                what = f"({review_id[:40]}…): its reviewId is longer than {MAX_ID_LENGTH} characters"
             else:
-                # Named by place only: whatever else the item holds stays out of the message.
-                what = "not a JSON object" if not isinstance(item, dict) else "has no reviewId"
-                problems.append(f"review {position} of the page from {answer.request} {what}; left out")
+                what = "has no reviewId"
+            problems.append(f"review {position} of the page from {answer.request} {what}; left out")
         return ReviewPage(reviews, problems, self._next_url(body.get("nextUrl")), answer.request, answer.sent_at)

@@ -8,8 +8,8 @@ Mirrors REFERENCE §8a (/work/shared/okendo/REFERENCE.md), as strict as the docu
   The cursor is the last review's sort key, as DynamoDB's LastEvaluatedKey is (what the name
   suggests), so a review added or deleted between pages neither repeats nor skips the others.
   Deleted reviews are not listed.
-- `GET /loyalty/customers`: `email` or `loyaltyCustomerId`, exactly one (else 400); 404 with a
-  JSON message when there is no such member.
+- `GET /loyalty/customers`: `email` or `loyaltyCustomerId`, exactly one (else 400), an email
+  address and a uuid (else 400); 404 with a JSON message when there is no such member.
 Both share the emulator's credentials, version header and 2-per-second bucket (OkendoEmulator.authorize).
 """
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -32,6 +33,12 @@ REVIEW_QUERY = {"limit", "status", "orderBy", "lastEvaluated"}
 
 
 LIMIT_MESSAGE = "limit must be an integer from 1 to 100"
+# `loyaltyCustomerId` is a uuid (REFERENCE §8a). The query's checks are JSON-schema formats as the
+# subscription API's 422 suggests (ajv's "email" and "uuid"), stricter than the connector's own
+# email check: a 400 with that body, its shape chosen here (Okendo documents none for this call).
+_EMAIL = re.compile(r"^[a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+                    r"@(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$", re.IGNORECASE)
+_UUID = re.compile(r"^(?:urn:uuid:)?[0-9a-f]{8}-(?:[0-9a-f]{4}-){3}[0-9a-f]{12}$", re.IGNORECASE)
 
 
 def page_limit(query: dict[str, str]) -> int | None:
@@ -132,11 +139,17 @@ class OkendoReads:
                             key=sort_key, reverse=descending)
             chosen = [copy.deepcopy(review) for review in chosen]
         if "lastEvaluated" in query:
+            # The cursor's values must have the types of the keys they stand for (a string date and
+            # id, an integer rating): anything else is a 400 naming the parameter, never a 500.
             try:
                 cursor = json.loads(query["lastEvaluated"])
-                after = tuple(cursor[name] for name in (["rating"] if key == "rating" else [])
-                              + ["dateCreated", "reviewId"])
+                names = (["rating"] if key == "rating" else []) + ["dateCreated", "reviewId"]
+                after = tuple(cursor[name] for name in names)
+                types_ok = all(isinstance(value, int) and not isinstance(value, bool) if name == "rating"
+                               else isinstance(value, str) for name, value in zip(names, after))
             except (ValueError, TypeError, KeyError):
+                types_ok = False
+            if not types_ok:
                 return Reply(400, {"message": "lastEvaluated is not a valid cursor"})
             chosen = [r for r in chosen if (sort_key(r) < after if descending else sort_key(r) > after)]
         page, more = chosen[:limit], len(chosen) > limit
@@ -157,6 +170,12 @@ class OkendoReads:
         given = [name for name in ("email", "loyaltyCustomerId") if query.get(name)]
         if len(given) != 1 or set(query) - {"email", "loyaltyCustomerId"}:
             return Reply(400, {"message": "Provide exactly one of email or loyaltyCustomerId"})
+        if given == ["email"] and not _EMAIL.match(query["email"]):
+            return Reply(400, {"message": "Request validation failed",
+                               "errors": [{"path": "/query/email", "message": 'must match format "email"'}]})
+        if given == ["loyaltyCustomerId"] and not _UUID.match(query["loyaltyCustomerId"]):
+            return Reply(400, {"message": "Request validation failed",
+                               "errors": [{"path": "/query/loyaltyCustomerId", "message": 'must match format "uuid"'}]})
         with self._reads_lock:
             if given == ["email"]:
                 member_id = self._emails.get(query["email"].lower())
