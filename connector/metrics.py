@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -340,10 +340,17 @@ def _okendo_sync_metrics(rows, now: datetime) -> Iterator[Metric]:  # type: igno
     """Each backfill and the reconciliation of Okendo's API (the okendo_syncs table), by run name."""
     from connector.status.okendo_syncs import lease_alive
 
-    resources = GaugeMetricFamily(PREFIX + "okendo_sync_resources", "Resources of the latest run of a backfill or "
-                                  "of the reconciliation of Okendo's API, by kind: read, stored (as events), missing "
-                                  "(of the stored: never seen), different (of the stored: changed), problems "
-                                  "(unusable items).", labels=["sync", "kind"])
+    resources = GaugeMetricFamily(PREFIX + "okendo_sync_run_resources", "Resources of the latest run of a backfill "
+                                  "or of the reconciliation of Okendo's API, by kind: read, stored (as events), "
+                                  "missing (of the stored: never seen), different (of the stored: changed), problems "
+                                  "(unusable items); back to 0 when a run starts afresh.", labels=["sync", "kind"])
+    # Counters from totals the ledger never resets, so increase() over any range counts every pass
+    # (what the gauge above cannot: each pass starts it at 0 again).
+    totals = CounterMetricFamily(PREFIX + "okendo_sync_resources", "Resources of every run of a backfill or of the "
+                                 "reconciliation of Okendo's API, by kind (as okendo_sync_run_resources), since the "
+                                 "ledger began counting them.", labels=["sync", "kind"])
+    pages = CounterMetricFamily(PREFIX + "okendo_sync_pages", "Pages (requests of Okendo's list, or chunks of "
+                                "shoppers) of every run of a backfill or of the reconciliation.", labels=["sync"])
     finished = GaugeMetricFamily(PREFIX + "okendo_sync_last_finished_timestamp_seconds", "When the run last "
                                  "finished (Unix time); absent until one has, and while a new run is going.",
                                  labels=["sync"])
@@ -352,11 +359,15 @@ def _okendo_sync_metrics(rows, now: datetime) -> Iterator[Metric]:  # type: igno
     for row in rows:
         for kind in SYNC_KINDS:
             resources.add_metric([row.name, kind], getattr(row, kind))
+            totals.add_metric([row.name, kind], getattr(row, f"{kind}_total"))
+        pages.add_metric([row.name], row.pages_total)
         if row.finished_at is not None:
             moment = row.finished_at if row.finished_at.tzinfo else row.finished_at.replace(tzinfo=now.tzinfo)
             finished.add_metric([row.name], moment.timestamp())
         running.add_metric([row.name], 1 if lease_alive(row, now) else 0)
     yield resources
+    yield totals
+    yield pages
     yield finished
     yield running
 

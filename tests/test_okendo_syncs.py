@@ -83,3 +83,49 @@ def test_a_reconciliation_pass_starts_at_most_once_per_interval_whoever_asks(eng
     assert syncs.acquire_if_due(engine, name, "worker-2", 60, every, now=now + timedelta(minutes=30)) is None
     later = syncs.acquire_if_due(engine, name, "worker-2", 60, every, now=now + timedelta(minutes=61))
     assert later is not None and later.lease_owner == "worker-2"
+
+
+def test_a_failed_pass_is_retried_after_a_short_backoff_that_doubles_up_to_the_interval(engine):
+    name, every, retry = "reconcile:reviews", timedelta(minutes=60), timedelta(minutes=1)
+    now = utcnow()
+    assert syncs.acquire_if_due(engine, name, "w", 60, every, retry=retry, now=now) is not None
+    syncs.finish(engine, name, "w", syncs.FAILED, error="Okendo answered 503", now=now)
+    assert syncs.acquire_if_due(engine, name, "w", 60, every, retry=retry, now=now + timedelta(seconds=50)) is None
+    second = syncs.acquire_if_due(engine, name, "w", 60, every, retry=retry, now=now + timedelta(seconds=61))
+    assert second is not None  # one minute after the failure, not an hour
+    failed_again = now + timedelta(seconds=62)
+    syncs.finish(engine, name, "w", syncs.FAILED, error="Okendo answered 503", now=failed_again)
+    assert syncs.read(engine, name).failures == 2
+    assert syncs.next_due(syncs.read(engine, name), every, retry) == failed_again + timedelta(minutes=2)
+    assert syncs.acquire_if_due(engine, name, "w", 60, every, retry=retry,
+                                now=failed_again + timedelta(seconds=100)) is None
+    assert syncs.acquire_if_due(engine, name, "w", 60, every, retry=retry,
+                                now=failed_again + timedelta(seconds=121)) is not None
+    # Many failures later the wait is the interval, never longer.
+    with engine.begin() as connection:
+        connection.exec_driver_sql("UPDATE okendo_syncs SET failures = 30")
+    assert syncs.next_due(syncs.read(engine, name), every, retry) == syncs.read(engine, name).started_at + every
+    syncs.finish(engine, name, "w", syncs.FINISHED, now=failed_again + timedelta(seconds=130))
+    finished = syncs.read(engine, name)
+    assert finished.failures == 0
+    assert syncs.next_due(finished, every, retry) == finished.started_at + every  # a success: the interval
+
+
+def test_totals_are_never_reset_and_the_last_finished_pass_is_kept_while_a_new_one_runs(engine):
+    name, every = "reconcile:reviews", timedelta(minutes=60)
+    now = utcnow()
+    syncs.acquire_if_due(engine, name, "w", 60, every, now=now)
+    syncs.advance(engine, name, "w", 60, cursor=None, now=now + timedelta(seconds=5),
+                  counts={"pages": 2, "read": 150, "stored": 4, "missing": 3, "different": 1})
+    syncs.finish(engine, name, "w", syncs.FINISHED, now=now + timedelta(seconds=9))
+    syncs.acquire_if_due(engine, name, "w", 60, every, now=now + timedelta(minutes=61))
+    syncs.advance(engine, name, "w", 60, cursor=None, counts={"pages": 1, "read": 100, "stored": 2, "missing": 2})
+    running = syncs.read(engine, name)
+    assert (running.pages, running.read, running.stored) == (1, 100, 2)  # this pass
+    assert (running.pages_total, running.read_total, running.stored_total, running.missing_total,
+            running.different_total) == (3, 250, 6, 5, 1)  # every pass
+    last = running.last_pass
+    assert (last["pages"], last["read"], last["stored"], last["missing"], last["different"]) == (2, 150, 4, 3, 1)
+    assert last["finished_at"].startswith((now + timedelta(seconds=9)).isoformat()[:19])
+    syncs.finish_after(engine, name, "w", RuntimeError("Okendo answered 503"))
+    assert syncs.read(engine, name).last_pass == last  # a failed pass is no finished one

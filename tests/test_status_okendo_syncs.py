@@ -359,7 +359,7 @@ def test_metrics_count_each_run_and_say_which_are_running(reconciling):
     scraped = Scrape(reconciling.test_client().get("/metrics").get_data(as_text=True))
 
     assert scraped.value(P + "ledger_up") == 1
-    resources = P + "okendo_sync_resources"
+    resources = P + "okendo_sync_run_resources"  # the latest run's; *_resources_total counts every run
     assert {kind: scraped.value(resources, sync="reconcile:reviews", kind=kind)
             for kind in ("read", "stored", "missing", "different", "problems")} == \
         {"read": 250, "stored": 4, "missing": 3, "different": 1, "problems": 0}
@@ -389,3 +389,47 @@ def test_metrics_without_a_ledger_say_ledger_up_0(reconciling):
     scraped = Scrape(reconciling.test_client().get("/metrics").get_data(as_text=True))
     assert scraped.value(P + "ledger_up") == 0
     assert not scraped.has(P + "okendo_sync_running", sync="reconcile:reviews")
+
+
+def test_while_a_pass_runs_or_after_it_failed_the_page_shows_the_last_finished_one(reconciling):
+    engine = engine_of(reconciling)
+    started = utcnow() - timedelta(minutes=70)
+    seed_reconciliation(engine, started)  # finished: 3 pages, 250 read, 3 missing, 1 different
+    name = "reconcile:reviews"
+    assert syncs.acquire_if_due(engine, name, "host-b:9:reconcile", 300, timedelta(minutes=60))
+    syncs.advance(engine, name, "host-b:9:reconcile", 300, cursor=None, counts={"pages": 1, "read": 100})
+
+    def paragraph() -> str:
+        html = signed_in(reconciling).get("/status").text
+        return text(re.search(r'<p data-test="reconciliation">(.*?)</p>', html, re.S).group(1))
+
+    line = paragraph()
+    assert line.startswith(f"Last reconciliation: started {started.strftime('%Y-%m-%d %H:%M:%S')} UTC, finished "
+                           f"{(started + timedelta(seconds=30)).strftime('%Y-%m-%d %H:%M:%S')} UTC")
+    assert "3 page(s), 250 review(s) read, 3 found missing and 1 different (4 stored)" in line
+    assert "A pass is running: 1 page(s), 100 review(s) read so far." in line
+
+    syncs.finish_after(engine, name, "host-b:9:reconcile", RuntimeError("Okendo answered 503"))
+    line = paragraph()
+    assert "3 page(s), 250 review(s) read, 3 found missing and 1 different (4 stored)" in line
+    assert "The pass after it failed : RuntimeError: Okendo answered 503 ." in line  # text() spaces the tags
+    retry = syncs.read(engine, name).updated_at + timedelta(minutes=1)
+    assert f"Next pass due {retry.strftime('%Y-%m-%d %H:%M:%S')} UTC (a retry" in line
+
+
+def test_metrics_count_every_pass_in_counters_that_never_go_back(reconciling):
+    engine = engine_of(reconciling)
+    started = utcnow() - timedelta(minutes=70)
+    seed_reconciliation(engine, started)
+    name = "reconcile:reviews"
+    assert syncs.acquire_if_due(engine, name, "host-b:9:reconcile", 300, timedelta(minutes=60))  # a new pass
+    syncs.advance(engine, name, "host-b:9:reconcile", 300, cursor=None,
+                  counts={"pages": 1, "read": 100, "stored": 2, "missing": 2})
+    scraped = Scrape(reconciling.test_client().get("/metrics").get_data(as_text=True))
+    total = P + "okendo_sync_resources_total"
+    assert {kind: scraped.value(total, sync=name, kind=kind)
+            for kind in ("read", "stored", "missing", "different", "problems")} == \
+        {"read": 350, "stored": 6, "missing": 5, "different": 1, "problems": 0}
+    assert scraped.value(P + "okendo_sync_pages_total", sync=name) == 4
+    assert scraped.value(P + "okendo_sync_run_resources", sync=name, kind="read") == 100  # the gauge: this pass
+    assert "# TYPE okendo_connector_okendo_sync_resources_total counter" in scraped.text

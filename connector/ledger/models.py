@@ -421,6 +421,15 @@ class OkendoSync(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     lease_owner: Mapped[str | None] = mapped_column(String(128))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Never reset when a run starts afresh: what /metrics exports as counters.
+    pages_total: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    read_total: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    stored_total: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    missing_total: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    different_total: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    problems_total: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # failed runs in a row
+    last_pass: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # the last finished run's times and counts
 
 
 class ChartBucket(Base):

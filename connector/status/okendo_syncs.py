@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, select
 
-from connector.backfill.syncs import FAILED, RUNNING, STOPPED, SyncRow
+from connector.backfill.syncs import FAILED, FINISHED, RETRY_S, RUNNING, STOPPED, SyncRow, next_due as due_at
 from connector.ledger.models import OkendoSync, utcnow
 
 if TYPE_CHECKING:
@@ -23,12 +23,43 @@ if TYPE_CHECKING:
 _syncs = OkendoSync.__table__
 
 RECONCILE_NAME = "reconcile:reviews"  # connector.backfill.reconcile.SYNC_NAME (not imported: it loads the API client)
+# connector.backfill.reviews.PLAN_NAME: which statuses a reviews backfill over several has finished.
+# Bookkeeping only (no counts of its own; each status has its line), so neither shown nor exported.
+PLAN_NAME = "backfill:reviews"
 DIED = "died"  # a running row whose lease ran out
 
 
 def read_rows(connection: Connection) -> list[SyncRow]:
     """Every run, by name: one SELECT (one row per backfill and one for the reconciliation)."""
-    return [SyncRow(**row._mapping) for row in connection.execute(select(_syncs).order_by(_syncs.c.name))]
+    return [SyncRow(**row._mapping) for row in connection.execute(
+        select(_syncs).where(_syncs.c.name != PLAN_NAME).order_by(_syncs.c.name))]
+
+
+@dataclass(frozen=True)
+class LastPass:
+    """The figures of a run's last finished pass (kept when the next one starts or fails)."""
+
+    started_at: datetime | None
+    finished_at: datetime | None
+    pages: int
+    read: int
+    stored: int
+    missing: int
+    different: int
+    problems: int
+
+    @classmethod
+    def of(cls, row: SyncRow) -> LastPass | None:
+        last = row.last_pass
+        if not isinstance(last, dict):
+            return None
+
+        def moment(key: str) -> datetime | None:
+            value = last.get(key)
+            return _aware(datetime.fromisoformat(value)) if isinstance(value, str) else None
+
+        return cls(moment("started_at"), moment("finished_at"),
+                   *(int(last.get(key) or 0) for key in ("pages", "read", "stored", "missing", "different", "problems")))
 
 
 def title(name: str) -> str:
@@ -72,6 +103,8 @@ class SyncLine:
     running: bool  # a live lease is held
     rerun: str | None  # the command that goes on with it (backfills that can go on)
     next_due_at: datetime | None = None  # the reconciliation's next pass, when configured
+    last: LastPass | None = None  # the last finished pass (the current one's figures are the row's)
+    retrying: bool = False  # the next pass is a retry of one that did not finish, sooner than the interval
 
     @property
     def name(self) -> str:
@@ -94,7 +127,11 @@ class SyncLine:
             "stored": row.stored, "missing": row.missing, "different": row.different, "problems": row.problems,
             "last_error": row.last_error, "lease_owner": row.lease_owner if self.running else None,
             "lease_expires_at": row.lease_expires_at if self.running else None, "rerun": self.rerun,
-            "next_due_at": self.next_due_at,
+            "next_due_at": self.next_due_at, "retrying": self.retrying,
+            "last_finished_pass": None if self.last is None else {
+                "started_at": self.last.started_at, "finished_at": self.last.finished_at, "pages": self.last.pages,
+                "read": self.last.read, "stored": self.last.stored, "missing": self.last.missing,
+                "different": self.last.different, "problems": self.last.problems},
         }
 
 
@@ -117,13 +154,15 @@ def describe(row: SyncRow, now: datetime, reconcile: ReconcileConfig | None = No
     else:
         state, words = row.state, row.state
     rerun = _rerun(row.name) if state in (STOPPED, FAILED, DIED) and row.resumable else None
-    next_due = None
+    next_due, retrying = None, False
     if reconciliation and reconcile is not None:
-        # As connector.backfill.syncs.acquire_if_due judges it: a pass starts at most once per
-        # interval after the last one *started*, whatever became of it.
+        # As connector.backfill.syncs.acquire_if_due judges it: once per interval after the last
+        # pass started, or sooner, a short doubling wait after one that did not finish.
+        every = timedelta(minutes=reconcile.every_minutes)
+        next_due = _aware(due_at(row, every, timedelta(seconds=RETRY_S))) or now
         started = _aware(row.started_at)
-        next_due = started + timedelta(minutes=reconcile.every_minutes) if started else now
-    return SyncLine(row, title(row.name), state, words, running, rerun, next_due)
+        retrying = row.state != FINISHED and started is not None and next_due < started + every
+    return SyncLine(row, title(row.name), state, words, running, rerun, next_due, LastPass.of(row), retrying)
 
 
 @dataclass
