@@ -5,10 +5,12 @@ the ledger, delivered by the real worker into both CRM emulators."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 
 import pytest
 import yaml
@@ -92,6 +94,10 @@ def test_a_thousand_reviews_reach_each_crm_once_and_running_again_writes_nothing
     assert "pending: done: 200 reviews in 2 page(s)" in result.output
     assert "rejected: done: 200 reviews in 2 page(s)" in result.output
     assert "approved: page 3: 300 reviews read, 300 stored" in result.output  # progress, page by page
+    # Each progress line after the first says the rate and how long is left (dates reached show how far).
+    assert re.search(r"approved: page 3: 300 reviews read, 300 stored \(\d+/s, ETA (\d+ s|\d+ min), "
+                     r"reached \d{4}-\d\d-\d\d\)", result.output), result.output
+    assert re.search(r"approved: page 6: 600 reviews read, 600 stored \(\d+/s, reached ", result.output)  # last
     assert "1,000 event(s) stored (origin: backfill)" in result.output
     stored = events(engine)
     assert len(stored) == 1000 and {(e.origin, e.topic, e.sequence_number) for e in stored} == {
@@ -232,35 +238,165 @@ def test_wrong_credentials_or_none_say_which_settings_to_fix(runner, config, led
     assert missing.exit_code == 1 and "OKENDO_API_KEY not set" in missing.output
 
 
-def test_loyalty_backfill_refreshes_every_known_member_once(runner, config, ledger, crms, okendo):  # noqa: F811
+def run_killed(config: str, engine, name: str, pages: int, *args: str) -> None:
+    """`connector okendo backfill reviews ARGS` in a process of its own, killed (SIGKILL) once the
+    run `name` has stored `pages` pages."""
+    process = subprocess.Popen([sys.executable, "-m", "connector.cli", "--config", config, "okendo", "backfill",
+                                "reviews", *args], env=dict(os.environ),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            row = syncs.read(engine, name)
+            if row is not None and row.pages >= pages:
+                break
+            assert process.poll() is None, process.stdout.read().decode()
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_killed_in_its_second_status_the_rerun_reads_no_page_of_the_first_again(runner, config, ledger, crms,
+                                                                                 okendo):  # noqa: F811
     settings, engine = ledger
-    okendo.seed_reviews(30)  # 30 reviewers known to the connector...
-    assert backfill(runner, config, "reviews", "--status", "approved").exit_code == 0
-    drain(settings, engine)
-    for index in range(0, 30, 3):  # ...of whom 10 are loyalty members
-        okendo.add_loyalty_customer(f"shopper{index}@example.com", balance=100 * index, vip_tier="Gold")
+    seeded = okendo.seed_reviews(1000, statuses=("approved", "pending", "pending", "pending", "rejected"))
+    run_killed(config, engine, "backfill:reviews:pending", 2)
+    assert syncs.read(engine, "backfill:reviews:approved").state == "finished"
+    approved_asked = len(okendo.calls("GET", "/enterprise/reviews")) - len(page_requests(okendo, "pending"))
+    pending_before = page_requests(okendo, "pending")
 
-    result = backfill(runner, config, "loyalty")
+    result = backfill(runner, config, "reviews")
     assert result.exit_code == 0, result.output
-    assert "30 shopper(s) from the ledger" in result.output
-    assert "30 asked, 20 not loyalty members; stored 10 (10 new to the connector, 0 changed)" in result.output
+    assert "approved: done by the run this one went on from: 200 reviews in 2 page(s); not read again" \
+        in result.output
+    assert "pending: done (went on from an earlier run): 600 reviews in 6 page(s) in all, " in result.output
+    assert "rejected: done: 200 reviews in 2 page(s)" in result.output
+    # Not one request for approved reviews (no page, not its date range) in the rerun.
+    asked_after = [call for call in okendo.calls("GET", "/enterprise/reviews")[approved_asked + len(pending_before):]
+                   if {key: values[-1] for key, values in call.query.items()}.get("status", "approved") == "approved"
+                   and "lastEvaluated" not in call.query]
+    assert asked_after == [] and len(page_requests(okendo, "approved")) == 2
+    assert None not in page_requests(okendo, "pending")[len(pending_before):]  # pending's first page not again
+
     drain(settings, engine)
-    contact = crms.hubspot.find("contacts", email="shopper9@example.com")
-    assert contact["properties"]["okendo_loyalty_points_balance"] in ("900", 900)
+    salesforce, _ = review_records(crms)
+    assert sorted(salesforce) == sorted(review["reviewId"] for review in seeded)
+    # Finished: the next run reads everything again (and stores nothing new).
+    again = backfill(runner, config, "reviews")
+    assert "approved: done: 200 reviews in 2 page(s)" in again.output and "nothing new" in again.output
+
+
+def test_restart_reads_the_statuses_an_unfinished_run_had_done(runner, config, ledger, okendo):  # noqa: F811
+    _, engine = ledger
+    okendo.seed_reviews(30, statuses=("approved", "pending"))
+    syncs.acquire(engine, "backfill:reviews", "gone:1:backfill", 300,
+                  options={"statuses": ["approved", "pending", "rejected"], "since": None})
+    syncs.advance(engine, "backfill:reviews", "gone:1:backfill", 300, cursor="pending", counts={})
+    syncs.finish_after(engine, "backfill:reviews", "gone:1:backfill", KeyboardInterrupt())
+    assert backfill(runner, config, "reviews", "--status", "approved").exit_code == 0  # approved done "in" no run
+    result = backfill(runner, config, "reviews", "--restart")
+    assert result.exit_code == 0, result.output
+    assert "approved: done: 15 reviews in 1 page(s)" in result.output
+
+
+def test_a_cursor_okendo_refuses_says_to_restart(runner, config, ledger, okendo):  # noqa: F811
+    _, engine = ledger
+    okendo.seed_reviews(20)
+    name = "backfill:reviews:approved"
+    syncs.acquire(engine, name, "gone:1:backfill", 300, options={"status": "approved", "since": None})
+    syncs.advance(engine, name, "gone:1:backfill", 300, counts={"pages": 1, "read": 100},
+                  cursor="/reviews?limit=100&status=approved&orderBy=date%20desc&lastEvaluated=%7B%22x%22%3A1%7D")
+    syncs.finish_after(engine, name, "gone:1:backfill", KeyboardInterrupt())
+    refused = backfill(runner, config, "reviews", "--status", "approved")
+    assert refused.exit_code == 1
+    assert "Okendo refused the page the earlier run stopped at (HTTP 400)" in refused.output
+    assert "lastEvaluated is not a valid cursor" in refused.output
+    assert "--restart" in refused.output and "run the same command again" not in refused.output
+    assert "Traceback" not in refused.output
+    restarted = backfill(runner, config, "reviews", "--status", "approved", "--restart")
+    assert restarted.exit_code == 0 and "approved: done: 20 reviews in 1 page(s)" in restarted.output
+
+
+def test_backfill_all_brings_every_review_then_every_reviewers_loyalty_in_one_command(runner, config, ledger, crms,
+                                                                                       okendo):  # noqa: F811
+    settings, engine = ledger
+    okendo.seed_reviews(40, statuses=("approved", "pending"))  # 40 reviews by 40 shoppers, none known yet
+    okendo.add_loyalty_customer("shopper7@example.com", balance=700, vip_tier="Gold")
+    result = backfill(runner, config, "all")
+    assert result.exit_code == 0, result.output
+    assert result.output.index("approved: done: 20 reviews") < result.output.index("40 shopper(s) from the ledger")
+    assert "40 asked, 39 not loyalty members; stored 1 (1 new to the connector, 0 changed)" in result.output
+    assert "41 event(s) stored (origin: backfill)" in result.output
+    drain(settings, engine)
+    assert len(review_records(crms)[0]) == 40
+    contact = crms.hubspot.find("contacts", email="shopper7@example.com")
     assert contact["properties"]["okendo_loyalty_tier"] == "Gold"
-
-    writes = crm_writes(crms)
-    again = backfill(runner, config, "loyalty")
-    assert "stored 0 (0 new to the connector, 0 changed), 10 unchanged" in again.output
-    drain(settings, engine)
-    assert crm_writes(crms) == writes
-    assert_okendo_limit_kept(okendo)
+    again = backfill(runner, config, "all")
+    assert again.exit_code == 0 and "nothing new" in again.output
 
 
-def test_a_shoppers_file_with_a_bad_line_is_refused_naming_the_line(runner, config, ledger, tmp_path,
-                                                                      okendo):  # noqa: F811
-    emails = tmp_path / "emails.txt"
-    emails.write_text("one@example.com\nnot an email\n\ntwo@example.com\n")
-    result = backfill(runner, config, "loyalty", "--emails", str(emails))
+def test_a_review_okendo_sends_twice_as_next_page_stops_the_run_instead_of_looping(runner, config, ledger,
+                                                                                   okendo):  # noqa: F811
+    okendo.seed_reviews(5)
+    same = "/reviews?limit=100&status=approved&orderBy=date%20desc&lastEvaluated=%7B%7D"
+    okendo.fail(method="GET", path="/reviews", status=200, times=50,
+                body={"reviews": [okendo.reviews["rev-00001"]], "nextUrl": same})
+    result = backfill(runner, config, "reviews", "--status", "approved")
     assert result.exit_code == 1
-    assert "line 2" in result.output and okendo.calls() == []
+    assert "Okendo answered the nextUrl of a page already read" in result.output and "--restart" in result.output
+    assert len(okendo.calls("GET", "/enterprise/reviews")) <= 4  # the date range, the first page and the repeat
+
+
+def test_an_over_long_review_id_and_an_over_large_review_are_refused_by_name_and_never_stored(
+        runner, config, ledger, okendo):  # noqa: F811
+    _, engine = ledger
+    okendo.seed_reviews(3)
+    okendo.add_review({**okendo.reviews["rev-00002"], "reviewId": "r" * 300})
+    okendo.add_review({**okendo.reviews["rev-00001"], "reviewId": "rev-huge", "body": "x" * 1_100_000})
+    for _ in range(2):
+        result = backfill(runner, config, "reviews", "--status", "approved")
+        assert result.exit_code == 0, result.output
+        assert "reviewId is longer than 255 characters; left out" in result.output
+        assert "review rev-huge: 1,1" in result.output and "more than the 1,048,576 bytes" in result.output
+        assert len(events(engine)) == 3  # the first run stored the 3 others; the second nothing
+    assert "2 refused" in result.output
+
+
+def test_another_process_taking_the_run_over_or_a_failing_ledger_end_with_a_message(runner, config, ledger,
+                                                                                    okendo):  # noqa: F811
+    import threading
+
+    from connector.ledger.models import utcnow
+
+    _, engine = ledger
+    okendo.seed_reviews(300)
+    okendo.latency = (0.3, 0.4)
+    taken = threading.Event()
+
+    def take_over() -> None:  # once a page is stored, a process on another host takes over (a stalled lease)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            row = syncs.read(engine, "backfill:reviews:approved")
+            if row is not None and row.pages >= 1:
+                syncs.acquire(engine, row.name, "otherhost:9:backfill", 300, now=utcnow() + timedelta(hours=1))
+                taken.set()
+                return
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=take_over)
+    thread.start()
+    result = backfill(runner, config, "reviews", "--status", "approved")
+    thread.join()
+    assert taken.is_set()
+    assert result.exit_code == 1, result.output
+    assert "another process took this run over" in result.output and "Traceback" not in result.output
+
+    with engine.begin() as connection:
+        connection.exec_driver_sql("DROP TABLE okendo_syncs")
+    broken = backfill(runner, config, "reviews", "--status", "approved")
+    assert broken.exit_code == 1 and "the ledger is unavailable" in broken.output
+    assert "okendo_syncs" in broken.output and not isinstance(broken.exception, AssertionError)
+    assert "Traceback" not in broken.output

@@ -8,6 +8,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
 
 from connector.backfill import syncs
 from connector.backfill.reconcile import ReconcileLoop, reconcile_once
@@ -57,6 +58,9 @@ def test_one_pass_heals_the_webhooks_missed_while_the_endpoint_was_down(reconcil
     # The endpoint was up for the first 60 reviews' webhooks, then down: the rest never arrived.
     for sequence, review in enumerate(in_window[43:], start=1000):
         ingest(engine, webhook(review, "create", sequence))
+    with engine.begin() as connection:  # they arrived an hour ago, before the outage
+        connection.execute(sa.text("UPDATE events SET received_at = :at"),
+                           {"at": datetime.now(UTC) - timedelta(hours=1)})
     drain(settings, engine)
     # While it was down, a merchant also edited a review whose create webhook had arrived.
     okendo.update_review(in_window[50]["reviewId"], rating=1, title="Edited while the endpoint was down")
@@ -147,8 +151,31 @@ def test_a_failing_pass_is_recorded_and_the_worker_goes_on(reconciling, crms, ok
     row = syncs.read(engine, "reconcile:reviews")
     assert row.state == "failed" and "Okendo refused the credentials (HTTP 401" in row.last_error
     assert "OKENDO_API_KEY" in row.last_error and "rotated" not in row.last_error
-    assert any("reconciliation of reviews failed" in message and "next pass is in 60 minutes" in message
+    assert any("reconciliation of reviews failed" in message and "trying again in 60 s" in message
                for message in caplog.messages)
+
+
+def test_a_failed_pass_is_tried_again_after_a_short_backoff_not_a_whole_interval(reconciling, crms, okendo,
+                                                                                   caplog):
+    settings, engine = reconciling
+    okendo.seed_reviews(20)
+    okendo.fail(method="GET", path="/reviews", status=503, times=4)  # Okendo down for one pass's retries
+    loop = ReconcileLoop(settings, engine, "host:1:worker", check_every_s=0.05, retry_s=1.0).start()
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            row = syncs.read(engine, "reconcile:reviews")
+            if row is not None and row.state == "finished":
+                break
+            time.sleep(0.05)
+    finally:
+        loop.stop()
+    row = syncs.read(engine, "reconcile:reviews")
+    assert row.state == "finished" and row.read == 20 and row.failures == 0  # healed within seconds of an hour
+    assert len(events(engine)) == 20
+    assert any("Okendo answered 503" in message and "trying again in 1 s" in message for message in caplog.messages)
+    statuses = [call.status for call in okendo.calls("GET", "/enterprise/reviews")]
+    assert statuses == [503] * 4 + [200]  # the failed pass's own retries, then one pass: no burst of retries
 
 
 def test_reconcile_needs_credentials_and_says_so(db_url, crms):

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from connector.backfill.snapshots import Snapshot, store_snapshots
+from connector.backfill.snapshots import SETTLE_S, Snapshot, store_snapshots
 from connector.ledger.models import EventOrigin, utcnow
 from connector.samples import sample_bytes
 from connector.worker.retention import prune
@@ -30,6 +30,18 @@ def snapshot(rating: int, *, read_at=None, review_id: str = REVIEW) -> Snapshot:
     resource.update(reviewId=review_id, rating=rating, title=f"Rated {rating}")
     return Snapshot("review", resource, read_at or utcnow(), "GET /enterprise/reviews?status=approved&limit=100",
                     EventOrigin.BACKFILL)
+
+
+def arrived_earlier(engine, minutes: int = 10) -> None:
+    """The webhooks ingested so far arrived `minutes` ago: past the settle time of a read now."""
+    with engine.begin() as connection:
+        connection.execute(sa.text("UPDATE events SET received_at = :at"),
+                           {"at": utcnow() - timedelta(minutes=minutes)})
+
+
+def later():
+    """A read this long after the webhooks just ingested: past the settle time, Okendo's list caught up."""
+    return utcnow() + timedelta(seconds=SETTLE_S + 1)
 
 
 def salesforce_rating(crms, review_id: str = REVIEW) -> int | None:
@@ -69,7 +81,8 @@ def test_a_webhook_before_the_backfill_then_a_change_only_the_api_saw_ends_at_th
     drain(settings, engine)
     assert store_snapshots(engine, [snapshot(2)]).unchanged == 1  # the same state: nothing to store
 
-    counts = store_snapshots(engine, [snapshot(5)])  # changed since, its webhook missed
+    # Changed since, its webhook missed; read a while after the webhook (see the settle test below).
+    counts = store_snapshots(engine, [snapshot(5, read_at=later())])
     assert (counts.stored, counts.different) == (1, 1)
     assert events(engine)[-1].topic == "update" and events(engine)[-1].sequence_number == "9001"
     drain(settings, engine)
@@ -79,6 +92,7 @@ def test_a_webhook_before_the_backfill_then_a_change_only_the_api_saw_ends_at_th
 def test_a_webhook_received_after_the_snapshot_was_read_wins_when_applied_first(ledger, crms):
     settings, engine = ledger
     ingest(engine, webhook("create", 9001, 2))
+    arrived_earlier(engine)
     drain(settings, engine)
     read_at = utcnow()  # the page is read: rating 3 ...
     ingest(engine, webhook("update", 9002, 5))  # ... then the shopper edits, and the webhook is applied
@@ -97,6 +111,7 @@ def test_a_webhook_received_after_the_snapshot_was_read_wins_when_applied_first(
 def test_a_webhook_received_after_the_snapshot_was_read_wins_when_both_wait(ledger, crms):
     settings, engine = ledger
     ingest(engine, webhook("create", 9001, 2))
+    arrived_earlier(engine)
     drain(settings, engine)
     read_at = utcnow()
     ingest(engine, webhook("update", 9002, 5))
@@ -113,9 +128,27 @@ def test_a_snapshot_read_after_a_waiting_webhook_is_newer_and_wins(ledger, crms)
     settings, engine = ledger
     ingest(engine, webhook("create", 9001, 2))
     ingest(engine, webhook("update", 9002, 4))  # received, not delivered yet
-    store_snapshots(engine, [snapshot(5, read_at=utcnow())])  # read after it: Okendo changed again since
+    store_snapshots(engine, [snapshot(5, read_at=later())])  # read well after it: Okendo changed again since
     drain(settings, engine)
     assert salesforce_rating(crms) == 5 and "5/5" in hubspot_note(crms)["properties"]["hs_note_body"]
+
+
+def test_a_snapshot_read_moments_after_a_webhook_is_not_stored_and_the_webhook_stands(ledger, crms):
+    settings, engine = ledger
+    ingest(engine, webhook("create", 9001, 2))
+    drain(settings, engine)
+    ingest(engine, webhook("update", 9002, 5))  # the shopper changes the rating to 5 ...
+    # ... and the list, read a second later, still shows 2: Okendo's index lags behind its webhooks.
+    counts = store_snapshots(engine, [snapshot(2)])
+    assert (counts.stored, counts.settling) == (0, 1)
+    drain(settings, engine)
+    assert salesforce_rating(crms) == 5 and "5/5" in hubspot_note(crms)["properties"]["hs_note_body"]
+
+    # Read once the settle time has passed, a snapshot that differs applies again (a change the
+    # webhooks missed since).
+    assert store_snapshots(engine, [snapshot(4, read_at=later())]).stored == 1
+    drain(settings, engine)
+    assert salesforce_rating(crms) == 4
 
 
 def test_a_webhook_after_the_backfill_supersedes_it(ledger, crms):

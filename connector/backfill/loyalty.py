@@ -7,13 +7,21 @@ shoppers asked are those the connector knows (every email and loyalty member in 
 link table) or those of a file. The answer is merged into the newest `loyalty_customer` state the
 ledger holds for that member (the API leaves out the email, birthday and customer id the webhook
 carries) and stored as a snapshot (connector.backfill.snapshots) when it changes something.
+
+A run keeps, besides its cursor, which list it reads (the ledger, or a file's path and a hash of
+its contents): a run stopped over one list is not gone on from over another. One shopper Okendo
+refuses (a 400 or 422, an answer without a member id, an id that is no UUID) is named as a problem
+and the run goes on; only a run of such refusals (ERRORS_IN_A_ROW) stops it, as a wrong base URL
+or a broken API would refuse every shopper alike.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +29,7 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 
 from connector.backfill import syncs
-from connector.backfill.snapshots import Snapshot, SnapshotCounts, store_snapshots
+from connector.backfill.snapshots import MAX_BODY_BYTES, Snapshot, SnapshotCounts, store_snapshots
 from connector.ledger.models import (
     EMAIL_MAX,
     RESOURCE_ID_MAX,
@@ -32,10 +40,13 @@ from connector.ledger.models import (
     sequence_key,
 )
 from connector.ledger.resource_states import MEANINGFUL_STATES, resource_of
+from connector.okendo_api import OkendoApiError
 
 SYNC_NAME = "backfill:loyalty"
 CHUNK = 50  # shoppers stored per transaction (and per cursor step): 25 s of Okendo's pace
 LEASE_S = 300.0
+ERRORS_IN_A_ROW = 20  # shoppers refused one after the other: no longer one shopper's problem
+MAX_FILE_BYTES = 32 * 1024 * 1024  # about a million addresses; read whole, so bounded
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _events = Event.__table__
 _links = RecordLink.__table__
@@ -58,6 +69,13 @@ class Shopper:
         return f"email:{self.email}" if self.email else f"id:{self.loyalty_customer_id}"
 
 
+@dataclass(frozen=True)
+class ShopperList:
+    shoppers: list[Shopper]
+    source: str  # for people: "the ledger", or the file's path
+    options: dict[str, Any]  # what the run keeps of it, to know a stopped run over the same list
+
+
 @dataclass
 class LoyaltySummary:
     resumed: bool
@@ -67,10 +85,15 @@ class LoyaltySummary:
     problems: list[str] = field(default_factory=list)
 
 
-def shoppers_from_file(path: Path) -> list[Shopper]:
+def shoppers_from_file(path: Path) -> ShopperList:
     """One email per line; blank lines and lines starting with # are ignored."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ShopperListError(f"{path}: {size / 2 ** 20:.0f} MB, more than {MAX_FILE_BYTES // 2 ** 20} MB: "
+                                   "split it into smaller files and run once per file")
+        content = path.read_bytes()
+        lines = content.decode("utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as error:
         raise ShopperListError(f"{path}: cannot be read ({error})") from None
     emails, bad = set(), []
@@ -86,10 +109,11 @@ def shoppers_from_file(path: Path) -> list[Shopper]:
         shown = "; ".join(bad[:10]) + (f"; and {len(bad) - 10} more" if len(bad) > 10 else "")
         raise ShopperListError(f"{path}: {len(bad)} line(s) are not one email address each ({shown}); "
                                "fix or remove them and run again")
-    return [Shopper(email) for email in sorted(emails)]
+    return ShopperList([Shopper(email) for email in sorted(emails)], str(path),
+                       {"source": "file", "path": str(path.resolve()), "sha256": hashlib.sha256(content).hexdigest()})
 
 
-def known_shoppers(engine: Engine) -> list[Shopper]:
+def known_shoppers(engine: Engine) -> ShopperList:
     """Every shopper the ledger knows: each email (from events and the link table's contact keys),
     with its loyalty member id when a loyalty event said it, then members known only by id."""
     e, links, states = _events, _links, _states
@@ -114,13 +138,23 @@ def known_shoppers(engine: Engine) -> list[Shopper]:
     known_by_email = {member_id for member_id in by_email.values() if member_id}
     shoppers = [Shopper(email, member_id) for email, member_id in sorted(by_email.items())]
     shoppers += [Shopper(None, member_id) for member_id in sorted(member_ids - known_by_email)]
-    return shoppers
+    # No hash of the list: it grows with every webhook, and a stopped run still goes on over it.
+    return ShopperList(shoppers, "the ledger", {"source": "ledger"})
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
 
 
 class LoyaltyBackfill:
     def __init__(self, engine: Engine, api: Any, *, owner: str, dry_run: bool = False, restart: bool = False,
                  on_progress: Callable[[int, int, float, float | None], None] | None = None,
-                 lease_s: float = LEASE_S):
+                 lease_s: float = LEASE_S, chunk: int = CHUNK, max_body_bytes: int = MAX_BODY_BYTES,
+                 on_set_aside: Callable[[dict[str, Any]], None] | None = None):
         self.engine = engine
         self.api = api
         self.owner = owner
@@ -128,30 +162,44 @@ class LoyaltyBackfill:
         self.restart = restart
         self.on_progress = on_progress or (lambda done, stored, rate, eta: None)
         self.lease_s = lease_s
+        self.chunk = chunk
+        self.max_body_bytes = max_body_bytes
+        # Told when a stopped run read another list and is not gone on from.
+        self.on_set_aside = on_set_aside or (lambda options: None)
+        self._in_a_row = 0
 
-    def run(self, shoppers: Sequence[Shopper]) -> LoyaltySummary:
+    def run(self, shoppers: ShopperList) -> LoyaltySummary:
         cursor = None
         if not self.dry_run:
-            cursor = syncs.acquire(self.engine, SYNC_NAME, self.owner, self.lease_s, restart=self.restart,
-                                   options={"shoppers": len(shoppers)}).cursor
-        ordered = sorted(shoppers, key=lambda shopper: shopper.cursor)
+            row = syncs.acquire(self.engine, SYNC_NAME, self.owner, self.lease_s, restart=self.restart,
+                                options=shoppers.options)
+            cursor = row.cursor
+            if row.set_aside is not None:
+                self.on_set_aside(row.set_aside)
+        ordered = sorted(shoppers.shoppers, key=lambda shopper: shopper.cursor)
         todo = [shopper for shopper in ordered if cursor is None or shopper.cursor > cursor]
+        earlier = len(ordered) - len(todo)  # asked by the runs this one goes on from
         summary = LoyaltySummary(resumed=cursor is not None)
         started = time.monotonic()
         try:
-            for start in range(0, len(todo), CHUNK):
-                chunk = todo[start:start + CHUNK]
+            for start in range(0, len(todo), self.chunk):
+                chunk = todo[start:start + self.chunk]
+                problems_before = len(summary.problems)
                 snapshots = self._read(chunk, summary)
-                counts = store_snapshots(self.engine, snapshots, dry_run=self.dry_run)
+                counts = store_snapshots(self.engine, snapshots, dry_run=self.dry_run,
+                                         max_body_bytes=self.max_body_bytes)
                 summary.counts.add(counts)
+                summary.problems += counts.refused
                 if not self.dry_run:
                     syncs.advance(self.engine, SYNC_NAME, self.owner, self.lease_s, cursor=chunk[-1].cursor,
                                   counts={"pages": 1, "read": len(chunk), "stored": counts.stored,
-                                          "missing": counts.missing, "different": counts.different})
+                                          "missing": counts.missing, "different": counts.different,
+                                          "problems": len(summary.problems) - problems_before})
                 done = start + len(chunk)
                 elapsed = time.monotonic() - started
                 rate = done / elapsed if elapsed > 0 else 0.0
-                self.on_progress(done, summary.counts.stored, rate, (len(todo) - done) / rate if rate else None)
+                self.on_progress(earlier + done, summary.counts.stored, rate,
+                                 (len(todo) - done) / rate if rate else None)
         except BaseException as error:
             if not self.dry_run and not isinstance(error, syncs.SyncLost):
                 syncs.finish_after(self.engine, SYNC_NAME, self.owner, error)
@@ -160,20 +208,46 @@ class LoyaltyBackfill:
             syncs.finish(self.engine, SYNC_NAME, self.owner, syncs.FINISHED)
         return summary
 
+    def _ask(self, shopper: Shopper):  # type: ignore[no-untyped-def]
+        """Okendo's answer for one shopper, or a problem naming the shopper when Okendo refuses that
+        one (a 400 or 422, an answer without a member): the others go on. Anything else (the
+        credentials, the rate limit, Okendo down) stops the run, as it would for every shopper."""
+        who = shopper.email or f"loyalty member {shopper.loyalty_customer_id}"
+        if shopper.email is None and not _is_uuid(shopper.loyalty_customer_id or ""):
+            return None, f"{who}: not a loyalty customer id (Okendo's are UUIDs); not asked"
+        try:
+            if shopper.email:
+                return self.api.loyalty_member(email=shopper.email), None
+            return self.api.loyalty_member(loyalty_customer_id=shopper.loyalty_customer_id), None
+        except OkendoApiError as error:
+            if error.status not in (200, 400, 422):  # 200: an answer without a member
+                raise
+            self._in_a_row += 1
+            if self._in_a_row >= ERRORS_IN_A_ROW:
+                raise OkendoApiError(f"Okendo refused {ERRORS_IN_A_ROW} shoppers in a row, the last {who}: {error}; "
+                                     "check okendo.api_base_url and the API's status before going on",
+                                     error.status, error.details) from None
+            said = f"HTTP {error.status}: {'; '.join(error.details)}" if error.status != 200 else str(error)
+            what = "this address" if shopper.email else "this member from the ledger"
+            return None, f"{who}: Okendo refused this shopper ({said}); fix or remove {what}"
+
     def _read(self, chunk: list[Shopper], summary: LoyaltySummary) -> list[Snapshot]:
         """Ask Okendo for each shopper's member, merged into the ledger's newest state of that member."""
         answers: list[tuple[Shopper, dict[str, Any], Any, str]] = []
         for shopper in chunk:
+            answer, problem = self._ask(shopper)
+            summary.asked += 1
+            if problem is not None:
+                summary.problems.append(problem)
+                continue
+            self._in_a_row = 0
             if shopper.email:
-                answer = self.api.loyalty_member(email=shopper.email)
                 # The row keeps the request without the address: the shopper's email is in the
                 # payload, where retention and pruning find it, not copied into a header.
                 request = answer.request.partition("?")[0] + "?email=…"
             else:
-                answer = self.api.loyalty_member(loyalty_customer_id=shopper.loyalty_customer_id)
                 request = answer.request
             member, read_at = answer.member, answer.requested_at
-            summary.asked += 1
             if member is None:
                 summary.not_members += 1
                 continue

@@ -6,7 +6,9 @@ first: `--since` then ends the scan at the first older review, and a review writ
 backfill runs reaches the connector by webhook anyway. Each page is stored in one transaction
 (connector.backfill.snapshots decides what is new), then its cursor is kept in the ledger
 (connector.backfill.syncs), so a run stopped by Ctrl-C, a crash or an error goes on from the page
-after the last one stored.
+after the last one stored. A run over several statuses is one run too (`backfill:reviews`, its
+plan): after a stop, the next run over the same statuses skips those it finished and goes on
+with the one it was reading.
 """
 
 from __future__ import annotations
@@ -20,13 +22,15 @@ from typing import Any
 from sqlalchemy import Engine
 
 from connector.backfill import syncs
-from connector.backfill.snapshots import Snapshot, SnapshotCounts, store_snapshots
+from connector.backfill.snapshots import MAX_BODY_BYTES, Snapshot, SnapshotCounts, store_snapshots
 from connector.ledger.models import EventOrigin, utcnow
+from connector.okendo_api import OkendoApiError
 
 STATUSES = ("approved", "pending", "rejected")  # the endpoint's `status` values
 ORDER = "date desc"
 PAGE_SIZE = 100  # the most `limit` allows
 LEASE_S = 300.0  # a page (with Okendo's retries) takes seconds; a dead run frees its name after this
+PLAN_NAME = "backfill:reviews"  # the run over several statuses: which of them it finished
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,8 @@ class StatusSummary:
     status: str
     resumed: bool  # went on from an earlier run's cursor
     finished: bool  # read to the last page (or to --since)
+    skipped: bool = False  # finished by the run this one went on from: not read again
+    set_aside: dict[str, Any] | None = None  # an unfinished earlier run asked otherwise (--since), not gone on from
     pages: int = 0
     counts: SnapshotCounts = field(default_factory=SnapshotCounts)
     problems: list[str] = field(default_factory=list)
@@ -58,6 +64,24 @@ class StatusSummary:
 
 def sync_name(status: str) -> str:
     return f"backfill:reviews:{status}"
+
+
+class CursorRefused(OkendoApiError):
+    """Okendo refuses the page an earlier run stopped at: only --restart goes on."""
+
+
+class PageLoop(OkendoApiError):
+    """Okendo sent, as the next page, one already read: following it would never end."""
+
+
+def check_next(status: str, next_url: str | None, seen: set[str]) -> None:
+    """Raise PageLoop when `next_url` is a page this scan has already asked for."""
+    if next_url is not None and next_url in seen:
+        raise PageLoop(f"{status} reviews: Okendo answered the nextUrl of a page already read ({next_url[:200]}); "
+                       "stopped rather than read the same pages forever. What was stored stays; run with --restart "
+                       "later, and tell Okendo's support if it happens again")
+    if next_url is not None:
+        seen.add(next_url)
 
 
 def review_date(review: dict[str, Any]) -> datetime | None:
@@ -74,7 +98,9 @@ def review_date(review: dict[str, Any]) -> datetime | None:
 class ReviewBackfill:
     def __init__(self, engine: Engine, api: Any, *, owner: str, dry_run: bool = False, restart: bool = False,
                  since: datetime | None = None, origin: str = EventOrigin.BACKFILL,
-                 on_page: Callable[[PageReport], None] | None = None, lease_s: float = LEASE_S):
+                 on_page: Callable[[PageReport], None] | None = None, lease_s: float = LEASE_S,
+                 max_body_bytes: int = MAX_BODY_BYTES,
+                 on_set_aside: Callable[[str, dict[str, Any]], None] | None = None):
         self.engine = engine
         self.api = api
         self.owner = owner
@@ -84,27 +110,75 @@ class ReviewBackfill:
         self.origin = origin
         self.on_page = on_page or (lambda report: None)
         self.lease_s = lease_s
+        self.max_body_bytes = max_body_bytes
+        # Told when an unfinished earlier run of a status was asked otherwise (--since) and is not gone on from.
+        self.on_set_aside = on_set_aside or (lambda status, options: None)
 
-    def run(self, statuses: Sequence[str] = STATUSES) -> list[StatusSummary]:
-        return [self.run_status(status) for status in statuses]
+    def _options(self, status: str) -> dict[str, Any]:
+        return {"status": status, "since": self.since.isoformat() if self.since else None}
+
+    def run(self, statuses: Sequence[str] = STATUSES,
+            on_done: Callable[[StatusSummary], None] | None = None) -> list[StatusSummary]:
+        """Each status in turn, as one run: a status the unfinished run this one goes on from had
+        finished is skipped (its summary from the ledger), unless `restart`."""
+        if self.dry_run:
+            summaries = [self.run_status(status) for status in statuses]
+            for summary in summaries:
+                (on_done or (lambda summary: None))(summary)
+            return summaries
+        plan = syncs.acquire(self.engine, PLAN_NAME, self.owner, self.lease_s, restart=self.restart,
+                             options={"statuses": list(statuses), "since": self._options("")["since"]})
+        summaries = []
+        try:
+            for status in statuses:
+                summary = self._done_in(plan, status) if plan.went_on else None
+                if summary is None:
+                    syncs.advance(self.engine, PLAN_NAME, self.owner, self.lease_s, cursor=status, counts={})
+                    summary = self.run_status(status)
+                summaries.append(summary)
+                if on_done:
+                    on_done(summary)
+        except BaseException as error:
+            if not isinstance(error, syncs.SyncLost):
+                syncs.finish_after(self.engine, PLAN_NAME, self.owner, error)
+            raise
+        syncs.finish(self.engine, PLAN_NAME, self.owner, syncs.FINISHED)
+        return summaries
+
+    def _done_in(self, plan: syncs.SyncRow, status: str) -> StatusSummary | None:
+        """The summary of `status` when the run `plan` goes on from finished it, else None."""
+        row = syncs.read(self.engine, sync_name(status))
+        if (row is None or row.state != syncs.FINISHED or row.finished_at is None or plan.started_at is None
+                or row.finished_at < plan.started_at or row.options != self._options(status)):
+            return None
+        summary = StatusSummary(status, resumed=True, finished=True, skipped=True, pages=row.pages)
+        summary.counts.read, summary.counts.stored = row.read, row.stored
+        summary.counts.missing, summary.counts.different = row.missing, row.different
+        summary.pages_in_all, summary.read_in_all = row.pages, row.read
+        return summary
 
     def run_status(self, status: str) -> StatusSummary:
         """Read one status to its end. Raises what stops it (an Okendo error, Ctrl-C, a lost lease),
         after keeping the cursor, so the next run goes on from there."""
         name = sync_name(status)
         cursor = None
+        set_aside = None
         if not self.dry_run:
             row = syncs.acquire(self.engine, name, self.owner, self.lease_s, restart=self.restart,
-                                options={"status": status, "since": self.since.isoformat() if self.since else None})
-            cursor = row.cursor
-        summary = StatusSummary(status, resumed=cursor is not None, finished=False)
+                                options=self._options(status))
+            cursor, set_aside = row.cursor, row.set_aside
+            if set_aside is not None:
+                self.on_set_aside(status, set_aside)
+        summary = StatusSummary(status, resumed=cursor is not None, finished=False, set_aside=set_aside)
         started = time.monotonic()
-        lower_bound = self.since or self._oldest_date(status)
         first_fraction: float | None = None
+        seen: set[str] = set()
         try:
+            lower_bound = self.since or self._oldest_date(status)
             next_url = self._resolve(cursor)
+            check_next(status, next_url, seen)
             while True:
-                page = self.api.review_page(status, next_url=next_url, order_by=ORDER, limit=PAGE_SIZE)
+                page = self._page(status, next_url, kept=next_url is not None and summary.pages == 0)
                 reviews = page.reviews
                 ended = page.next_url is None
                 if self.since is not None:
@@ -113,16 +187,18 @@ class ReviewBackfill:
                     reviews = kept
                 counts = store_snapshots(self.engine, [
                     Snapshot("review", review, page.requested_at, page.request, self.origin) for review in reviews],
-                    dry_run=self.dry_run)
+                    dry_run=self.dry_run, max_body_bytes=self.max_body_bytes)
                 summary.pages += 1
                 summary.counts.add(counts)
-                summary.problems += page.problems
+                problems = page.problems + counts.refused
+                summary.problems += problems
                 next_url = None if ended else page.next_url
+                check_next(status, next_url, seen)
                 if not self.dry_run:
                     syncs.advance(self.engine, name, self.owner, self.lease_s, cursor=self._relative(next_url),
                                   counts={"pages": 1, "read": counts.read, "stored": counts.stored,
                                           "missing": counts.missing, "different": counts.different,
-                                          "problems": len(page.problems)})
+                                          "problems": len(problems)})
                 reached = next((r.get("dateCreated") for r in reversed(page.reviews) if r.get("dateCreated")), None)
                 fraction = _fraction_done(review_date(page.reviews[-1]) if page.reviews else None, lower_bound)
                 if first_fraction is None:
@@ -146,6 +222,19 @@ class ReviewBackfill:
                 summary.pages_in_all, summary.read_in_all = row.pages, row.read
             syncs.finish(self.engine, name, self.owner, syncs.FINISHED)
         return summary
+
+    def _page(self, status: str, next_url: str | None, *, kept: bool):  # type: ignore[no-untyped-def]
+        """One page; `kept`: its URL is the cursor an earlier run stopped at, which Okendo may refuse
+        (a cursor of another API version, or one it no longer accepts): then only --restart goes on."""
+        try:
+            return self.api.review_page(status, next_url=next_url, order_by=ORDER, limit=PAGE_SIZE)
+        except OkendoApiError as error:
+            if kept and error.status in (400, 422):
+                raise CursorRefused(
+                    f"{status} reviews: Okendo refused the page the earlier run stopped at (HTTP {error.status}); "
+                    f"run the same command with --restart to start from the first page (what was stored stays, "
+                    "and is not stored twice)", error.status, error.details) from None
+            raise
 
     def _oldest_date(self, status: str) -> datetime | None:
         """The store's oldest review of this status (one request): what the ETA measures progress against."""

@@ -14,13 +14,19 @@ later, it ranks after it; the worker then orders, coalesces and guards it like a
   writes a new review's records runs); a known one that differs: it applies as an `update`;
 - a webhook received after the snapshot was read has a higher sequence and supersedes it, whether it
   is applied before or after the snapshot comes up;
-- a webhook received before the snapshot was read is older than what the snapshot shows (Okendo sends
-  a webhook after the change it reports), so the snapshot, ranked after it, wins;
+- a webhook received well before the snapshot was read is older than what the snapshot shows (Okendo
+  sends a webhook after the change it reports), so the snapshot, ranked after it, wins;
+- but a webhook received less than SETTLE_S before the read may report a change Okendo's list does
+  not show yet (an index that lags behind the webhooks): the snapshot is not stored then (counted
+  as `settling`), the webhook stands, and the next read (the next reconciliation) compares again;
 - a resource deleted by a webhook stays deleted: no snapshot is stored for it, and a snapshot stored
   before the delete arrived is stale against the tombstone or superseded by the delete;
 - a snapshot that says what the ledger's newest state of the resource says is not stored at all, so
   re-reading costs no CRM call; its message id is derived from the resource, its place and its
-  content, so two runs storing the same snapshot at once store it once.
+  content, so two runs storing the same snapshot at once store it once;
+- a snapshot the ledger could not keep whole is refused by name and not stored: an id longer than
+  the ledger's resource ids, or a body over the receiver's limit (receiver.max_body_bytes, what a
+  webhook that size would get: a 413).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, select
@@ -41,6 +47,7 @@ from connector.ledger.models import (
     MESSAGE_ID_MAX,
     RESOURCE_ID_MAX,
     Event,
+    EventOrigin,
     EventState,
     ResourceState,
     sequence_key,
@@ -51,6 +58,11 @@ _events = Event.__table__
 _states = ResourceState.__table__
 
 MESSAGE_ID_PREFIX = "okendo-api:"
+# Seconds after a webhook of a resource during which a read of it is not trusted over the webhook.
+# Okendo does not say how soon its list shows a change; two minutes is far more than an index lag
+# and costs little: the webhook carries the change, and the next read compares again.
+SETTLE_S = 120.0
+MAX_BODY_BYTES = 1_048_576  # receiver.max_body_bytes's default
 
 
 @dataclass(frozen=True)
@@ -77,12 +89,15 @@ class SnapshotCounts:
     unchanged: int = 0  # not stored: the ledger's newest state says the same
     deleted: int = 0  # not stored: deleted by a webhook, and a snapshot never brings a resource back
     already: int = 0  # stored before (the same snapshot, by another run or an earlier try)
+    settling: int = 0  # not stored: a webhook of it arrived less than SETTLE_S before the read
     stored_ids: list[str] = field(default_factory=list)  # the resources stored, for the caller's report
+    refused: list[str] = field(default_factory=list)  # not stored, by name and why
 
     def add(self, other: SnapshotCounts) -> None:
-        for name in ("read", "stored", "missing", "different", "unchanged", "deleted", "already"):
+        for name in ("read", "stored", "missing", "different", "unchanged", "deleted", "already", "settling"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.stored_ids += other.stored_ids
+        self.refused += other.refused
 
 
 @dataclass(frozen=True)
@@ -103,7 +118,8 @@ def _says_the_same(snapshot: dict[str, Any], newest: _Newest) -> bool:
     return newest.content_hash == content_hash(snapshot)
 
 
-def store_snapshots(engine: Engine, snapshots: Sequence[Snapshot], *, dry_run: bool = False) -> SnapshotCounts:
+def store_snapshots(engine: Engine, snapshots: Sequence[Snapshot], *, dry_run: bool = False,
+                    max_body_bytes: int = MAX_BODY_BYTES) -> SnapshotCounts:
     """Store, as received events, the snapshots the ledger lacks (see the module's rule); one
     transaction for all of them. `dry_run`: count what would be stored, store nothing."""
     counts = SnapshotCounts(read=len(snapshots))
@@ -111,6 +127,10 @@ def store_snapshots(engine: Engine, snapshots: Sequence[Snapshot], *, dry_run: b
         return counts
     by_type: dict[str, list[Snapshot]] = {}
     for snapshot in snapshots:
+        refusal = _refusal(snapshot, max_body_bytes)
+        if refusal:
+            counts.refused.append(refusal)
+            continue
         by_type.setdefault(snapshot.resource_type, []).append(snapshot)
     incoming: list[tuple[IncomingEvent, str, bool]] = []
     for resource_type, group in by_type.items():
@@ -123,6 +143,9 @@ def store_snapshots(engine: Engine, snapshots: Sequence[Snapshot], *, dry_run: b
                 continue
             if known is not None and _says_the_same(snapshot.resource, known):
                 counts.unchanged += 1
+                continue
+            if view.webhook_settling(snapshot):
+                counts.settling += 1
                 continue
             incoming.append((_incoming(snapshot, view.place(snapshot), topic="update" if known else "create"),
                              snapshot.resource_id, known is None))
@@ -150,6 +173,12 @@ class _LedgerView:
     newest: dict[str, _Newest]  # per resource: its newest state in the ledger
     received: dict[str, list[tuple[datetime, str]]]  # per resource: (received at, sequence key) of its events
     pruned: dict[str, str]  # per resource: the sequence key retention kept of its pruned events
+    webhooks_at: dict[str, list[datetime]]  # per resource: when its webhooks (not snapshots) were received
+
+    def webhook_settling(self, snapshot: Snapshot) -> bool:
+        """A webhook of the resource arrived less than SETTLE_S before the snapshot was read."""
+        since = snapshot.read_at - timedelta(seconds=SETTLE_S)
+        return any(since < at <= snapshot.read_at for at in self.webhooks_at.get(snapshot.resource_id, ()))
 
     def place(self, snapshot: Snapshot) -> str | None:
         """The sequence key of the newest event received before the snapshot was read."""
@@ -161,19 +190,21 @@ class _LedgerView:
 
 def _ledger_view(engine: Engine, resource_type: str, ids: list[str]) -> _LedgerView:
     e, s = _events, _states
-    view = _LedgerView({}, {}, {})
+    view = _LedgerView({}, {}, {}, {})
     newest_event: dict[str, tuple[tuple[str, int], str | None]] = {}
     with engine.connect() as connection:
         for start in range(0, len(ids), 500):
             chunk = ids[start:start + 500]
             for row in connection.execute(
-                    select(e.c.id, e.c.resource_id, e.c.sequence_number, e.c.topic, e.c.received_at)
+                    select(e.c.id, e.c.resource_id, e.c.sequence_number, e.c.topic, e.c.received_at, e.c.origin)
                     .where(e.c.resource_type == resource_type, e.c.resource_id.in_(chunk),
                            e.c.state.in_(MEANINGFUL_STATES), e.c.sequence_number.is_not(None))):
                 rank = (sequence_key(row.sequence_number), row.id)
                 if row.resource_id not in newest_event or rank > newest_event[row.resource_id][0]:
                     newest_event[row.resource_id] = (rank, row.topic)
                 view.received.setdefault(row.resource_id, []).append((row.received_at, rank[0]))
+                if row.origin == EventOrigin.WEBHOOK:
+                    view.webhooks_at.setdefault(row.resource_id, []).append(row.received_at)
             for row in connection.execute(select(s).where(s.c.resource_type == resource_type,
                                                          s.c.resource_id.in_(chunk))):
                 view.newest[row.resource_id] = _Newest((row.sequence_key or "", row.event_id), row.deleted, None,
@@ -196,32 +227,47 @@ def _ledger_view(engine: Engine, resource_type: str, ids: list[str]) -> _LedgerV
     return view
 
 
-def _incoming(snapshot: Snapshot, place: str | None, topic: str) -> IncomingEvent:
-    sequence = str(int(place)) if place else "0"
-    digest = content_hash(snapshot.resource)
-    message_id = f"{MESSAGE_ID_PREFIX}{snapshot.resource_type}:{snapshot.resource_id}:{sequence}:{digest[:24]}"
-    if len(message_id) > MESSAGE_ID_MAX:
-        message_id = MESSAGE_ID_PREFIX + hashlib.sha256(message_id.encode()).hexdigest()
-    document = {
+def _refusal(snapshot: Snapshot, max_body_bytes: int) -> str | None:
+    """Why the ledger cannot keep this snapshot whole (named by its resource), or None."""
+    what = f"{snapshot.resource_type.replace('_customer', ' member')} {snapshot.resource_id[:80]}"
+    if len(snapshot.resource_id) > RESOURCE_ID_MAX:
+        return f"{what}…: its id is longer than {RESOURCE_ID_MAX} characters; left out"
+    size = len(_document(snapshot, "update", "0"))
+    if size > max_body_bytes:
+        return (f"{what}: {size:,} bytes, more than the {max_body_bytes:,} bytes a webhook may carry "
+                "(receiver.max_body_bytes); left out: raise that limit to store it")
+    return None
+
+
+def _document(snapshot: Snapshot, topic: str, sequence: str) -> bytes:
+    return json.dumps({
         "resourceType": snapshot.resource_type,
         "topic": topic,
         "resource": snapshot.resource,
         # Not Okendo's: where the resource came from and where the connector placed it (see above).
         "snapshot": {"origin": snapshot.origin, "readAt": snapshot.read_at.isoformat(),
                      "request": snapshot.request, "placedAfterSequence": sequence},
-    }
+    }, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _incoming(snapshot: Snapshot, place: str | None, topic: str) -> IncomingEvent:
+    sequence = str(int(place)) if place else "0"
+    digest = content_hash(snapshot.resource)
+    message_id = f"{MESSAGE_ID_PREFIX}{snapshot.resource_type}:{snapshot.resource_id}:{sequence}:{digest[:24]}"
+    if len(message_id) > MESSAGE_ID_MAX:
+        message_id = MESSAGE_ID_PREFIX + hashlib.sha256(message_id.encode()).hexdigest()
     email = snapshot.resource
     for key in okendo.CUSTOMER_EMAIL_PATHS.get(snapshot.resource_type, ()):
         email = email.get(key) if isinstance(email, dict) else None
     email = email.strip().lower() if isinstance(email, str) and 0 < len(email.strip()) <= EMAIL_MAX else None
     return IncomingEvent(
         message_id=message_id,
-        body=json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode(),
+        body=_document(snapshot, topic, sequence),
         headers={"okendo-api-request": snapshot.request, "okendo-api-read-at": snapshot.read_at.isoformat()},
         state=EventState.RECEIVED,
         resource_type=snapshot.resource_type,
         topic=topic,
-        resource_id=snapshot.resource_id[:RESOURCE_ID_MAX],
+        resource_id=snapshot.resource_id,
         sequence_number=sequence,
         customer_email=email,
         received_at=snapshot.read_at,
