@@ -322,6 +322,36 @@ def test_invisible_field_is_unknown_to_writes_and_queries_but_listed_by_field_de
     assert rest.query("SELECT Id FROM Contact WHERE Secret__c = 'x'")["totalSize"] == 0
 
 
+def test_a_required_field_takes_no_field_level_security(sf: Salesforce, rest: Salesforce,
+                                                         emulator: SalesforceEmulator, tmp_path: Path) -> None:
+    # Salesforce: a required field is readable and editable by whoever may use the object, and a permission set
+    # naming it is refused as a whole ("You cannot deploy to a required field: Object.Field").
+    emulator.add_field("Contact", "Must__c", length=20, required=True, visible=False)
+    described = {f["name"]: f for f in rest.Contact.describe()["fields"]}["Must__c"]
+    assert described["nillable"] is False and described["createable"] and described["updateable"]
+    soql = format_soql("SELECT QualifiedApiName, DataType, IsNillable FROM FieldDefinition "
+                       "WHERE EntityDefinition.QualifiedApiName = {}", "Contact")
+    nillable = {r["QualifiedApiName"]: r["IsNillable"] for r in rest.query(soql)["records"]}
+    assert nillable["Must__c"] is False and nillable["LastName"] is False and nillable["Email"] is True
+    assert rest.Contact.create({"LastName": "Doe", "Must__c": "x"})["success"]
+    with pytest.raises(SalesforceMalformedRequest) as missing:
+        rest.Contact.create({"LastName": "Roe"})
+    assert missing.value.content[0]["errorCode"] == "REQUIRED_FIELD_MISSING"
+
+    files = {"package.xml": package(PermissionSet=["P"]),
+             "permissionsets/P.permissionset": permission_set("P", {"Contact": "CRE"}, {
+                 "Contact.Must__c": (True, True), "Contact.Email": (True, True)})}
+    result = deploy(sf, make_zip(tmp_path, files))
+    assert result["state"] == "Failed"
+    [error] = result["deployment_detail"]["errors"]
+    assert (error["type"], error["file"], error["status"], error["message"]) == (
+        "PermissionSet", "permissionsets/P.permissionset", "Error",
+        "You cannot deploy to a required field: Contact.Must__c")
+    assert emulator.deploys[-1]["failures"] == [
+        ("PermissionSet", "P", "You cannot deploy to a required field: Contact.Must__c")]
+    assert emulator.permission_sets == {}
+
+
 def test_collection_upsert_by_an_invisible_external_id(rest: Salesforce, emulator: SalesforceEmulator) -> None:
     emulator.add_field("Contact", "Hidden_Ext__c", length=20, external_id=True, visible=False)
     with pytest.raises(SalesforceMalformedRequest) as upsert:
@@ -402,6 +432,11 @@ REJECTIONS: list[tuple[str, dict[str, str], tuple[str, str, str]]] = [
         "objects/Contact.object": standard_object(GOOD),
         "permissionsets/P.permissionset": permission_set("P", fields={"Contact.LastName": (True, True)})},
      ("PermissionSet", "P", "You cannot deploy to a required field: Contact.LastName")),
+    ("a permission on a required field the deploy creates", {
+        "package.xml": package(CustomField=["Contact.Good__c", "Contact.Must__c"], PermissionSet=["P"]),
+        "objects/Contact.object": standard_object(GOOD + field("Must__c", "Text", length=5, required="true")),
+        "permissionsets/P.permissionset": permission_set("P", fields={"Contact.Must__c": (True, True)})},
+     ("PermissionSet", "P", "You cannot deploy to a required field: Contact.Must__c")),
     ("an object permission without read", {
         "package.xml": package(CustomField=["Contact.Good__c"], PermissionSet=["P"]),
         "objects/Contact.object": standard_object(GOOD),

@@ -475,7 +475,8 @@ class SalesforceEmulator(Emulator):
                   visible: bool = True, **extra: Any) -> FieldDef:
         """Add (or replace) a field; `extra` takes FieldDef's other attributes (id_lookup=, picklist=, label=,
         precision=, scale=, default=...). visible=False: as a field made through the Metadata API, the user
-        sees it only through an assigned permission set's fieldPermissions (readable; editable to write)."""
+        sees it only through an assigned permission set's fieldPermissions (readable; editable to write), unless
+        it is required: a required field takes no field-level security and is always visible and writable."""
         with self._lock:
             fdef = FieldDef(name, type, length, external_id, unique, required,
                             reference_to=tuple(reference_to or ()), **extra)
@@ -532,7 +533,9 @@ class SalesforceEmulator(Emulator):
         return permission in self._grants().objects.get(obj.name.lower(), ())
 
     def _sees(self, obj: SObjectDef, fdef: FieldDef, *, edit: bool = False) -> bool:
-        if not self._as_user or (obj.name.lower(), fdef.name.lower()) not in self.hidden_fields:
+        # A required field takes no field-level security: whoever may use the object reads and edits it
+        # (a permission set naming it is refused, salesforce_metadata.py [A]).
+        if not self._as_user or fdef.required or (obj.name.lower(), fdef.name.lower()) not in self.hidden_fields:
             return True
         readable, editable = self._grants().fields.get(f"{obj.name}.{fdef.name}".lower(), (False, False))
         return editable if edit else readable

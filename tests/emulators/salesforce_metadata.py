@@ -45,7 +45,10 @@ Salesforce's behaviour and wording, with their sources (emulator's own wording i
     data" (https://github.com/trailheadapps/coral-cloud/issues/87).
 [A] Permission sets: "In field: field - no CustomField named Product2.TransferRecordMode found"
     (https://github.com/apex-enterprise-patterns/fflib-apex-common-samplecode/issues/58); "You cannot deploy
-    to a required field: X" (https://github.com/hardisgroupcom/sfdx-hardis, docs/deployTips.md); "Permission
+    to a required field: X", X being Object.Field (https://github.com/hardisgroupcom/sfdx-hardis, docs/deployTips.md;
+    https://docs.gearset.com/en/articles/12476080-resolving-validation-errors-you-cannot-deploy-to-a-required-field-xxx):
+    a required field, master-detail ones included, takes no field permissions and is always readable and
+    editable (/work/shared/crm/REFERENCE.md §2.8: "required fields must not be listed"); "Permission
     X depends on permission(s): Y" (AutoRabit's knowledge base, deployment-errors.md).
 [L] A lookup's relationshipName names the parent's related list, once per parent: "The relationship name
     \"Line_Items__r\" is already used by custom field Line_Item__c.Invoice__c. Please rename existing
@@ -256,6 +259,9 @@ for _name in ("QualifiedApiName", "DeveloperName", "Label", "DataType", "Durable
     FIELD_DEFINITION.add(FieldDef(_name, writable=False))
 for _name in ("Length", "Precision", "Scale"):
     FIELD_DEFINITION.add(FieldDef(_name, "double", writable=False))
+# IsNillable: false for a required field, as describe's `nillable` (and for a Checkbox, which is never null)
+# (https://developer.salesforce.com/docs/atlas.en-us.api_tooling.meta/api_tooling/tooling_api_objects_fielddefinition.htm).
+FIELD_DEFINITION.add(FieldDef("IsNillable", "boolean", writable=False))
 
 
 def field_definition_rows(emu: SalesforceEmulator) -> list[dict[str, Any]]:
@@ -268,7 +274,8 @@ def field_definition_rows(emu: SalesforceEmulator) -> list[dict[str, Any]]:
                 "EntityDefinition.QualifiedApiName": obj.name,
                 "Length": fdef.length if fdef.type in ("string", "textarea", "email", "picklist") else 0,
                 "Precision": (fdef.precision or 18) if fdef.type == "double" else 0,
-                "Scale": (fdef.scale or 0) if fdef.type == "double" else 0})
+                "Scale": (fdef.scale or 0) if fdef.type == "double" else 0,
+                "IsNillable": fdef.describe()["nillable"]})
     return rows
 
 
