@@ -86,6 +86,28 @@ def test_the_permission_set_grants_read_and_edit_on_every_declared_object_and_fi
     assert objects["Contact"].findtext("m:allowDelete", namespaces=NS) == "false"  # it never deletes a Contact
 
 
+def granted_fields(package) -> set[str]:  # type: ignore[no-untyped-def]
+    root = ET.fromstring(package.files()[f"permissionsets/{PERMISSION_SET}.permissionset"])
+    return {p.findtext("m:field", namespaces=NS) for p in root.findall("m:fieldPermissions", NS)}
+
+
+def test_a_field_the_org_has_as_required_takes_no_field_permissions_and_the_whole_package_has_none():
+    # Salesforce refuses fieldPermissions on a required field, and the deploy with them; the object's are kept.
+    schema = load_schema()
+    package = build_package(schema, api_version="62.0", missing={"Contact": ["Okendo_Birthday__c"]},
+                            create_objects=set(), required={"Contact": ["Okendo_VIP_Tier__c"],
+                                                            "Okendo_Review__c": ["Contact__c"]})
+    granted = granted_fields(package)
+    assert "Contact.Okendo_VIP_Tier__c" not in granted and "Okendo_Review__c.Contact__c" not in granted
+    assert "Contact.Okendo_Birthday__c" in granted
+    assert len(granted) == sum(len(spec.fields) for spec in schema.objects.values()) - 2
+    assert "<objectPermissions>" in package.files()[f"permissionsets/{PERMISSION_SET}.permissionset"].decode()
+    # --export cannot see the org: it declares every field, none required, so each is granted
+    whole = build_package(schema, api_version="62.0")
+    assert granted_fields(whole) == {f"{o}.{f}" for o, spec in schema.objects.items() for f in spec.fields}
+    assert b"<required>" not in b"".join(whole.files().values())
+
+
 def test_a_partial_package_holds_only_what_is_missing_and_the_permission_set():
     schema = load_schema()
     package = build_package(schema, api_version="62.0", missing={"Contact": ["Okendo_VIP_Tier__c"]},

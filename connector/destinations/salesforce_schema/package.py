@@ -10,7 +10,11 @@ The file-based deploy takes a zip in the metadata format
 Fields created through the Metadata API are visible to no profile until someone is granted them
 (field-level security, https://help.salesforce.com/s/articleView?id=sf.admin_fls.htm): the package
 always carries the `Okendo_Connector` permission set with read and edit on every object and field
-it declares, which `connector setup salesforce` assigns to the connecting user.
+it declares, which `connector setup salesforce` assigns to the connecting user. Except on a field the
+org already has as required (a master-detail field is one): Salesforce refuses a permission set with
+field permissions on it, and the whole deploy with it ("You cannot deploy to a required field:
+Object.Field"), while every user who may use the object reads and edits it anyway
+(https://developer.salesforce.com/docs/atlas.en-us.api_meta.meta/api_meta/meta_permissionset.htm, fieldPermissions).
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ class Package:
     schema: SalesforceSchema  # everything declared: what the permission set grants
     api_version: str
     create_objects: frozenset[str]  # custom objects that do not exist yet (deployed whole)
+    required: frozenset[str] = frozenset()  # "Object.Field" required in the org: granted without fieldPermissions
 
     def components(self) -> list[tuple[str, str]]:
         """(type, fullName) of every component, as package.xml lists them."""
@@ -173,6 +178,8 @@ class Package:
                          + _tag("viewAllRecords", "false", 8) + "    </objectPermissions>\n")
         for object_name in sorted(self.schema.objects):
             for field_name in sorted(self.schema.objects[object_name].fields):
+                if f"{object_name}.{field_name}" in self.required:
+                    continue
                 parts.append("    <fieldPermissions>\n" + _tag("editable", "true", 8)
                              + _tag("field", f"{object_name}.{field_name}", 8) + _tag("readable", "true", 8)
                              + "    </fieldPermissions>\n")
@@ -185,9 +192,14 @@ def _tag(name: str, value: str, indent: int = 4) -> str:
 
 
 def build_package(schema: SalesforceSchema, *, api_version: str, missing: dict[str, list[str]] | None = None,
-                  create_objects: set[str] | frozenset[str] | None = None) -> Package:
+                  create_objects: set[str] | frozenset[str] | None = None,
+                  required: dict[str, list[str]] | None = None) -> Package:
     """The package for `missing` fields by object (every declared one when None), custom objects in
-    `create_objects` deployed whole (every declared custom object when None)."""
+    `create_objects` deployed whole (every declared custom object when None). `required`: the declared
+    fields, by object, that the org has as required, left out of the permission set's fieldPermissions.
+
+    The whole package (`--export`, which cannot see the org) has no `required`: it declares every field
+    itself, and none as required, so each takes field permissions as the permission set gives them."""
     if missing is None:
         missing = {name: list(spec.fields) for name, spec in schema.objects.items()}
     if create_objects is None:
@@ -198,4 +210,5 @@ def build_package(schema: SalesforceSchema, *, api_version: str, missing: dict[s
         if not wanted and name not in create_objects:
             continue
         objects[name] = spec.model_copy(update={"fields": {f: spec.fields[f] for f in spec.fields if f in wanted}})
-    return Package(objects, schema, api_version, frozenset(create_objects))
+    return Package(objects, schema, api_version, frozenset(create_objects),
+                   frozenset(f"{name}.{field}" for name, fields in (required or {}).items() for field in fields))
