@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 import yaml
+from simple_salesforce import Salesforce
 
 from connector.cli import main
 from connector.destinations.salesforce_schema import load_schema
@@ -344,3 +345,59 @@ def test_exporting_again_leaves_no_stale_component_and_spares_other_files(runner
     assert f"{out} holds notes.txt, which is not part of a metadata package: export into an empty or new directory" \
         in refused.output
     assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_a_required_field_in_the_org_is_left_out_of_the_permission_set_and_stays_writable(runner, tmp_path, bare):
+    # An admin made Contact.Okendo_VIP_Tier__c before the connector, as a required field. Salesforce refuses
+    # fieldPermissions on a required field ("You cannot deploy to a required field") and the whole deploy
+    # with them; every user with access to the object reads and edits it anyway. visible=False: no
+    # permission set names it, yet the user sees and writes it, as in Salesforce.
+    salesforce = bare.salesforce
+    salesforce.add_field("Contact", "Okendo_VIP_Tier__c", length=80, required=True, visible=False)
+    config = config_for(tmp_path, bare)
+    result = setup(runner, config, "--yes")
+    assert result.exit_code == 0, result.output
+    assert "refused:" not in result.output
+    assert (f"salesforce: Contact.Okendo_VIP_Tier__c is required in Salesforce: every user who may edit Contact "
+            f"can read and edit it, so the {PERMISSION_SET} permission set leaves it out (Salesforce refuses field "
+            "permissions on a required field)") in result.output
+    assert "salesforce: done: every declared object and field exists" in result.output
+    [deploy] = salesforce.deploys
+    assert deploy["status"] == "Succeeded"
+    assert ("CustomField", "Contact.Okendo_VIP_Tier__c") not in deploy["components"]  # there already
+    granted = salesforce.permission_sets[PERMISSION_SET.lower()].fields
+    assert "contact.okendo_vip_tier__c" not in granted and "contact.okendo_birthday__c" in granted
+
+    # the connecting user writes it through the client, with a field the permission set granted
+    sf = Salesforce(session_id=bare.environ["SALESFORCE_ACCESS_TOKEN"], instance_url=salesforce.url, version="62.0")
+    created = sf.Contact.create({"LastName": "Quill", "Okendo_VIP_Tier__c": "Gold", "Okendo_Birthday__c": "06-18"})
+    assert created["success"]
+    [quill] = salesforce.find("Contact", LastName="Quill")
+    assert quill["Okendo_VIP_Tier__c"] == "Gold" and quill["Okendo_Birthday__c"] == "06-18"
+    described = {f["name"]: f for f in sf.Contact.describe()["fields"]}
+    assert described["Okendo_VIP_Tier__c"]["nillable"] is False
+
+    again = setup(runner, config, "--yes")
+    assert again.exit_code == 0, again.output
+    assert "nothing to do" in again.output and len(salesforce.deploys) == 1
+
+
+def test_a_required_field_of_an_object_the_user_cannot_read_is_known_by_field_definition(runner, tmp_path, crms):
+    # describe answers 404 for the object, so only FieldDefinition.IsNillable says the key field is required.
+    salesforce = crms.salesforce
+    salesforce.remove_object("Okendo_Review__c")
+    salesforce.add_object("Okendo_Review__c", {
+        "Okendo_Review_Id__c": {"type": "string", "length": 64, "external_id": True, "unique": True, "required": True},
+        "Rating__c": {"type": "double", "precision": 1, "scale": 0}}, visible=False)
+    config = config_for(tmp_path, crms)
+    result = setup(runner, config, "--yes")
+    assert result.exit_code == 0, result.output
+    assert "salesforce: Okendo_Review__c.Okendo_Review_Id__c is required in Salesforce" in result.output
+    assert "Okendo_Review_Id__c exists but is invisible" not in result.output
+    granted = salesforce.permission_sets[PERMISSION_SET.lower()].fields
+    assert "okendo_review__c.okendo_review_id__c" not in granted and "okendo_review__c.rating__c" in granted
+    assert runner.invoke(main, ["--config", config, "check", "--remote"]).exit_code == 0
+    sf = Salesforce(session_id=crms.environ["SALESFORCE_ACCESS_TOKEN"], instance_url=salesforce.url, version="62.0")
+    assert sf.Okendo_Review__c.upsert("Okendo_Review_Id__c/r-1", {"Rating__c": 5}) == 201
+    [review] = salesforce.records("Okendo_Review__c")
+    assert review["Okendo_Review_Id__c"] == "r-1" and review["Rating__c"] == 5

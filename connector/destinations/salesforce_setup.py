@@ -46,6 +46,8 @@ class OrgState:
     missing: dict[str, list[str]] = field(default_factory=dict)  # fields not there, by object
     invisible: dict[str, list[str]] = field(default_factory=dict)  # there, not visible to the user
     different: list[str] = field(default_factory=list)  # there with another type: reported, never changed
+    # there and required (universally): no field permissions for them, Salesforce refuses the permission set
+    required: dict[str, list[str]] = field(default_factory=dict)
     assigned: bool = False  # the permission set is assigned to the user
 
     @property
@@ -113,7 +115,7 @@ def _differs(spec: FieldSpec, described: dict[str, Any], *, from_definition: boo
 # (https://developer.salesforce.com/docs/atlas.en-us.api_tooling.meta/api_tooling/tooling_api_objects_fielddefinition.htm).
 _DATA_TYPES = {"Text": "string", "Long Text Area": "textarea", "Text Area": "textarea", "Number": "double",
                "Checkbox": "boolean", "Date": "date", "Date/Time": "datetime", "Email": "email",
-               "Picklist": "picklist", "Lookup": "reference"}
+               "Picklist": "picklist", "Lookup": "reference", "Master-Detail": "reference"}
 _DATA_TYPE = re.compile(r"^\s*([^()]+?)\s*(?:\(([^()]*)\))?(?:\s+\(.*)?$")
 
 
@@ -130,6 +132,14 @@ def _from_data_type(data_type: str) -> dict[str, Any]:
     if base == "Lookup":
         described["referenceTo"] = [target.strip() for target in inside.split(",") if target.strip()]
     return described
+
+
+def _required(described: dict[str, Any]) -> bool:
+    """Whether the org's field is required: describe's `nillable` (FieldDefinition.IsNillable) is false. A
+    Checkbox is never null either, yet is not required and takes field permissions like any other field
+    (https://developer.salesforce.com/docs/atlas.en-us.api.meta/api/sforce_api_calls_describesobjects_describesobjectresult.htm).
+    A master-detail field (a declared Lookup may be one in the org) is required too."""
+    return described.get("nillable") is False and described.get("type") != "boolean"
 
 
 def _keeping_headers(sf: Any, call: Callable[[], Any]) -> Any:
@@ -170,12 +180,15 @@ class SalesforceSetup(SalesforceCalls):
     def _query(self, soql: str) -> list[dict[str, Any]]:
         return self._call(lambda sf: sf.query_all(soql), call_name="query").get("records", [])
 
-    def _field_definitions(self, sobject: str) -> dict[str, str]:
-        """Every field of the object, visible to the user or not: lower-cased name -> DataType."""
+    def _field_definitions(self, sobject: str) -> dict[str, dict[str, Any]]:
+        """Every field of the object, visible to the user or not: lower-cased name -> the parts of a describe
+        that _differs and _required read, from its DataType and IsNillable."""
         escaped = sobject.replace("\\", "\\\\").replace("'", "\\'")
-        rows = self._query("SELECT QualifiedApiName, DataType FROM FieldDefinition "
+        rows = self._query("SELECT QualifiedApiName, DataType, IsNillable FROM FieldDefinition "
                            f"WHERE EntityDefinition.QualifiedApiName = '{escaped}'")
-        return {str(row.get("QualifiedApiName", "")).lower(): str(row.get("DataType") or "") for row in rows}
+        return {str(row.get("QualifiedApiName", "")).lower():
+                {**_from_data_type(str(row.get("DataType") or "")), "nillable": row.get("IsNillable")}
+                for row in rows}
 
     def _all_fields(self, sobject: str) -> set[str]:
         """Every field of the object, visible to the user or not (lower-cased names)."""
@@ -220,13 +233,21 @@ class SalesforceSetup(SalesforceCalls):
                 state.invisible_objects.append(sobject)
             for name, field_spec in spec.fields.items():
                 if name.lower() in visible:
+                    found: dict[str, Any] | None = visible[name.lower()]
                     differs = _differs(field_spec, visible[name.lower()])
                 elif name.lower() in defined:  # there, but field-level security hides it
-                    state.invisible.setdefault(sobject, []).append(name)
-                    differs = _differs(field_spec, _from_data_type(defined[name.lower()]), from_definition=True)
+                    found = defined[name.lower()]
+                    differs = _differs(field_spec, defined[name.lower()], from_definition=True)
+                    if not _required(found):  # Salesforce shows a required field to everyone: the object is hidden
+                        state.invisible.setdefault(sobject, []).append(name)
                 else:
+                    found = None
                     state.missing.setdefault(sobject, []).append(name)
                     differs = None
+                if found is not None and _required(found):
+                    # Always readable and editable by whoever may use the object; a permission set naming it
+                    # is refused whole ("You cannot deploy to a required field: Object.Field").
+                    state.required.setdefault(sobject, []).append(name)
                 if differs:
                     state.different.append(f"{sobject}.{name} {differs}")
         permission_set = self._permission_set_id()

@@ -27,6 +27,11 @@ def _differ(count: int) -> str:
     return f"{_plural(count, 'field')} {'differs' if count == 1 else 'differ'}"
 
 
+def _but_required(state) -> str:  # type: ignore[no-untyped-def]
+    count = sum(len(fields) for fields in state.required.values())
+    return "" if not count else " but that required field" if count == 1 else " but those required fields"
+
+
 def _report(name: str, state) -> None:  # type: ignore[no-untyped-def]
     from connector.destinations.salesforce_schema.package import PERMISSION_SET
 
@@ -44,8 +49,15 @@ def _report(name: str, state) -> None:  # type: ignore[no-untyped-def]
     for difference in state.different:
         click.echo(f"{name}: left alone: {difference}; change it in Salesforce, or the mapping, yourself")
     if state.to_deploy or state.to_grant:
+        for sobject, fields in state.required.items():
+            for field_name in fields:
+                click.echo(f"{name}: {sobject}.{field_name} is required in Salesforce: every user who may edit "
+                           f"{sobject} can read and edit it, so the {PERMISSION_SET} permission set leaves it out "
+                           "(Salesforce refuses field permissions on a required field); a record created without "
+                           "it is refused")
         click.echo(f"{name}: the {PERMISSION_SET} permission set will grant {state.user} read and edit on every "
-                   "declared object and field, and be assigned to them")
+                   "declared object and field" + _but_required(state)
+                   + ", and be assigned to them")
 
 
 @click.command("salesforce")
@@ -82,6 +94,9 @@ def setup_salesforce(ctx: Context, yes: bool, check_only: bool, export_dir: Path
         raise click.UsageError("--check-only validates a deploy to Salesforce; --export deploys nothing: validate "
                                "the exported package with `sf project deploy start --dry-run --metadata-dir DIR`")
     if export_dir is not None:
+        # Without the org, every declared field is in the package, none of them required, so the permission set
+        # grants each: a field an org has as required is made optional by the same deploy, which then accepts
+        # its field permissions. `--yes` sees the org and leaves such a field alone, and out of the set.
         version = settings.destinations[name].api_version if name else DEFAULT_API_VERSION  # type: ignore[union-attr]
         package = build_package(schema, api_version=version)
         try:
@@ -124,7 +139,7 @@ def _setup(settings, name: str, schema, *, yes: bool, check_only: bool, wait_s: 
                                            "(listed above, left alone)")
             return
         package = build_package(schema, api_version=destination.config.api_version, missing=state.missing,
-                                create_objects=set(state.missing_objects))
+                                create_objects=set(state.missing_objects), required=state.required)
         count = len(package.components())
         verb = "Validate (check only)" if check_only else "Deploy"
         if not yes and not click.confirm(f"{verb} {_plural(count, 'component')} to {name}?", default=False):
