@@ -11,6 +11,8 @@ choose which headers to hand it and turn each way it can fail into a short reaso
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -52,6 +54,30 @@ class Verification:
     secret_position: int | None = None  # 1-based, when ok
 
 
+def _malformed(body: bytes, headers: Mapping[str, str]) -> str | None:
+    """What no secret can make valid, checked here rather than left to the package: up to 1.1 it raised
+    on a signature entry without a comma or with bad base64, and on a body that is not UTF-8; 1.3 compares
+    the entries as whole strings and verifies any bytes, so a malformed header would read as a wrong secret.
+    Svix signs the UTF-8 JSON text and sends `v1,<base64>` entries separated by spaces
+    (https://docs.svix.com/receiving/verifying-payloads/how-manual)."""
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return "body_not_utf8"
+    signature = headers.get("webhook-signature")
+    if not signature:
+        return None  # the package's "Missing required headers"
+    for entry in signature.split(" "):
+        version, comma, value = entry.partition(",")
+        if not comma:
+            return "malformed_signature_header"
+        try:
+            base64.b64decode(value, validate=True)
+        except binascii.Error:
+            return "malformed_signature_header"
+    return None
+
+
 def _reason_for(error: Exception) -> str:
     if isinstance(error, WebhookVerificationError):
         return _REASONS_BY_MESSAGE.get(str(error), "verification_failed")
@@ -73,6 +99,8 @@ class SignatureVerifier:
 
     def verify(self, body: bytes, headers: Mapping[str, str]) -> Verification:
         relevant = _standard_headers(headers)
+        if self._webhooks and (reason := _malformed(body, relevant)) is not None:
+            return Verification(ok=False, reason=reason)
         first_reason = None
         for position, webhook in enumerate(self._webhooks, start=1):
             try:
