@@ -335,10 +335,13 @@ def render(*, machine: dict[str, str], ingest: list[IngestRow], drains: list[Dra
         "",
         "## Targets",
         "",
-        *_targets(ingest, drains, scaleout),
-        *search_targets(search or []),
-        *charts_targets(charts or []),
+        *(targets := [*_targets(ingest, drains, scaleout), *search_targets(search or []),
+                      *charts_targets(charts or [])]),
         "",
+        *(["Each missed target's profile, what it means and the next step are in `bench/README.md` "
+           "(its last section, \"Where the drain's time goes, and where the targets stand\"); the CPU tables "
+           "below say whether a drain was bound by the CPUs or by something else.", ""]
+          if any(line.endswith(f"| {mark(False)} |") for line in targets) else []),
         *_ingest_section(ingest, duration_s),
         *_drain_section(drains),
         *_scaleout_section(scaleout),
