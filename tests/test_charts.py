@@ -127,7 +127,7 @@ def test_0013_adds_the_chart_indexes_and_its_downgrade_drops_them(db_url):
     assert "ix_deliveries_state_created_at" not in _indexes(engine, "deliveries")
     assert "ix_delivery_attempts_started_at" not in _indexes(engine, "delivery_attempts")
     upgrade(engine)
-    assert current_revision(engine) == HEAD_REVISION == "0013"
+    assert current_revision(engine) == HEAD_REVISION  # back up to the head, whatever came after 0013
     engine.dispose()
 
 
