@@ -115,18 +115,23 @@ def test_two_workers_asking_at_the_same_moment_run_one_pass(reconciling, crms, o
     assert len([e for e in events(engine) if e.origin == "reconcile"]) == 103  # the 30-day window
 
 
+
+def _wait_for_pass(engine, state: str, seconds: float) -> None:
+    """Until the reconciliation's run is in `state`, or `seconds` have passed (the test's asserts judge)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        row = syncs.read(engine, "reconcile:reviews")
+        if row is not None and row.state == state:
+            return
+        time.sleep(0.05)
+
 def test_workers_looking_often_start_one_pass_per_interval(reconciling, crms, okendo):
     settings, engine = reconciling
     okendo.seed_reviews(20)
     loops = [ReconcileLoop(settings, create_ledger_engine(settings), f"host:{n}:worker", check_every_s=0.05).start()
              for n in range(3)]
     try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            row = syncs.read(engine, "reconcile:reviews")
-            if row is not None and row.state == "finished":
-                break
-            time.sleep(0.05)
+        _wait_for_pass(engine, "finished", 20)
         time.sleep(1.0)  # every loop looks 20 more times: none may start another pass
     finally:
         for loop in loops:
@@ -142,10 +147,7 @@ def test_a_failing_pass_is_recorded_and_the_worker_goes_on(reconciling, crms, ok
     okendo.api_key = "rotated"  # the key in the environment no longer works
     loop = ReconcileLoop(settings, engine, "host:1:worker", check_every_s=0.05).start()
     try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and (syncs.read(engine, "reconcile:reviews") is None
-                                               or syncs.read(engine, "reconcile:reviews").state != "failed"):
-            time.sleep(0.05)
+        _wait_for_pass(engine, "failed", 10)
     finally:
         loop.stop()
     row = syncs.read(engine, "reconcile:reviews")
@@ -162,12 +164,7 @@ def test_a_failed_pass_is_tried_again_after_a_short_backoff_not_a_whole_interval
     okendo.fail(method="GET", path="/reviews", status=503, times=4)  # Okendo down for one pass's retries
     loop = ReconcileLoop(settings, engine, "host:1:worker", check_every_s=0.05, retry_s=1.0).start()
     try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            row = syncs.read(engine, "reconcile:reviews")
-            if row is not None and row.state == "finished":
-                break
-            time.sleep(0.05)
+        _wait_for_pass(engine, "finished", 20)
     finally:
         loop.stop()
     row = syncs.read(engine, "reconcile:reviews")
