@@ -125,6 +125,7 @@ def _wait_for_pass(engine, state: str, seconds: float) -> None:
             return
         time.sleep(0.05)
 
+
 def test_workers_looking_often_start_one_pass_per_interval(reconciling, crms, okendo):
     settings, engine = reconciling
     okendo.seed_reviews(20)
