@@ -400,3 +400,41 @@ def test_another_process_taking_the_run_over_or_a_failing_ledger_end_with_a_mess
     assert broken.exit_code == 1 and "the ledger is unavailable" in broken.output
     assert "okendo_syncs" in broken.output and not isinstance(broken.exception, AssertionError)
     assert "Traceback" not in broken.output
+
+
+def test_a_second_run_started_during_a_long_status_is_refused_and_the_first_goes_on(ledger, okendo):  # noqa: F811
+    """The run over all statuses keeps its lease while one status takes longer than the lease: a second
+    `backfill reviews` meanwhile is refused, and the first is not made to fail (it lost its lease to the
+    second, which then failed on the status the first was reading)."""
+    import threading
+
+    settings, engine = ledger
+    okendo.seed_reviews(300)
+    okendo.latency = (0.3, 0.4)  # three pages of approved take over a second, the lease here
+    settings_okendo = settings.model_copy(update={"okendo": settings.okendo.model_copy(update={
+        "user_id": okendo.user_id, "api_key": okendo.api_key, "api_base_url": okendo.base_url})})
+    outcome: dict[str, object] = {}
+
+    def first() -> None:
+        api = open_api(settings_okendo, engine)
+        try:
+            outcome["first"] = ReviewBackfill(engine, api, owner="hosta:1:backfill", lease_s=1.0).run(
+                ["approved", "pending"])
+        except Exception as error:  # what the test reports
+            outcome["first"] = error
+        finally:
+            api.close()
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    time.sleep(1.6)  # past the first run's lease, while it reads approved
+    api = open_api(settings_okendo, engine)
+    try:
+        with pytest.raises(syncs.SyncBusy):
+            ReviewBackfill(engine, api, owner="hostb:2:backfill", lease_s=1.0).run(["approved", "pending"])
+    finally:
+        api.close()
+    thread.join(30)
+    assert not isinstance(outcome.get("first"), Exception), outcome.get("first")
+    assert [summary.finished for summary in outcome["first"]] == [True, True]
+    assert syncs.read(engine, "backfill:reviews").state == syncs.FINISHED

@@ -134,7 +134,9 @@ class ReviewBackfill:
                 summary = self._done_in(plan, status) if plan.went_on else None
                 if summary is None:
                     syncs.advance(self.engine, PLAN_NAME, self.owner, self.lease_s, cursor=status, counts={})
-                    summary = self.run_status(status)
+                    # One status can take longer than a lease: the run over all of them is renewed with each
+                    # page, or a second `backfill reviews` would take it over and end this one (SyncLost).
+                    summary = self.run_status(status, renew_plan=True)
                 summaries.append(summary)
                 if on_done:
                     on_done(summary)
@@ -157,9 +159,10 @@ class ReviewBackfill:
         summary.pages_in_all, summary.read_in_all = row.pages, row.read
         return summary
 
-    def run_status(self, status: str) -> StatusSummary:
+    def run_status(self, status: str, *, renew_plan: bool = False) -> StatusSummary:
         """Read one status to its end. Raises what stops it (an Okendo error, Ctrl-C, a lost lease),
-        after keeping the cursor, so the next run goes on from there."""
+        after keeping the cursor, so the next run goes on from there. `renew_plan`: renew the lease of
+        the run over all statuses (run()) with each page too."""
         name = sync_name(status)
         cursor = None
         set_aside = None
@@ -199,6 +202,8 @@ class ReviewBackfill:
                                   counts={"pages": 1, "read": counts.read, "stored": counts.stored,
                                           "missing": counts.missing, "different": counts.different,
                                           "problems": len(problems)})
+                    if renew_plan:
+                        syncs.advance(self.engine, PLAN_NAME, self.owner, self.lease_s, cursor=status, counts={})
                 reached = next((r.get("dateCreated") for r in reversed(page.reviews) if r.get("dateCreated")), None)
                 fraction = _fraction_done(review_date(page.reviews[-1]) if page.reviews else None, lower_bound)
                 if first_fraction is None:
