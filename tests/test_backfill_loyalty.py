@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from connector.backfill import syncs
 from connector.backfill.api import open_api
-from connector.backfill.loyalty import LoyaltyBackfill, shoppers_from_file
+from connector.backfill.loyalty import ERRORS_IN_A_ROW, LoyaltyBackfill, shoppers_from_file
 from tests.test_backfill import assert_okendo_limit_kept, backfill, config, crm_writes, okendo  # noqa: F401
 from tests.test_snapshot_ordering import events
 from tests.test_worker import drain, ledger  # noqa: F401
@@ -188,6 +188,20 @@ def test_one_shopper_okendo_refuses_is_named_and_the_others_go_on(runner, config
     assert syncs.read(engine, "backfill:loyalty").problems == 1
     drain(settings, engine)
     assert tier(crms, "ann@example.com") == tier(crms, "cy@example.com") == "Gold"
+
+
+def test_twenty_refused_in_a_row_stop_the_run_and_name_the_shoppers_only_on_the_terminal(runner, config, ledger,
+                                                                                         okendo, tmp_path):  # noqa: F811
+    _, engine = ledger
+    bad = [f"bad..dots{n}@example.com" for n in range(ERRORS_IN_A_ROW + 5)]  # Okendo's format check refuses each
+    result = backfill(runner, config, "loyalty", "--emails", str(emails_file(tmp_path, *bad)))
+    assert result.exit_code == 1, result.output
+    assert f"Okendo refused {ERRORS_IN_A_ROW} shoppers in a row (the last with HTTP 400)" in result.output
+    assert f"refused: {bad[0]}: Okendo refused this shopper" in result.output  # named where the operator looks
+    assert len(okendo.calls("GET", "/enterprise/loyalty/customers")) == ERRORS_IN_A_ROW
+    row = syncs.read(engine, "backfill:loyalty")
+    assert row.state == syncs.FAILED and "shoppers in a row" in row.last_error
+    assert "example.com" not in row.last_error  # no shopper's address kept in the run's row, which is never pruned
 
 
 def test_a_member_id_that_is_no_uuid_is_named_and_not_asked(runner, config, ledger, okendo):  # noqa: F811

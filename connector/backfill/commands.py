@@ -86,6 +86,7 @@ def _echo_refused(problems: list[str]) -> None:
 
 
 def _okendo_failure(error: Exception, rerun: str | None) -> click.ClickException:
+    _echo_refused(getattr(error, "problems", []))  # shoppers named on the terminal, never in the ledger
     lines = [str(error), *(f"  {detail}" for detail in getattr(error, "details", []))]
     return click.ClickException("\n".join(lines) + (f"\nnothing stored is lost: {rerun}" if rerun else ""))
 

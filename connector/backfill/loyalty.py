@@ -53,6 +53,15 @@ _links = RecordLink.__table__
 _states = ResourceState.__table__
 
 
+class RefusedInARow(OkendoApiError):
+    """So many shoppers in a row refused that Okendo itself is likely the problem: the run stops.
+    `problems` names them, for the terminal only."""
+
+    def __init__(self, message: str, status: int | None, *, problems: list[str]):
+        super().__init__(message, status)
+        self.problems = list(problems)
+
+
 class ShopperListError(Exception):
     """The shoppers' file cannot be used; the message names the lines."""
 
@@ -167,6 +176,7 @@ class LoyaltyBackfill:
         # Told when a stopped run read another list and is not gone on from.
         self.on_set_aside = on_set_aside or (lambda options: None)
         self._in_a_row = 0
+        self._refused_in_a_row: int | None = None  # the last HTTP status once ERRORS_IN_A_ROW were refused
 
     def run(self, shoppers: ShopperList) -> LoyaltySummary:
         cursor = None
@@ -223,12 +233,10 @@ class LoyaltyBackfill:
             if error.status not in (200, 400, 422):  # 200: an answer without a member
                 raise
             self._in_a_row += 1
-            if self._in_a_row >= ERRORS_IN_A_ROW:
-                raise OkendoApiError(f"Okendo refused {ERRORS_IN_A_ROW} shoppers in a row, the last {who}: {error}; "
-                                     "check okendo.api_base_url and the API's status before going on",
-                                     error.status, error.details) from None
             said = f"HTTP {error.status}: {'; '.join(error.details)}" if error.status != 200 else str(error)
             what = "this address" if shopper.email else "this member from the ledger"
+            if self._in_a_row >= ERRORS_IN_A_ROW:
+                self._refused_in_a_row = error.status
             return None, f"{who}: Okendo refused this shopper ({said}); fix or remove {what}"
 
     def _read(self, chunk: list[Shopper], summary: LoyaltySummary) -> list[Snapshot]:
@@ -239,6 +247,14 @@ class LoyaltyBackfill:
             summary.asked += 1
             if problem is not None:
                 summary.problems.append(problem)
+                if self._refused_in_a_row is not None:
+                    # Said without any shopper's address or Okendo's words about one: the message is kept in
+                    # the run's row (okendo_syncs.last_error), which retention never prunes. The shoppers are
+                    # named on the terminal, from `problems`.
+                    raise RefusedInARow(
+                        f"Okendo refused {ERRORS_IN_A_ROW} shoppers in a row (the last with HTTP "
+                        f"{self._refused_in_a_row}); check okendo.api_base_url and the API's status before going on",
+                        self._refused_in_a_row, problems=summary.problems)
                 continue
             self._in_a_row = 0
             if shopper.email:
