@@ -134,6 +134,35 @@ def snapshot(review_id: str, origin: str, read_at=None) -> Snapshot:
 # --- the overview's Okendo API section --------------------------------------------------------
 
 
+def test_a_stopped_run_is_offered_the_command_that_goes_on_with_it_as_it_was_asked(app):
+    """The rerun the page offers asks what the stopped run asked (--since, the statuses of a run over
+    several, the emails file): asked otherwise, the backfill would start afresh and read it all again."""
+    engine, now = engine_of(app), utcnow()
+    since = "2025-01-01T00:00:00+00:00"
+    owner = "host-a:5:backfill"
+    syncs.acquire(engine, "backfill:reviews", owner, 60, now=now - timedelta(minutes=5),
+                  options={"statuses": ["approved", "pending", "rejected"], "since": since})
+    pending = "backfill:reviews:pending"
+    syncs.acquire(engine, pending, owner, 60, now=now - timedelta(minutes=5), options={"status": "pending", "since": since})
+    syncs.advance(engine, pending, owner, 60, cursor="/reviews?status=pending&lastEvaluated=p",
+                  counts={"pages": 1, "read": 100, "stored": 4, "missing": 4}, now=now - timedelta(minutes=4))
+    syncs.finish_after(engine, pending, owner, KeyboardInterrupt())
+    syncs.finish_after(engine, "backfill:reviews", owner, KeyboardInterrupt())
+    loyalty = "backfill:loyalty"
+    syncs.acquire(engine, loyalty, owner, 60, now=now - timedelta(minutes=3),
+                  options={"source": "file", "path": "/srv/okendo/emails.txt", "sha256": "ab" * 32})
+    syncs.advance(engine, loyalty, owner, 60, cursor="email:m@example.com", counts={"pages": 1, "read": 50},
+                  now=now - timedelta(minutes=2))
+    syncs.finish_after(engine, loyalty, owner, KeyboardInterrupt())
+
+    html = signed_in(app).get("/status").text
+    _, line = sync_row(html, pending)
+    assert "connector okendo backfill reviews --since 2025-01-01<" in line  # all three statuses, as asked
+    assert "--status" not in line
+    _, line = sync_row(html, loyalty)
+    assert "connector okendo backfill loyalty --emails /srv/okendo/emails.txt" in line
+
+
 def test_no_okendo_api_section_without_runs_or_a_reconciliation(app):
     html = signed_in(app).get("/status").text
     assert "Okendo API" not in html and 'data-test="okendo-syncs"' not in html

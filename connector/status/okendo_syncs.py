@@ -86,11 +86,38 @@ def lease_alive(row: SyncRow, now: datetime) -> bool:
     return row.state == RUNNING and bool(row.lease_owner) and expires is not None and expires > now
 
 
-def _rerun(name: str) -> str | None:
-    if name.startswith("backfill:reviews:"):
-        return f"connector okendo backfill reviews --status {name.rpartition(':')[2]}"
-    if name == "backfill:loyalty":
-        return "connector okendo backfill loyalty"
+REVIEW_STATUSES = ("approved", "pending", "rejected")  # connector.backfill.reviews.STATUSES
+
+
+def _since_flag(since: str | None) -> str:
+    """` --since 2025-01-01` for the stored moment, as `--since` reads it (a date, or a date and time)."""
+    if not since:
+        return ""
+    try:
+        moment = datetime.fromisoformat(since)
+    except ValueError:
+        return ""
+    if (moment.hour, moment.minute, moment.second) == (0, 0, 0):
+        return f" --since {moment:%Y-%m-%d}"
+    return f" --since {moment:%Y-%m-%dT%H:%M:%S}"
+
+
+def _rerun(row: SyncRow, plan: SyncRow | None = None) -> str | None:
+    """The command that goes on with this run: asked as the stopped run was (a stopped run goes on
+    only when asked the same --since, shoppers and, for reviews over several statuses, the same
+    statuses; asked otherwise, it would start afresh and read again what it had read)."""
+    options = row.options or {}
+    if row.name.startswith("backfill:reviews:"):
+        status = row.name.rpartition(":")[2]
+        statuses, since = [status], options.get("since")
+        planned = (plan.options or {}) if plan is not None and plan.state != FINISHED else {}
+        if status in (planned.get("statuses") or ()):
+            statuses, since = list(planned["statuses"]), planned.get("since")
+        flags = "" if sorted(statuses) == sorted(REVIEW_STATUSES) else "".join(f" --status {s}" for s in statuses)
+        return f"connector okendo backfill reviews{flags}{_since_flag(since)}"
+    if row.name == "backfill:loyalty":
+        path = options.get("path") if options.get("source") == "file" else None
+        return "connector okendo backfill loyalty" + (f" --emails {path}" if path else "")
     return None
 
 
@@ -135,7 +162,9 @@ class SyncLine:
         }
 
 
-def describe(row: SyncRow, now: datetime, reconcile: ReconcileConfig | None = None) -> SyncLine:
+def describe(row: SyncRow, now: datetime, reconcile: ReconcileConfig | None = None,
+             plan: SyncRow | None = None) -> SyncLine:
+    """`plan`: the run over several review statuses (PLAN_NAME), which the rerun of a status goes on with."""
     running = lease_alive(row, now)
     reconciliation = row.name == RECONCILE_NAME
     if row.state == RUNNING and not running:
@@ -153,7 +182,7 @@ def describe(row: SyncRow, now: datetime, reconcile: ReconcileConfig | None = No
         words = f"{row.state}, resumable" if row.resumable and not reconciliation else row.state
     else:
         state, words = row.state, row.state
-    rerun = _rerun(row.name) if state in (STOPPED, FAILED, DIED) and row.resumable else None
+    rerun = _rerun(row, plan) if state in (STOPPED, FAILED, DIED) and row.resumable else None
     next_due, retrying = None, False
     if reconciliation and reconcile is not None:
         # As connector.backfill.syncs.acquire_if_due judges it: once per interval after the last
@@ -205,8 +234,10 @@ class OkendoApiSection:
 def section(connection: Connection, reconcile: ReconcileConfig | None, now: datetime | None = None) -> OkendoApiSection:
     now = now or utcnow()
     result = OkendoApiSection(reconcile=reconcile, now=now)
+    plan = next((SyncRow(**found._mapping) for found in connection.execute(
+        select(_syncs).where(_syncs.c.name == PLAN_NAME))), None)
     for row in read_rows(connection):
-        line = describe(row, now, reconcile)
+        line = describe(row, now, reconcile, plan)
         if line.is_reconciliation:
             result.reconciliation = line
         else:
