@@ -26,7 +26,8 @@ def _camel(name: str) -> str:
 class JsonAnswer(dict):
     """A JSON object read by attribute as the SDK's models are (`record.object_write_trace_id` is
     `objectWriteTraceId`), and by key as a dict. A name the object does not hold is an AttributeError,
-    so `getattr(answer, name, default)` and `hasattr` behave as they do on a model without it."""
+    so `getattr(answer, name, default)` and `hasattr` behave as they do on a model without it.
+    Built once per answer by `_view`, which turns every nested object into one."""
 
     __slots__ = ()
 
@@ -34,12 +35,12 @@ class JsonAnswer(dict):
         key = _camel(name)
         if name.startswith("__") or key not in self:
             raise AttributeError(name)
-        return _view(self[key])
+        return self[key]
 
 
 def _view(value: Any) -> Any:
     if isinstance(value, dict):
-        return value if isinstance(value, JsonAnswer) else JsonAnswer(value)
+        return JsonAnswer({key: _view(item) for key, item in value.items()})
     if isinstance(value, list):
         return [_view(item) for item in value]
     return value
