@@ -176,7 +176,7 @@ class LoyaltyBackfill:
         # Told when a stopped run read another list and is not gone on from.
         self.on_set_aside = on_set_aside or (lambda options: None)
         self._in_a_row = 0
-        self._refused_in_a_row: int | None = None  # the last HTTP status once ERRORS_IN_A_ROW were refused
+        self._refused_status: int | None = None  # the HTTP status of the last refusal
 
     def run(self, shoppers: ShopperList) -> LoyaltySummary:
         cursor = None
@@ -235,8 +235,7 @@ class LoyaltyBackfill:
             self._in_a_row += 1
             said = f"HTTP {error.status}: {'; '.join(error.details)}" if error.status != 200 else str(error)
             what = "this address" if shopper.email else "this member from the ledger"
-            if self._in_a_row >= ERRORS_IN_A_ROW:
-                self._refused_in_a_row = error.status
+            self._refused_status = error.status
             return None, f"{who}: Okendo refused this shopper ({said}); fix or remove {what}"
 
     def _read(self, chunk: list[Shopper], summary: LoyaltySummary) -> list[Snapshot]:
@@ -247,14 +246,14 @@ class LoyaltyBackfill:
             summary.asked += 1
             if problem is not None:
                 summary.problems.append(problem)
-                if self._refused_in_a_row is not None:
+                if self._in_a_row >= ERRORS_IN_A_ROW:
                     # Said without any shopper's address or Okendo's words about one: the message is kept in
                     # the run's row (okendo_syncs.last_error), which retention never prunes. The shoppers are
                     # named on the terminal, from `problems`.
                     raise RefusedInARow(
                         f"Okendo refused {ERRORS_IN_A_ROW} shoppers in a row (the last with HTTP "
-                        f"{self._refused_in_a_row}); check okendo.api_base_url and the API's status before going on",
-                        self._refused_in_a_row, problems=summary.problems)
+                        f"{self._refused_status}); check okendo.api_base_url and the API's status before going on",
+                        self._refused_status, problems=summary.problems)
                 continue
             self._in_a_row = 0
             if shopper.email:

@@ -52,7 +52,6 @@ class StatusSummary:
     resumed: bool  # went on from an earlier run's cursor
     finished: bool  # read to the last page (or to --since)
     skipped: bool = False  # finished by the run this one went on from: not read again
-    set_aside: dict[str, Any] | None = None  # an unfinished earlier run asked otherwise (--since), not gone on from
     pages: int = 0
     counts: SnapshotCounts = field(default_factory=SnapshotCounts)
     problems: list[str] = field(default_factory=list)
@@ -114,20 +113,25 @@ class ReviewBackfill:
         # Told when an unfinished earlier run of a status was asked otherwise (--since) and is not gone on from.
         self.on_set_aside = on_set_aside or (lambda status, options: None)
 
+    def _since_text(self) -> str | None:
+        return self.since.isoformat() if self.since else None
+
     def _options(self, status: str) -> dict[str, Any]:
-        return {"status": status, "since": self.since.isoformat() if self.since else None}
+        return {"status": status, "since": self._since_text()}
 
     def run(self, statuses: Sequence[str] = STATUSES,
             on_done: Callable[[StatusSummary], None] | None = None) -> list[StatusSummary]:
         """Each status in turn, as one run: a status the unfinished run this one goes on from had
         finished is skipped (its summary from the ledger), unless `restart`."""
+        on_done = on_done or (lambda summary: None)
         if self.dry_run:
-            summaries = [self.run_status(status) for status in statuses]
-            for summary in summaries:
-                (on_done or (lambda summary: None))(summary)
+            summaries = []
+            for status in statuses:
+                summaries.append(self.run_status(status))
+                on_done(summaries[-1])
             return summaries
         plan = syncs.acquire(self.engine, PLAN_NAME, self.owner, self.lease_s, restart=self.restart,
-                             options={"statuses": list(statuses), "since": self._options("")["since"]})
+                             options={"statuses": list(statuses), "since": self._since_text()})
         summaries = []
         try:
             for status in statuses:
@@ -138,8 +142,7 @@ class ReviewBackfill:
                     # page, or a second `backfill reviews` would take it over and end this one (SyncLost).
                     summary = self.run_status(status, renew_plan=True)
                 summaries.append(summary)
-                if on_done:
-                    on_done(summary)
+                on_done(summary)
         except BaseException as error:
             if not isinstance(error, syncs.SyncLost):
                 syncs.finish_after(self.engine, PLAN_NAME, self.owner, error)
@@ -165,14 +168,13 @@ class ReviewBackfill:
         the run over all statuses (run()) with each page too."""
         name = sync_name(status)
         cursor = None
-        set_aside = None
         if not self.dry_run:
             row = syncs.acquire(self.engine, name, self.owner, self.lease_s, restart=self.restart,
                                 options=self._options(status))
-            cursor, set_aside = row.cursor, row.set_aside
-            if set_aside is not None:
-                self.on_set_aside(status, set_aside)
-        summary = StatusSummary(status, resumed=cursor is not None, finished=False, set_aside=set_aside)
+            cursor = row.cursor
+            if row.set_aside is not None:
+                self.on_set_aside(status, row.set_aside)
+        summary = StatusSummary(status, resumed=cursor is not None, finished=False)
         started = time.monotonic()
         first_fraction: float | None = None
         seen: set[str] = set()

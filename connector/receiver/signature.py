@@ -68,7 +68,7 @@ def _malformed(body: bytes, headers: Mapping[str, str]) -> str | None:
     if not signature:
         return None  # the package's "Missing required headers"
     for entry in signature.split(" "):
-        version, comma, value = entry.partition(",")
+        _version, comma, value = entry.partition(",")
         if not comma:
             return "malformed_signature_header"
         try:

@@ -113,7 +113,8 @@ def _rerun(row: SyncRow, plan: SyncRow | None = None) -> str | None:
         planned = (plan.options or {}) if plan is not None and plan.state != FINISHED else {}
         if status in (planned.get("statuses") or ()):
             statuses, since = list(planned["statuses"]), planned.get("since")
-        flags = "" if sorted(statuses) == sorted(REVIEW_STATUSES) else "".join(f" --status {s}" for s in statuses)
+        # No --status asks for the three in this order; the stopped run's list must come back the same.
+        flags = "" if statuses == list(REVIEW_STATUSES) else "".join(f" --status {s}" for s in statuses)
         return f"connector okendo backfill reviews{flags}{_since_flag(since)}"
     if row.name == "backfill:loyalty":
         path = options.get("path") if options.get("source") == "file" else None
