@@ -5,10 +5,10 @@ file, problemType and problem: not the component's fullName (so "refused: Custom
 objects/Contact.object" cannot say which field), and none of the successes. This module sends the same
 documented SOAP call, `checkDeployStatus(asyncProcessId, includeDetails=true)`
 (https://developer.salesforce.com/docs/atlas.en-us.api_meta.meta/api_meta/meta_checkdeploystatus.htm),
-through the client's public session, session id and metadata URL, and reads the DeployResult with the
-standard library: `status`, `stateDetail`, `errorMessage` and, under `details`, every
-`componentFailures` and `componentSuccesses` DeployMessage (`componentType`, `fullName`, `fileName`,
-`problem`, `problemType`, `created`, `changed`;
+with the client's own message template and `call_salesforce` (whose header changes the caller undoes,
+salesforce_setup._keeping_headers), and reads the DeployResult with the standard library: `status`,
+`stateDetail`, `errorMessage` and, under `details`, every `componentFailures` and `componentSuccesses`
+DeployMessage (`componentType`, `fullName`, `fileName`, `problem`, `problemType`, `created`, `changed`;
 https://developer.salesforce.com/docs/atlas.en-us.api_meta.meta/api_meta/meta_deployresult.htm).
 """
 
@@ -19,7 +19,8 @@ from typing import Any
 from xml.etree import ElementTree
 from xml.sax.saxutils import escape
 
-from simple_salesforce.util import exception_handler
+from simple_salesforce.messages import CHECK_DEPLOY_STATUS_MSG
+from simple_salesforce.util import call_salesforce
 
 ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 MD = "http://soap.sforce.com/2006/04/metadata"
@@ -27,17 +28,6 @@ _M = "{" + MD + "}"
 # DeployStatus values that mean the deploy is over
 # (https://developer.salesforce.com/docs/atlas.en-us.api_meta.meta/api_meta/meta_deployresult.htm).
 DONE = frozenset({"Succeeded", "SucceededPartial", "Failed", "Canceled"})
-
-_REQUEST = """<?xml version="1.0" encoding="UTF-8"?>
-<soapenv:Envelope xmlns:soapenv="{env}" xmlns:met="{md}">
-  <soapenv:Header><met:SessionHeader><met:sessionId>{session}</met:sessionId></met:SessionHeader></soapenv:Header>
-  <soapenv:Body>
-    <met:checkDeployStatus>
-      <met:asyncProcessId>{async_id}</met:asyncProcessId>
-      <met:includeDetails>true</met:includeDetails>
-    </met:checkDeployStatus>
-  </soapenv:Body>
-</soapenv:Envelope>"""
 
 
 @dataclass(frozen=True)
@@ -79,14 +69,14 @@ class DeployStatus:
 
 
 def check_deploy_status(sf: Any, async_id: str) -> DeployStatus:
-    """checkDeployStatus with its details, through the simple-salesforce client `sf`: its requests
-    session (timeouts, the destination's wire), session id and metadata URL, all public attributes.
-    An HTTP error (a SOAP fault is a 500) raises simple-salesforce's own exception for it, as its calls do."""
-    body = _REQUEST.format(env=ENV, md=MD, session=escape(sf.session_id), async_id=escape(async_id))
-    response = sf.session.post(f"{sf.metadata_url}deployRequest/{async_id}", data=body.encode("utf-8"),
-                               headers={"Content-Type": "text/xml; charset=UTF-8", "SOAPAction": "checkDeployStatus"})
-    if response.status_code >= 300:
-        exception_handler(response, "checkDeployStatus")
+    """checkDeployStatus with its details, sent as simple-salesforce sends it (its own message template
+    and `call_salesforce`, through the client's session, session id and metadata URL), read here in
+    full. An HTTP error (a SOAP fault is a 500) raises simple-salesforce's own exception for it."""
+    body = CHECK_DEPLOY_STATUS_MSG.format(client="okendo_crm_connector", sessionId=escape(sf.session_id),
+                                          asyncProcessId=escape(async_id), includeDetails="true")
+    response = call_salesforce(url=f"{sf.metadata_url}deployRequest/{async_id}", method="POST", session=sf.session,
+                               headers=sf.headers, data=body,
+                               additional_headers={"Content-Type": "text/xml", "SOAPAction": "checkDeployStatus"})
     return parse_deploy_status(response.content, async_id)
 
 
