@@ -75,10 +75,11 @@ class SetupError(Exception):
     """What stops the setup that is neither Salesforce's refusal nor a failed call; the message says what to do."""
 
 
-def _differs(spec: FieldSpec, described: dict[str, Any], *, from_definition: bool = False) -> str | None:
+def _differs(spec: FieldSpec, described: dict[str, Any]) -> str | None:
     """How the org's field differs from the declaration, in words; None when it will do. A field the user
-    cannot see is known only by its FieldDefinition.DataType (`from_definition`): its type, length,
-    precision and lookup target are compared; the rest once the grant makes it visible to describe."""
+    cannot see is known only by its FieldDefinition.DataType (_from_data_type, which keeps `data_type`):
+    its type, length, precision and lookup target are compared; the rest once the grant makes it visible
+    to describe."""
     expected = DESCRIBE_TYPES[spec.type]
     actual = described.get("type")
     if spec.type == "Email" and actual == "string":  # some orgs describe email fields as string
@@ -93,7 +94,7 @@ def _differs(spec: FieldSpec, described: dict[str, Any], *, from_definition: boo
                 f"declared Number({spec.precision}, {spec.scale})")
     if spec.type == "Lookup" and spec.to not in (described.get("referenceTo") or []):
         return f"looks up {', '.join(described.get('referenceTo') or []) or 'nothing'}, declared {spec.to}"
-    if from_definition:
+    if "data_type" in described:  # from FieldDefinition: nothing more to compare
         return None
     if spec.external_id and not described.get("externalId"):
         return "is not an External ID: upserts by it are refused"
@@ -190,10 +191,6 @@ class SalesforceSetup(SalesforceCalls):
                 {**_from_data_type(str(row.get("DataType") or "")), "nillable": row.get("IsNillable")}
                 for row in rows}
 
-    def _all_fields(self, sobject: str) -> set[str]:
-        """Every field of the object, visible to the user or not (lower-cased names)."""
-        return set(self._field_definitions(sobject))
-
     def current_user(self) -> dict[str, Any]:
         """The connecting user (OpenID userinfo: user_id, preferred_username)."""
         return self._call(lambda sf: sf.oauth2("userinfo"), call_name="userinfo") or {}
@@ -232,27 +229,23 @@ class SalesforceSetup(SalesforceCalls):
                     continue
                 state.invisible_objects.append(sobject)
             for name, field_spec in spec.fields.items():
-                if name.lower() in visible:
-                    found: dict[str, Any] | None = visible[name.lower()]
-                    differs = _differs(field_spec, visible[name.lower()])
-                elif name.lower() in defined:  # there, but field-level security hides it
-                    found = defined[name.lower()]
-                    differs = _differs(field_spec, defined[name.lower()], from_definition=True)
-                    if not _required(found):  # Salesforce shows a required field to everyone: the object is hidden
-                        state.invisible.setdefault(sobject, []).append(name)
-                else:
-                    found = None
+                found = visible.get(name.lower()) or defined.get(name.lower())
+                if found is None:
                     state.missing.setdefault(sobject, []).append(name)
-                    differs = None
-                if found is not None and _required(found):
+                    continue
+                required = _required(found)
+                if required:
                     # Always readable and editable by whoever may use the object; a permission set naming it
                     # is refused whole ("You cannot deploy to a required field: Object.Field").
                     state.required.setdefault(sobject, []).append(name)
+                elif name.lower() not in visible:  # there, but field-level security hides it
+                    state.invisible.setdefault(sobject, []).append(name)
+                # (a required field hidden from describe: Salesforce shows it to everyone, so the object is hidden)
+                differs = _differs(field_spec, found)
                 if differs:
                     state.different.append(f"{sobject}.{name} {differs}")
         permission_set = self._permission_set_id()
-        user_id = user.get("user_id")
-        state.assigned = bool(permission_set and user_id and self._assignment_exists(user_id, permission_set))
+        state.assigned = bool(permission_set and self._assignment_exists(user["user_id"], permission_set))
         return state
 
     # --- changing it ----------------------------------------------------------------------------
@@ -348,6 +341,6 @@ class SalesforceSetup(SalesforceCalls):
         """FieldDefinition's answer, or nothing when the user may not read it (View Setup): then a field
         absent from describe is reported as missing, as before."""
         try:
-            return self._all_fields(sobject)
+            return set(self._field_definitions(sobject))
         except DeliveryError:
             return set()
