@@ -45,7 +45,8 @@ class OrgState:
     invisible_objects: list[str] = field(default_factory=list)  # there, but the user cannot read them
     missing: dict[str, list[str]] = field(default_factory=dict)  # fields not there, by object
     invisible: dict[str, list[str]] = field(default_factory=dict)  # there, not visible to the user
-    different: list[str] = field(default_factory=list)  # there with another type: reported, never changed
+    # "Object.Field" -> how it differs: there with another type (or size, target...): reported, never changed
+    different: dict[str, str] = field(default_factory=dict)
     # there and required (universally): no field permissions for them, Salesforce refuses the permission set
     required: dict[str, list[str]] = field(default_factory=dict)
     assigned: bool = False  # the permission set is assigned to the user
@@ -243,7 +244,7 @@ class SalesforceSetup(SalesforceCalls):
                 # (a required field hidden from describe: Salesforce shows it to everyone, so the object is hidden)
                 differs = _differs(field_spec, found)
                 if differs:
-                    state.different.append(f"{sobject}.{name} {differs}")
+                    state.different[f"{sobject}.{name}"] = differs
         permission_set = self._permission_set_id()
         state.assigned = bool(permission_set and self._assignment_exists(user["user_id"], permission_set))
         return state

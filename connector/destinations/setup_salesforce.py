@@ -32,6 +32,11 @@ def _but_required(state) -> str:  # type: ignore[no-untyped-def]
     return "" if not count else " but that required field" if count == 1 else " but those required fields"
 
 
+def _left_alone(name: str, different: dict[str, str]) -> None:
+    for field_name, how in different.items():
+        click.echo(f"{name}: left alone: {field_name} {how}; change it in Salesforce, or the mapping, yourself")
+
+
 def _report(name: str, state) -> None:  # type: ignore[no-untyped-def]
     from connector.destinations.salesforce_schema.package import PERMISSION_SET
 
@@ -46,8 +51,7 @@ def _report(name: str, state) -> None:  # type: ignore[no-untyped-def]
         if sobject not in state.invisible_objects:
             click.echo(f"{name}: {sobject}: {', '.join(fields)} {'exists but is' if len(fields) == 1 else 'exist but are'} "
                        f"invisible to {state.user} (field-level security)")
-    for difference in state.different:
-        click.echo(f"{name}: left alone: {difference}; change it in Salesforce, or the mapping, yourself")
+    _left_alone(name, state.different)
     if state.to_deploy or state.to_grant:
         for sobject, fields in state.required.items():
             for field_name in fields:
@@ -177,11 +181,9 @@ def _setup(settings, name: str, schema, *, yes: bool, check_only: bool, wait_s: 
             _report(name, after)
             raise click.ClickException(f"{name}: deployed, but Salesforce still lacks or hides what is listed above")
         # The grant made hidden fields visible to describe, which tells more than FieldDefinition did.
-        seen = {difference.partition(" ")[0] for difference in state.different}
-        newly = [difference for difference in after.different if difference.partition(" ")[0] not in seen]
-        for difference in newly:
-            click.echo(f"{name}: left alone: {difference}; change it in Salesforce, or the mapping, yourself")
-        different = state.different + newly
+        newly = {key: text for key, text in after.different.items() if key not in state.different}
+        _left_alone(name, newly)
+        different = {**state.different, **newly}
         if different:
             raise click.ClickException(f"{name}: deployed what was missing, but {_differ(len(different))} from the "
                                        "declaration (listed above, left alone)")
